@@ -1,0 +1,247 @@
+"""The `jaxdream` command line: a thin Typer layer over the library.
+
+Darknet's single-dash options (`-rounds 4`) are accepted as well as `--rounds 4`, so Darknet command lines work
+unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from jaxdream.errors import JaxdreamError
+
+app = typer.Typer(
+    help="Faithful, compiled DeepDream: Darknet's nightmare and friends in JAX.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
+)
+weights_app = typer.Typer(help="Convert, inspect and fetch model weights.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+err_console = Console(stderr=True)
+
+# Darknet spells options with one dash; these are rewritten to two before parsing.
+DARKNET_OPTIONS = (
+    "rounds", "iters", "range", "octaves", "rate", "thresh", "zoom", "rotate", "norm", "prefix", "reconstruct",
+    "momentum", "lambda", "smooth", "seed", "out", "format", "stats", "quiet", "debug",
+)
+
+
+def _darknet_argv(argv: list[str]) -> list[str]:
+    return [f"-{a}" if a.startswith("-") and not a.startswith("--") and a[1:] in DARKNET_OPTIONS else a for a in argv]
+
+
+def _setup_jax() -> None:
+    """Persistent compilation cache, so a second run of the same command starts fast."""
+    import jax
+
+    from jaxdream.zoo import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _download_progress(quiet: bool):
+    if quiet:
+        return None, None
+    progress = Progress(TextColumn("fetching weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=err_console)
+    task = progress.add_task("download", total=None)
+    return progress, lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def _load(model: str, weights: str | None, quiet: bool):
+    from jaxdream import zoo
+    from jaxdream.model import load_model
+
+    entry = zoo.find(weights) if weights else (zoo.find(model) if not Path(model).exists() else None)
+    if entry is not None and not zoo.cached_path(entry).exists():
+        progress, callback = _download_progress(quiet)
+        if progress:
+            with progress:
+                zoo.fetch(entry, callback)
+        else:
+            zoo.fetch(entry)
+    return load_model(model, weights)
+
+
+@app.command()
+def nightmare(
+    cfg: Annotated[str, typer.Argument(help="Darknet .cfg path or built-in name (vgg-conv, jnet-conv, vgg-16).")],
+    weights: Annotated[str, typer.Argument(help="Darknet .weights, converted .h5, or a zoo name (fetched once).")],
+    image: Annotated[Path, typer.Argument(help="Input image (JPEG, PNG, ...).")],
+    layer: Annotated[int, typer.Argument(help="Layer whose activations to amplify (`jaxdream weights info`).")],
+    rounds: Annotated[int, typer.Option(help="Rounds; one image is written after each.")] = 1,
+    iters: Annotated[int, typer.Option(help="Iterations per round.")] = 10,
+    range_: Annotated[int, typer.Option("--range", help="Each iteration picks a layer in LAYER +- range/2.")] = 1,
+    octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 4,
+    rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.04,
+    thresh: Annotated[float, typer.Option(help="Only activations above mean + thresh*std count.")] = 1.0,
+    zoom: Annotated[float, typer.Option(help="Zoom between rounds (>1 zooms in).")] = 1.0,
+    rotate: Annotated[float, typer.Option(help="Rotation between rounds, in radians (as Darknet).")] = 0.0,
+    norm: Annotated[int, typer.Option(help="1: normalise each update to zero mean, unit std (Darknet's default).")] = 1,
+    reconstruct: Annotated[bool, typer.Option(help="Feature reconstruction instead of dreaming.")] = False,
+    momentum: Annotated[float, typer.Option(help="Reconstruction: momentum of the update.")] = 0.9,
+    lambda_: Annotated[float, typer.Option("--lambda", help="Reconstruction: smoothing strength.")] = 0.01,
+    smooth: Annotated[int, typer.Option(help="Reconstruction: smoothing radius in pixels.")] = 1,
+    prefix: Annotated[Path | None, typer.Option(help="Darknet's output folder option (same as --out).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="jpg (quality 80, as Darknet) or png.")] = "jpg",
+    seed: Annotated[int, typer.Option(help="Random seed: the same command gives the same images.")] = 0,
+    stats: Annotated[Path | None, typer.Option(help="Write timings and sizes as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Darknet's `nightmare`: `jaxdream nightmare vgg-conv vgg-conv.weights scream.jpg 10 -range 3 -iters 20`.
+
+    Writes <image>_<cfg>_<layer>_<round:06d>.<format> after every round, named as Darknet names them.
+    """
+    import jax
+
+    from jaxdream import dream
+    from jaxdream.image import load_image, save_image
+
+    if format_ not in ("jpg", "png"):
+        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
+    folder = out or prefix or Path(".")
+    if not folder.is_dir():
+        raise JaxdreamError(f"output folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise JaxdreamError(f"output folder {folder} is not writable")
+    x = load_image(image)
+    model = _load(cfg, weights, quiet)
+    _setup_jax()
+    stem = image.name.split(".", 1)[0]
+    names = [folder / f"{stem}_{model.name}_{layer}_{r:06d}.{format_}" for r in range(rounds)]
+    run_stats = dream.RunStats()
+    start = time.perf_counter()
+
+    def write(r: int, frames) -> None:
+        save_image(names[r], frames[0])
+        if not quiet:
+            elapsed = time.perf_counter() - start
+            err_console.print(f"round {r + 1}/{rounds}: {iters} iterations, {elapsed:.1f}s elapsed -> {names[r]}")
+
+    if reconstruct:
+        dream.reconstruct(model, x, layer, rounds=rounds, iters=iters, rate=rate, momentum=momentum, lam=lambda_,
+                          smooth=smooth, zoom=zoom, rotate=rotate, on_round=write, stats=run_stats)
+    else:
+        dream.nightmare(model, x, layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
+                        thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed, on_round=write,
+                        stats=run_stats)
+    if stats:
+        report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
+                  "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
+                  "machine": platform.machine(), **run_stats.as_dict()}
+        stats.write_text(json.dumps(report, indent=2))
+
+
+@weights_app.command("convert")
+def weights_convert(
+    cfg: Annotated[str, typer.Argument(help="Darknet .cfg path or built-in name.")],
+    weights: Annotated[Path, typer.Argument(help="Darknet .weights file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .h5 file to write.")],
+) -> None:
+    """Convert cfg + .weights into one jaxdream .h5 (architecture, parameters, source sha256)."""
+    from jaxdream import converted
+    from jaxdream.model import load_model
+
+    model = load_model(cfg, weights)
+    converted.write_converted(output, converted.Converted(
+        model.name, model.cfg.text, model.params, converted.sha256_of(weights), model.labels))
+    err_console.print(f"wrote {output}")
+
+
+@weights_app.command("info")
+def weights_info(
+    model: Annotated[str, typer.Argument(help="A converted .h5, a .cfg, or a built-in name.")],
+    height: Annotated[int | None, typer.Option(help="Input height for the shapes (default: the cfg's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Input width for the shapes (default: the cfg's).")] = None,
+) -> None:
+    """The layer table: index, type, output shape and parameters — pick a dream layer from it."""
+    from jaxdream import converted, zoo
+    from jaxdream.darknet.cfg import load_cfg, parse_cfg
+    from jaxdream.model import Model
+
+    path = Path(model)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        stored = converted.read_converted(path)
+        cfg = parse_cfg(stored.cfg_text, f"{path}:cfg")
+    elif (entry := zoo.find(model)) is not None and not path.exists():
+        cfg = parse_cfg(entry.cfg_text(), entry.name)
+    else:
+        cfg = load_cfg(path)
+    rows = Model(model, cfg, {}).describe(height, width)
+    table = Table(title=f"{model} at {width or cfg.net.width}x{height or cfg.net.height}")
+    for column in ("layer", "type", "output (h x w x c)", "params"):
+        table.add_column(column, justify="right" if column != "type" else "left")
+    for row in rows:
+        h, w, c = row["output"]
+        table.add_row(str(row["index"]), row["type"], f"{h} x {w} x {c}", f"{row['params']:,}")
+    Console().print(table)
+    Console().print(f"total parameters: {sum(r['params'] for r in rows):,}")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: Annotated[str, typer.Argument(help="A zoo name: vgg-conv, jnet-conv, vgg-16.")]) -> None:
+    """Download a zoo model's official weights into the cache ($JAXDREAM_HOME, default ~/.cache/jaxdream)."""
+    from jaxdream import zoo
+
+    entry = zoo.find(name)
+    if entry is None:
+        raise JaxdreamError(f"{name!r} is not in the zoo; known: {', '.join(zoo.names())}")
+    progress, callback = _download_progress(False)
+    with progress:
+        path = zoo.fetch(entry, callback)
+    err_console.print(f"{entry.name}: {path}")
+
+
+@app.command()
+def models() -> None:
+    """List the built-in architectures and where their weights come from."""
+    from jaxdream import zoo
+
+    table = Table(title="built-in models")
+    for column in ("name", "weights URL", "bytes", "cached"):
+        table.add_column(column)
+    for name in zoo.names():
+        entry = zoo.find(name)
+        assert entry is not None
+        table.add_row(name, entry.url, str(entry.file_sizes()[1]), "yes" if zoo.cached_path(entry).exists() else "no")
+    Console().print(table)
+
+
+def main() -> None:
+    """Console entry point: Darknet-style options, one-line errors (tracebacks with --debug)."""
+    argv = _darknet_argv(sys.argv[1:])
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        app(argv, standalone_mode=False)
+    except JaxdreamError as err:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as err:  # click usage errors come here with standalone_mode=False
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(1)
+        raise

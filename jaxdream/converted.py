@@ -1,0 +1,78 @@
+"""jaxdream's own HDF5 model file: the cfg text, every parameter (model layout) and where they came from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from jaxdream.darknet.weights import Params
+from jaxdream.errors import WeightsError
+
+FORMAT = "jaxdream-model"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Converted:
+    name: str
+    cfg_text: str
+    params: Params
+    source_sha256: str
+    labels: tuple[str, ...] | None
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_converted(path: str | Path, converted: Converted) -> None:
+    """Write atomically: a temp file in the same folder, renamed when complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"format": FORMAT, "version": VERSION, "name": converted.name,
+                            "cfg": converted.cfg_text, "source_sha256": converted.source_sha256})
+            if converted.labels is not None:
+                f.create_dataset("labels", data=np.array(converted.labels, dtype=h5py.string_dtype()))
+            group = f.create_group("params")
+            for layer, arrays in converted.params.items():
+                sub = group.create_group(layer)
+                for name, array in arrays.items():
+                    sub.create_dataset(name, data=np.asarray(array, np.float32))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(f"{path}: cannot write the converted model ({err})") from None
+
+
+def read_converted(path: str | Path) -> Converted:
+    """Read a file written by :func:`write_converted`; anything else gets a clear error."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise WeightsError(
+                    f"{path}: not a jaxdream model file (no format={FORMAT!r} attribute); make one with "
+                    "`jaxdream weights convert CFG WEIGHTS -o FILE.h5`"
+                )
+            if int(f.attrs["version"]) > VERSION:
+                raise WeightsError(f"{path}: written by a newer jaxdream (format version {f.attrs['version']})")
+            params = {
+                layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
+                for layer, group in f["params"].items()
+            }
+            labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["labels"][()]) \
+                if "labels" in f else None
+            return Converted(str(f.attrs["name"]), str(f.attrs["cfg"]), params, str(f.attrs["source_sha256"]), labels)
+    except (OSError, KeyError) as err:
+        raise WeightsError(f"{path}: cannot read as an HDF5 model file ({err})") from None

@@ -1,0 +1,322 @@
+"""Darknet's nightmare as one compiled program per round.
+
+A round is a jitted ``lax.fori_loop`` over the iterations. Each iteration's random choices (layer in the range,
+octave, shift, flip) come from a schedule drawn from a jax.random key inside the same program (or given
+explicitly, to replay Darknet's own draws). The layer/octave choice picks a branch of ``lax.switch``: each branch
+is a fixed-shape program (resize to the octave, flip, gradient of the objective, back). The choices are shared by
+the whole batch, so under vmap the switch stays a switch instead of running every branch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxdream import image as I
+from jaxdream.darknet.shapes import layer_shapes
+from jaxdream.errors import JaxdreamError, OptionError
+from jaxdream.model import Model
+from jaxdream.objectives import nightmare_objective, reconstruction_objective
+
+Array = jax.Array
+OCTAVE_BASE = 1.33333333  # Darknet's literal
+GRAY_PULL = 0.1
+SHIFT_RANGE = 8  # dx, dy in [-8, 7]
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """What a nightmare round computes; everything that changes the compiled program's shape."""
+
+    layer: int
+    layer_range: int = 1
+    iters: int = 10
+    octaves: int = 4
+    norm: bool = True
+    jitter: bool = True
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Darknet draws ``layer + rand() % range - range / 2``."""
+        first = self.layer - self.layer_range // 2
+        return tuple(range(first, first + self.layer_range))
+
+
+@dataclass
+class RunStats:
+    """Timings of the compiled programs, kept apart: compile time is never counted as run time."""
+
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+    iterations: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        per_iter = 1000.0 * self.run_seconds / self.iterations if self.iterations else None
+        return {"compile_seconds": self.compile_seconds, "run_seconds": self.run_seconds,
+                "iterations": self.iterations, "ms_per_iteration": per_iter, **self.extra}
+
+
+def octave_size(height: int, width: int, octave: int) -> tuple[int, int]:
+    """(int)(size * scale) with Darknet's float scale = 1 / 1.33333333^octave."""
+    scale = np.float32(1.0 / math.pow(OCTAVE_BASE, octave))
+    return int(np.float32(height) * scale), int(np.float32(width) * scale)
+
+
+def _check_finite(name: str, value: float, minimum: float | None = None, strict: bool = False) -> None:
+    if not math.isfinite(value):
+        raise OptionError(f"--{name} {value} is not a finite number")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise OptionError(f"--{name} {value} must be {'greater than' if strict else 'at least'} {minimum}")
+
+
+def validate(model: Model, config: DreamConfig, height: int, width: int) -> None:
+    """Every layer the run may visit exists, can run, and has a non-empty output at every octave size."""
+    for name, value in (("iters", config.iters), ("range", config.layer_range), ("octaves", config.octaves)):
+        if value < (0 if name == "iters" else 1):
+            raise OptionError(f"--{name} {value} must be at least {0 if name == 'iters' else 1}")
+    for layer in config.layers:
+        model.check_layer(layer, "layer" if config.layer_range == 1 else f"layer (from --range {config.layer_range})")
+    for octave in range(config.octaves if config.jitter else 1):
+        oh, ow = octave_size(height, width, octave)
+        try:
+            if min(oh, ow) < 1:
+                raise JaxdreamError("empty octave")
+            layer_shapes(model.cfg, oh, ow, upto=max(config.layers))
+        except JaxdreamError:
+            raise OptionError(
+                f"the {width}x{height} image is too small: at octave {octave} ({ow}x{oh}) layer {max(config.layers)} "
+                "of the network has no output; use a larger image, fewer --octaves or an earlier layer"
+            ) from None
+
+
+def draw_schedule(key: Array, config: DreamConfig) -> Array:
+    """(iters, 5) int32 rows of layer, octave, dx, dy, flip — Darknet's draws, from a JAX key."""
+    k_layer, k_octave, k_dx, k_dy, k_flip = jax.random.split(key, 5)
+    n = config.iters
+    layer = config.layers[0] + jax.random.randint(k_layer, (n,), 0, config.layer_range)
+    if not config.jitter:
+        zeros = jnp.zeros((n,), jnp.int32)
+        return jnp.stack([layer, zeros, zeros, zeros, zeros], axis=1).astype(jnp.int32)
+    octave = jax.random.randint(k_octave, (n,), 0, config.octaves)
+    dx = jax.random.randint(k_dx, (n,), -SHIFT_RANGE, SHIFT_RANGE)
+    dy = jax.random.randint(k_dy, (n,), -SHIFT_RANGE, SHIFT_RANGE)
+    flip = jax.random.randint(k_flip, (n,), 0, 2)
+    return jnp.stack([layer, octave, dx, dy, flip], axis=1).astype(jnp.int32)
+
+
+def _gradient_branch(model: Model, layer: int, size: tuple[int, int], full: tuple[int, int]) -> Callable:
+    """Input gradient of the objective at one (layer, octave): resize, flip, grad, un-flip, resize back."""
+
+    def branch(params: Any, shifted: Array, flip: Array, thresh: Array) -> Array:
+        small = I.flip_if(I.darknet_resize(shifted, *size), flip)
+
+        def objective(img: Array) -> Array:
+            return nightmare_objective(model.apply(params, img[None], (layer,))[layer][0], thresh)
+
+        grad = jax.grad(objective)(small)
+        return I.darknet_resize(I.flip_if(grad, flip), *full)
+
+    return branch
+
+
+def nightmare_step(
+    model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, thresh: Array
+) -> Array:
+    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip)."""
+    h, w = image.shape[0], image.shape[1]
+    n_octaves = config.octaves if config.jitter else 1
+    branches = [
+        _gradient_branch(model, layer, octave_size(h, w, octave), (h, w))
+        for layer in config.layers for octave in range(n_octaves)
+    ]
+    layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
+    index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
+    grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), thresh)
+    update = I.shift(grad, -dx, -dy) + GRAY_PULL * (0.5 - image)
+    if config.norm:
+        mean = jnp.mean(update)
+        update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
+    return jnp.clip(image + rate * update, 0.0, 1.0)
+
+
+def round_program(model: Model, config: DreamConfig) -> Callable:
+    """The pure round: (params, images (N,H,W,3), schedule (iters,5), rate, thresh) -> images."""
+
+    def run(params: Any, images: Array, schedule: Array, rate: Array, thresh: Array) -> Array:
+        def body(i: Array, imgs: Array) -> Array:
+            row = schedule[i]
+            step = lambda img: nightmare_step(model, config, params, img, row, rate, thresh)
+            return jax.vmap(step)(imgs)
+
+        return lax.fori_loop(0, config.iters, body, images)
+
+    return run
+
+
+def random_round_program(model: Model, config: DreamConfig) -> Callable:
+    """The round with its schedule drawn inside the program: (params, images, key, rate, thresh) -> images."""
+    run = round_program(model, config)
+    return lambda params, images, key, rate, thresh: run(params, images, draw_schedule(key, config), rate, thresh)
+
+
+def _postprocess_program(zoom_factor: float, rotate_radians: float) -> Callable:
+    def post(images: Array) -> Array:
+        if rotate_radians:
+            images = I.rotate(images, rotate_radians)
+        return I.zoom(images, zoom_factor) if zoom_factor != 1.0 else images
+
+    return post
+
+
+class _Compiled:
+    """jit + ahead-of-time compile with the compile time recorded, cached per argument shapes."""
+
+    def __init__(self, fn: Callable, stats: RunStats):
+        self.jitted, self.stats, self.cache = jax.jit(fn), stats, {}
+
+    def __call__(self, *args: Any) -> Any:
+        signature = tuple((np.shape(a), getattr(a, "dtype", None)) for a in jax.tree_util.tree_leaves(args))
+        if signature not in self.cache:
+            start = time.perf_counter()
+            self.cache[signature] = self.jitted.lower(*args).compile()
+            self.stats.compile_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        out = jax.block_until_ready(self.cache[signature](*args))
+        self.stats.run_seconds += time.perf_counter() - start
+        return out
+
+
+def as_batch(x: Any) -> tuple[Array, bool]:
+    x = np.asarray(x, np.float32)
+    if x.ndim == 3:
+        return jnp.asarray(x[None]), True
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise OptionError(f"images must be (H, W, 3) or (N, H, W, 3) float arrays, got shape {x.shape}")
+    return jnp.asarray(x), False
+
+
+def _check_schedule(schedule: Any, config: DreamConfig) -> Array:
+    schedule = np.asarray(schedule, np.int64)
+    if schedule.shape != (config.iters, 5):
+        raise OptionError(f"schedule must have shape (iters, 5) = ({config.iters}, 5), got {schedule.shape}")
+    layers, octaves = schedule[:, 0], schedule[:, 1]
+    if not np.isin(layers, config.layers).all():
+        raise OptionError(f"schedule layers {sorted(set(layers.tolist()))} are outside the range {config.layers}")
+    if octaves.min() < 0 or octaves.max() >= config.octaves:
+        raise OptionError(f"schedule octaves must be in 0 .. {config.octaves - 1}")
+    return jnp.asarray(schedule, jnp.int32)
+
+
+def nightmare(
+    model: Model, x: Any, layer: int, rounds: int = 1, iters: int = 10, layer_range: int = 1, octaves: int = 4,
+    rate: float = 0.04, thresh: float = 1.0, zoom: float = 1.0, rotate: float = 0.0, norm: bool = True,
+    jitter: bool = True, seed: int = 0, schedule: Any = None,
+    on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+) -> np.ndarray:
+    """Darknet's nightmare on an image (H, W, 3) or batch (N, H, W, 3) in [0, 1] -> (rounds, N, H, W, 3).
+
+    ``schedule``: optional (iters, 5) int rows of layer, octave, dx, dy, flip replacing the random draws
+    (used for every round). ``on_round(round, images)`` is called after each round, before zoom/rotate.
+    """
+    images, _ = as_batch(x)
+    config = DreamConfig(layer, layer_range, iters, octaves, bool(norm), bool(jitter))
+    _check_finite("rate", rate, 0.0)
+    _check_finite("thresh", thresh)
+    _check_finite("zoom", zoom, 0.0, strict=True)
+    _check_finite("rotate", rotate)
+    if rounds < 1:
+        raise OptionError(f"--rounds {rounds} must be at least 1")
+    validate(model, config, images.shape[1], images.shape[2])
+    stats = stats if stats is not None else RunStats()
+    rate_a, thresh_a = jnp.float32(rate), jnp.float32(thresh)
+    if schedule is not None:
+        fixed = _check_schedule(schedule, config)
+        program = _Compiled(round_program(model, config), stats)
+        step = lambda imgs, r: program(model.params, imgs, fixed, rate_a, thresh_a)
+    else:
+        program = _Compiled(random_round_program(model, config), stats)
+        base = jax.random.key(seed)
+        step = lambda imgs, r: program(model.params, imgs, jax.random.fold_in(base, r), rate_a, thresh_a)
+    post = jax.jit(_postprocess_program(zoom, rotate))
+    frames = []
+    for r in range(rounds):
+        images = step(images, r)
+        stats.iterations += iters
+        frame = np.asarray(images)
+        frames.append(frame)
+        if on_round is not None:
+            on_round(r, frame)
+        if r + 1 < rounds and (zoom != 1.0 or rotate):
+            images = post(images)
+    return np.stack(frames)
+
+
+def _smooth(update: Array, recon: Array, lam: float, size: int) -> Array:
+    """Darknet's ``smooth``: update += lam * sum over the (2*size+1)^2 window inside the image of (nb - self)."""
+    window = (2 * size + 1, 2 * size + 1, 1)
+    pad = ((size, size), (size, size), (0, 0))
+    total = lax.reduce_window(recon, 0.0, lax.add, window, (1, 1, 1), pad)
+    count = lax.reduce_window(jnp.ones_like(recon), 0.0, lax.add, window, (1, 1, 1), pad)
+    return update + lam * (total - count * recon)
+
+
+def reconstruct(
+    model: Model, x: Any, layer: int, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
+    lam: float = 0.01, smooth: int = 1, zoom: float = 1.0, rotate: float = 0.0,
+    on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+) -> np.ndarray:
+    """Darknet's ``-reconstruct`` mode: letterbox to the network size, then ascend toward layer ``layer - 1``'s
+    features of that image with momentum. Returns (rounds, N, net_h, net_w, 3).
+
+    Darknet parses ``-lambda``/``-smooth`` but its call to ``smooth`` is commented out; here the smoothing is
+    applied, so the options do what they say (``lam=0`` reproduces Darknet exactly).
+    """
+    target = layer - 1  # Darknet sets net->n = max_layer, so the features are those of layer max_layer - 1
+    model.check_layer(target, "layer - 1 (reconstruct uses the layer before LAYER)")
+    for name, value in (("rate", rate), ("momentum", momentum), ("lambda", lam), ("zoom", zoom)):
+        _check_finite(name, value, 0.0, strict=name == "zoom")
+    if smooth < 0 or iters < 0 or rounds < 1:
+        raise OptionError("--smooth and --iters must be >= 0 and --rounds >= 1")
+    images, _ = as_batch(x)
+    net_h, net_w = model.cfg.net.height, model.cfg.net.width
+    images = I.letterbox(images, net_h, net_w)
+    features = model.forward(images, target)[target]
+    stats = stats if stats is not None else RunStats()
+
+    def run(params: Any, recon: Array, update: Array, feats: Array) -> tuple[Array, Array]:
+        def one(img: Array, upd: Array, feat: Array) -> tuple[Array, Array]:
+            objective = lambda im: reconstruction_objective(model.apply(params, im[None], (target,))[target][0], feat)
+            upd = upd + jax.grad(objective)(img)
+            if lam and smooth:
+                upd = _smooth(upd, img, lam, smooth)
+            img = jnp.clip(img + rate * upd, 0.0, 1.0)
+            return img, momentum * upd
+
+        def body(_: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+            return jax.vmap(one)(carry[0], carry[1], feats)
+
+        return lax.fori_loop(0, iters, body, (recon, update))
+
+    program = _Compiled(run, stats)
+    post = jax.jit(_postprocess_program(zoom, rotate))
+    update = jnp.zeros_like(images)
+    frames = []
+    for r in range(rounds):
+        images, update = program(model.params, images, update, features)
+        stats.iterations += iters
+        frame = np.asarray(images)
+        frames.append(frame)
+        if on_round is not None:
+            on_round(r, frame)
+        if r + 1 < rounds and (zoom != 1.0 or rotate):
+            images = post(images)
+    return np.stack(frames)

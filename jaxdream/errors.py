@@ -1,0 +1,27 @@
+"""The one exception family users see: every message names the file or option and the fix."""
+
+from __future__ import annotations
+
+
+class JaxdreamError(Exception):
+    """Base of every user-facing failure."""
+
+
+class CfgError(JaxdreamError):
+    """A Darknet .cfg file that cannot be understood."""
+
+
+class WeightsError(JaxdreamError):
+    """A weights file that does not fit its architecture or cannot be read."""
+
+
+class ImageError(JaxdreamError):
+    """An image that cannot be read or written."""
+
+
+class OptionError(JaxdreamError):
+    """A bad option value (layer index, rate, zoom, class name ...)."""
+
+
+class FetchError(JaxdreamError):
+    """A download that failed or delivered the wrong bytes."""

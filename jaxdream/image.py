@@ -1,0 +1,166 @@
+"""Images: load/save with Pillow, and Darknet's image operations in JAX (float32 HWC, values in [0, 1]).
+
+The operations reproduce Darknet's arithmetic (golden README Q10, Q11) rather than textbook resampling:
+its bilinear resize is align-corners, separable, with a truncated last row; shifts clamp at the edges.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jaxdream.errors import ImageError
+
+Array = jax.Array
+MAX_PIXELS = 1 << 28  # refuse absurd sizes (decompression bombs) with a clear error
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Float32 (H, W, 3) RGB in [0, 1] as Darknet computes it (byte / 255 in double, stored as float)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"{path}: {im.width}x{im.height} pixels is too large; resize it first")
+            im = ImageOps.exif_transpose(im)
+            data = _to_rgb8(im)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read (JPEG, PNG, BMP, TIFF, WebP ...)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: cannot decode the image ({err}); the file may be truncated or corrupt") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: the image has no pixels")
+    return (data.astype(np.float64) / 255.0).astype(np.float32)
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: scale to 8 bits instead of clipping
+        wide = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        gray = np.clip(np.round(wide / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Darknet's save conversion: (unsigned char)(255 * v), truncating, after clamping to [0, 1]."""
+    return (255.0 * np.clip(np.asarray(x, np.float32), 0.0, 1.0)).astype(np.uint8)
+
+
+def save_image(path: str | Path, x: np.ndarray, quality: int = 80) -> Path:
+    """Write (H, W, 3) float [0, 1] atomically; the format follows the suffix (JPEG at ``quality``, as Darknet)."""
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+           ".webp": "WEBP"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unknown image suffix {path.suffix!r}; use .jpg, .png, .bmp, .tif or .webp")
+    image = Image.fromarray(to_uint8(x), "RGB")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        image.save(tmp, fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ImageError(f"{path}: cannot write the image ({err.strerror or err}); check the folder and free space") \
+            from None
+    return path
+
+
+def _resize_taps(n_in: int, n_out: int, last_second_tap: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source index and the two weights per output position of Darknet's resize along one axis."""
+    scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+    pos = np.arange(n_out, dtype=np.float32) * scale
+    index = pos.astype(np.int64)
+    frac = (pos - index.astype(np.float32)).astype(np.float32)
+    w0 = (np.float32(1) - frac).astype(np.float32)
+    w1 = frac
+    if last_second_tap:  # horizontal pass: the last column copies the last input column
+        index[-1], w0[-1], w1[-1] = n_in - 1, 1, 0
+    else:  # vertical pass: the last row keeps only its first tap (Darknet skips the second)
+        w1[-1] = 0
+    if n_in == 1:
+        index[:], w0[:], w1[:] = 0, 1, 0
+    return index, w0, w1
+
+
+def darknet_resize(x: Array, height: int, width: int) -> Array:
+    """Darknet's ``resize_image`` on (..., H, W, C): horizontal pass, then vertical."""
+    in_h, in_w = x.shape[-3], x.shape[-2]
+    if (in_h, in_w) == (height, width):
+        return x
+    ix, a, b = _resize_taps(in_w, width, True)
+    nxt = np.minimum(ix + 1, in_w - 1)
+    part = a[:, None] * jnp.take(x, ix, axis=-2) + b[:, None] * jnp.take(x, nxt, axis=-2)
+    iy, a, b = _resize_taps(in_h, height, False)
+    nxt = np.minimum(iy + 1, in_h - 1)
+    return a[:, None, None] * jnp.take(part, iy, axis=-3) + b[:, None, None] * jnp.take(part, nxt, axis=-3)
+
+
+def shift(x: Array, dx: Array | int, dy: Array | int) -> Array:
+    """Darknet's ``crop_image(im, dx, dy, W, H)``: out[j, i] = x[clamp(j + dy), clamp(i + dx)]."""
+    h, w = x.shape[-3], x.shape[-2]
+    rows = jnp.clip(jnp.arange(h) + dy, 0, h - 1)
+    cols = jnp.clip(jnp.arange(w) + dx, 0, w - 1)
+    return jnp.take(jnp.take(x, rows, axis=-3), cols, axis=-2)
+
+
+def flip_if(x: Array, flip: Array | bool) -> Array:
+    """Mirror left-right where ``flip`` is true (a traced flag keeps one program for both)."""
+    return jnp.where(flip, jnp.flip(x, axis=-2), x)
+
+
+def zoom(x: Array, factor: float) -> Array:
+    """Darknet's between-round zoom: crop the centre (edge-clamped beyond the image), resize back."""
+    h, w = x.shape[-3], x.shape[-2]
+    left, top = int(w * (1.0 - factor) / 2.0), int(h * (1.0 - factor) / 2.0)
+    cw, ch = int(w * factor), int(h * factor)
+    rows = np.clip(np.arange(ch) + top, 0, h - 1)
+    cols = np.clip(np.arange(cw) + left, 0, w - 1)
+    cropped = jnp.take(jnp.take(x, rows, axis=-3), cols, axis=-2)
+    return darknet_resize(cropped, h, w)
+
+
+def rotate(x: Array, radians: float) -> Array:
+    """Darknet's ``rotate_image``: about the centre, bilinear, zero outside the image."""
+    h, w = x.shape[-3], x.shape[-2]
+    cx, cy = np.float32(w / 2.0), np.float32(h / 2.0)
+    cos, sin = np.float32(np.cos(radians)), np.float32(np.sin(radians))
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    rx = cos * (xx - cx) - sin * (yy - cy) + cx
+    ry = sin * (xx - cx) + cos * (yy - cy) + cy
+    ix, iy = np.floor(rx).astype(np.int64), np.floor(ry).astype(np.int64)
+    fx, fy = (rx - ix).astype(np.float32), (ry - iy).astype(np.float32)
+
+    def tap(px: np.ndarray, py: np.ndarray) -> Array:
+        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        value = x[..., np.clip(py, 0, h - 1), np.clip(px, 0, w - 1), :]
+        return jnp.where(inside[..., None], value, 0.0)
+
+    return (
+        ((1 - fy) * (1 - fx))[..., None] * tap(ix, iy) + (fy * (1 - fx))[..., None] * tap(ix, iy + 1)
+        + ((1 - fy) * fx)[..., None] * tap(ix + 1, iy) + (fy * fx)[..., None] * tap(ix + 1, iy + 1)
+    )
+
+
+def letterbox(x: Array, height: int, width: int) -> Array:
+    """Darknet's ``letterbox_image``: keep the aspect ratio, Darknet resize, gray (0.5) fill."""
+    h, w = x.shape[-3], x.shape[-2]
+    if np.float32(width) / np.float32(w) < np.float32(height) / np.float32(h):
+        new_w, new_h = width, (h * width) // w
+    else:
+        new_h, new_w = height, (w * height) // h
+    resized = darknet_resize(x, new_h, new_w)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    canvas = jnp.full((*x.shape[:-3], height, width, x.shape[-1]), 0.5, x.dtype)
+    return canvas.at[..., top : top + new_h, left : left + new_w, :].set(resized)

@@ -1,0 +1,189 @@
+"""A loaded network: architecture + parameters + labels, with the forward/classify API of DESIGN.md."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdream import converted, zoo
+from jaxdream.darknet import cfg as C
+from jaxdream.darknet.shapes import input_shapes, layer_shapes
+from jaxdream.darknet.weights import Params, file_layout, layer_key, parse_weights, read_weights
+from jaxdream.errors import JaxdreamError, OptionError, WeightsError
+from jaxdream.nn import Network
+
+
+@dataclass(frozen=True, eq=False)  # identity hash: params are arrays
+class Model:
+    """A Darknet network ready to run. ``params`` is a pytree of float32 arrays loaded once."""
+
+    name: str
+    cfg: C.Cfg
+    params: Params
+    labels: tuple[str, ...] | None = None
+
+    @functools.cached_property
+    def network(self) -> Network:
+        ins = input_shapes(self.cfg)
+        return Network(
+            self.cfg, in_channels=tuple(s[2] for s in ins), in_features=tuple(s[0] * s[1] * s[2] for s in ins)
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.cfg.layers)
+
+    def check_layer(self, layer: int, what: str = "layer") -> C.Layer:
+        """The spec of a layer a dream may target; a clear error for a bad index or a head."""
+        if not 0 <= layer < self.num_layers:
+            raise OptionError(
+                f"{what} {layer} is out of range: {self.name} has layers 0 .. {self.num_layers - 1} "
+                "(`jaxdream weights info` lists them)"
+            )
+        spec = self.cfg.layers[layer]
+        if isinstance(spec, C.Head):
+            raise OptionError(
+                f"{what} {layer} is a [{spec.kind}] detection/cost head ({self.cfg.where(spec)}); pick an earlier layer"
+            )
+        return spec
+
+    def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...]) -> dict[int, jax.Array]:
+        """Pure forward: the function the compiled dream loop differentiates."""
+        return self.network.apply({"params": params}, x, layers)
+
+    def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,)) -> dict[int, jax.Array]:
+        """Activations (NHWC) of the requested layers for float32 NHWC images in [0, 1]."""
+        layers = (layers,) if isinstance(layers, int) else tuple(layers)
+        layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
+        for layer in layers:
+            self.check_layer(layer)
+        x = jnp.asarray(x, jnp.float32)
+        if x.ndim == 3:
+            x = x[None]
+        return _jitted_apply(self, layers)(self.params, x)
+
+    def _softmax_layer(self) -> int:
+        for spec in reversed(self.cfg.layers):
+            if isinstance(spec, C.Softmax):
+                return spec.index
+        raise OptionError(f"{self.name} is not a classifier: its cfg has no [softmax] layer")
+
+    def logits(self, x: Any) -> jax.Array:
+        """(N, classes): the input of the final softmax."""
+        layer = self._softmax_layer() - 1
+        out = self.forward(x, layer)[layer]
+        return out.reshape(out.shape[0], -1)
+
+    def predict(self, x: Any) -> jax.Array:
+        """(N, classes) class probabilities."""
+        return jax.nn.softmax(self.logits(x), axis=-1)
+
+    def describe(self, height: int | None = None, width: int | None = None) -> list[dict[str, Any]]:
+        """The layer table: index, type, output (h, w, c), parameter count, and the cfg line."""
+        shapes = layer_shapes(self.cfg, height, width)
+        counts: dict[int, int] = {}
+        for entry in file_layout(self.cfg):
+            counts[entry.layer] = counts.get(entry.layer, 0) + entry.count
+        return [
+            {"index": s.index, "type": s.kind, "output": shapes[s.index], "params": counts.get(s.index, 0),
+             "line": s.line}
+            for s in self.cfg.layers
+        ]
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_apply(model: Model, layers: tuple[int, ...]):
+    return jax.jit(lambda params, x: model.apply(params, x, layers))
+
+
+def check_params(cfg: C.Cfg, params: Params, source: str) -> Params:
+    """Every parameter the cfg needs, with the right shape, and nothing else (as float32 arrays)."""
+    expected = Model("check", cfg, {}).network
+    dummy = jnp.zeros((1, cfg.net.height, cfg.net.width, cfg.net.channels), jnp.float32)
+    weighted = [s.index for s in cfg.layers if isinstance(s, (C.Conv, C.Connected))]
+    if not weighted:
+        if params:
+            raise WeightsError(f"{source}: holds parameters but {cfg.source} has no weighted layers")
+        return {}
+    shapes = jax.eval_shape(lambda: expected.init(jax.random.key(0), dummy, (weighted[-1],)))["params"]
+    problems = []
+    for key in sorted(set(shapes) | set(params)):
+        if key not in params:
+            problems.append(f"missing {key}")
+            continue
+        if key not in shapes:
+            problems.append(f"unexpected {key}")
+            continue
+        for name in sorted(set(shapes[key]) | set(params[key])):
+            want = shapes[key].get(name)
+            have = params[key].get(name)
+            if want is None or have is None:
+                problems.append(f"{'unexpected' if want is None else 'missing'} {key}/{name}")
+            elif tuple(np.shape(have)) != tuple(want.shape):
+                problems.append(f"{key}/{name} has shape {tuple(np.shape(have))}, the cfg needs {tuple(want.shape)}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise WeightsError(f"{source}: parameters do not fit {cfg.source}: {shown}")
+    return {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in params.items()}
+
+
+def _load_weights_for(cfg: C.Cfg, weights: str | Path) -> Params:
+    path = Path(weights)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        stored = converted.read_converted(path)
+        if stored.cfg_text.strip() != cfg.text.strip():
+            raise WeightsError(
+                f"{path}: this converted file was made for a different architecture than {cfg.source}; "
+                f"load it alone with load_model('{path}')"
+            )
+        return check_params(cfg, stored.params, str(path))
+    params, _ = read_weights(path, cfg)
+    return params
+
+
+def load_model(name_or_path: str | Path, weights: str | Path | None = None) -> Model:
+    """Load a network by built-in name (``vgg-conv`` ...), cfg path, or converted ``.h5`` file.
+
+    ``weights``: a Darknet ``.weights`` file, a converted ``.h5``, or a zoo name; a built-in name with no weights
+    fetches its official weights into the cache on first use.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix.lower() in (".h5", ".hdf5") and weights is None:
+        stored = converted.read_converted(path)
+        cfg = C.parse_cfg(stored.cfg_text, f"{path}:cfg")
+        return Model(stored.name, cfg, check_params(cfg, stored.params, str(path)), stored.labels)
+    entry = zoo.find(text)
+    if entry is not None and not path.exists():
+        cfg = C.parse_cfg(entry.cfg_text(), entry.name)
+        name, labels = entry.name, entry.labels()
+    else:
+        cfg = C.load_cfg(path)
+        name, labels = _darknet_name(path), None
+    if weights is None:
+        if entry is None or path.exists():
+            raise JaxdreamError(f"{text}: a cfg needs weights: pass a Darknet .weights or converted .h5 file")
+        weights = zoo.fetch(entry)
+    elif zoo.find(str(weights)) is not None and not Path(weights).exists():
+        weights = zoo.fetch(zoo.find(str(weights)))  # type: ignore[arg-type]
+    return Model(name, cfg, _load_weights_for(cfg, weights), labels)
+
+
+def model_from_bytes(cfg: C.Cfg, data: bytes, name: str = "model", source: str = "<weights>") -> Model:
+    """A model from cfg + .weights bytes in memory (tests, random weights for benchmarks)."""
+    params, _ = parse_weights(data, cfg, source)
+    return Model(name, cfg, params)
+
+
+def _darknet_name(path: Path) -> str:
+    """Darknet's `basecfg`: the file name up to its first dot (used in output names)."""
+    return path.name.split(".", 1)[0]
+
+
+__all__ = ["Model", "check_params", "layer_key", "load_model", "model_from_bytes"]
