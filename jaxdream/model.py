@@ -14,7 +14,7 @@ import numpy as np
 from jaxdream import converted, zoo
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.shapes import input_shapes, layer_shapes
-from jaxdream.darknet.weights import Params, file_layout, layer_key, parse_weights, read_weights
+from jaxdream.darknet.weights import Entry, Params, file_layout, layer_key, parse_weights, read_weights
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
 from jaxdream.nn import Network
 
@@ -102,31 +102,27 @@ def _jitted_apply(model: Model, layers: tuple[int, ...]):
     return jax.jit(lambda params, x: model.apply(params, x, layers))
 
 
+def _model_shape(entry: Entry) -> tuple[int, ...]:
+    shape = entry.file_shape
+    if entry.name != "kernel":
+        return shape
+    return (shape[2], shape[3], shape[1], shape[0]) if len(shape) == 4 else (shape[1], shape[0])
+
+
 def check_params(cfg: C.Cfg, params: Params, source: str) -> Params:
     """Every parameter the cfg needs, with the right shape, and nothing else (as float32 arrays)."""
-    expected = Model("check", cfg, {}).network
-    dummy = jnp.zeros((1, cfg.net.height, cfg.net.width, cfg.net.channels), jnp.float32)
-    weighted = [s.index for s in cfg.layers if isinstance(s, (C.Conv, C.Connected))]
-    if not weighted:
-        if params:
-            raise WeightsError(f"{source}: holds parameters but {cfg.source} has no weighted layers")
-        return {}
-    shapes = jax.eval_shape(lambda: expected.init(jax.random.key(0), dummy, (weighted[-1],)))["params"]
+    expected: dict[str, dict[str, tuple[int, ...]]] = {}
+    for entry in file_layout(cfg):
+        expected.setdefault(layer_key(entry.layer), {})[entry.name] = _model_shape(entry)
     problems = []
-    for key in sorted(set(shapes) | set(params)):
-        if key not in params:
-            problems.append(f"missing {key}")
-            continue
-        if key not in shapes:
-            problems.append(f"unexpected {key}")
-            continue
-        for name in sorted(set(shapes[key]) | set(params[key])):
-            want = shapes[key].get(name)
-            have = params[key].get(name)
+    for key in sorted(set(expected) | set(params)):
+        want_layer, have_layer = expected.get(key, {}), params.get(key, {})
+        for name in sorted(set(want_layer) | set(have_layer)):
+            want, have = want_layer.get(name), have_layer.get(name)
             if want is None or have is None:
                 problems.append(f"{'unexpected' if want is None else 'missing'} {key}/{name}")
-            elif tuple(np.shape(have)) != tuple(want.shape):
-                problems.append(f"{key}/{name} has shape {tuple(np.shape(have))}, the cfg needs {tuple(want.shape)}")
+            elif tuple(np.shape(have)) != want:
+                problems.append(f"{key}/{name} has shape {tuple(np.shape(have))}, the cfg needs {want}")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise WeightsError(f"{source}: parameters do not fit {cfg.source}: {shown}")

@@ -1,0 +1,86 @@
+"""The `jaxdream` command as a user runs it: Darknet command lines, file names, errors, no partial output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def yolo(shared):
+    folder = shared / "models" / "yolo-fastest-1.1"
+    return folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights"
+
+
+def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
+    from jaxdream.image import load_image
+
+    scream = shared / "data" / "images" / "scream.jpg"
+    args = ["nightmare", *yolo, scream, 6, "-rounds", "4", "-iters", "3", "-zoom", "1.05", "-prefix", tmp_path,
+            "--stats", tmp_path / "stats.json", "--quiet"]
+    done = run(*args)
+    assert done.returncode == 0, done.stderr
+    names = [tmp_path / f"scream_yolo-fastest-1_6_{r:06d}.jpg" for r in range(4)]  # Darknet's basecfg naming
+    assert sorted(tmp_path.glob("*.jpg")) == names
+    images = [load_image(n) for n in names]
+    source = load_image(scream)
+    for i, img in enumerate(images):
+        assert img.shape == source.shape
+        assert abs(img - source).mean() > 0.005
+        if i:
+            assert abs(img - images[i - 1]).mean() > 0.002
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["iterations"] == 12 and stats["image_size"] == [352, 448] and stats["compile_seconds"] > 0
+    first = names[0].read_bytes()
+    again = tmp_path / "again"
+    again.mkdir()
+    assert run(*[again if a == tmp_path else a for a in args]).returncode == 0
+    assert (again / names[0].name).read_bytes() == first  # deterministic for a seed
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image": "missing.jpg"}, "no such image file"),
+        ({"image": "notimage.jpg"}, "not an image"),
+        ({"layer": "999"}, "layer 999 is out of range"),
+        ({"layer": "121"}, r"\[yolo\] detection/cost head"),
+        ({"extra": ["-rate", "nan"]}, "--rate nan is not a finite number"),
+        ({"extra": ["-rate", "-1"]}, "--rate -1.0 must be at least 0"),
+        ({"extra": ["-zoom", "0"]}, "--zoom 0.0 must be greater than 0"),
+        ({"extra": ["--out", "/nonexistent/dir"]}, "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_clear_error_and_no_output(shared, yolo, tmp_path, change, message):
+    (tmp_path / "notimage.jpg").write_text("hello")
+    image = change.get("image")
+    image = tmp_path / image if image else shared / "data" / "images" / "dog.jpg"
+    done = run("nightmare", *yolo, image, change.get("layer", "6"), "-iters", "1", *change.get("extra", []), "--quiet",
+               cwd=tmp_path)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert not list(tmp_path.glob("dog_*"))
+
+
+def test_weights_info_and_convert(shared, tmp_path):
+    cfg = shared / "models" / "tiny-darknet" / "tiny.cfg"
+    out = tmp_path / "tiny.h5"
+    done = run("weights", "convert", cfg, shared / "models" / "tiny-darknet" / "tiny.weights", "-o", out)
+    assert done.returncode == 0, done.stderr
+    info = run("weights", "info", out, "--height", "64", "--width", "64")
+    assert info.returncode == 0, info.stderr
+    assert "19 │ convolutional │ 2 x 2 x 1000" in info.stdout.replace("  ", " ") or "1000" in info.stdout
+    assert "total parameters: 1,046,488" in info.stdout
+    builtin = run("weights", "info", "vgg-conv")
+    assert "14,714,688" in builtin.stdout

@@ -1,0 +1,104 @@
+"""The nightmare engine: one compiled loop, batches, determinism, rounds, reconstruction, bad options."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdream import dream
+from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.errors import OptionError
+from jaxdream.model import model_from_bytes
+from jaxdream.weights import ARCHITECTURES
+
+
+@pytest.fixture(scope="module")
+def small_vgg():
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 5), "vgg-conv")
+
+
+def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (h, w, 3)).astype(np.float32)
+
+
+def _loop_count(model, iters: int) -> tuple[int, int]:
+    config = dream.DreamConfig(layer=4, layer_range=3, iters=iters, octaves=2)
+    program = dream.random_round_program(model, config)
+    text = jax.jit(program).lower(model.params, jnp.zeros((1, 40, 48, 3)), jax.random.key(0),
+                                  jnp.float32(0.04), jnp.float32(1.0)).as_text()
+    return text.count("stablehlo.while"), text.count("stablehlo.convolution")
+
+
+def test_a_round_is_one_loop_not_unrolled(small_vgg):
+    loops10, convs10 = _loop_count(small_vgg, 10)
+    loops20, convs20 = _loop_count(small_vgg, 20)
+    assert loops10 == loops20 >= 1  # (random draws may add small loops of their own)
+    assert convs10 == convs20 > 0  # the iteration body exists once, whatever iters is
+
+
+def test_batch_equals_images_one_by_one(small_vgg):
+    a, b = _image(1), _image(2)
+    batch = dream.nightmare(small_vgg, np.stack([a, b]), 4, iters=3, layer_range=3, octaves=2, seed=11)
+    alone = dream.nightmare(small_vgg, b, 4, iters=3, layer_range=3, octaves=2, seed=11)
+    np.testing.assert_allclose(batch[0, 1], alone[0, 0], atol=2e-5)
+
+
+def test_same_seed_same_image_other_seed_other_image(small_vgg):
+    x = _image(3)
+    one = dream.nightmare(small_vgg, x, 4, iters=4, seed=1)
+    again = dream.nightmare(small_vgg, x, 4, iters=4, seed=1)
+    other = dream.nightmare(small_vgg, x, 4, iters=4, seed=2)
+    np.testing.assert_array_equal(one, again)
+    assert np.abs(one - other).max() > 1e-3
+
+
+def test_rounds_zoom_and_rotate_change_every_round(small_vgg):
+    frames = dream.nightmare(small_vgg, _image(4), 4, rounds=3, iters=2, zoom=1.1, rotate=0.1, seed=0)
+    assert frames.shape == (3, 1, 40, 48, 3)
+    assert np.abs(frames[1] - frames[0]).mean() > 1e-3 and np.abs(frames[2] - frames[1]).mean() > 1e-3
+    assert frames.min() >= 0 and frames.max() <= 1
+
+
+def test_zoom_matches_darknet_crop_then_resize():
+    from jaxdream import image as I
+
+    x = jnp.asarray(_image(5, 20, 30))
+    zoomed = np.asarray(I.zoom(x, 2.0))  # crop(im, -15, -10, 60, 40) edge-clamped, then resize 60x40 -> 30x20
+    rows = np.clip(np.arange(40) - 10, 0, 19)
+    cols = np.clip(np.arange(60) - 15, 0, 29)
+    crop = np.asarray(x)[rows][:, cols]
+    np.testing.assert_array_equal(zoomed, np.asarray(I.darknet_resize(jnp.asarray(crop), 20, 30)))
+
+
+def _total_variation(x: np.ndarray) -> float:
+    return float(np.abs(np.diff(x, axis=-2)).sum() + np.abs(np.diff(x, axis=-3)).sum())
+
+
+def test_reconstruction_starts_at_its_own_target_and_smooths(small_vgg):
+    """Darknet's -reconstruct (this commit) targets the image's own features from the image itself: the feature
+    gradient is zero, so with lambda 0 nothing moves; the smoothing term lowers the total variation."""
+    x = _image(6, 224, 224)
+    still = dream.reconstruct(small_vgg, x, 5, iters=3, rate=0.04, lam=0.0)
+    np.testing.assert_allclose(still[0, 0], x, atol=1e-5)
+    smoothed = dream.reconstruct(small_vgg, x, 5, iters=3, rate=0.04, lam=0.05)
+    assert _total_variation(smoothed[0, 0]) < 0.98 * _total_variation(x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layer": 40}, "layer 40 is out of range"),
+        ({"layer": 4, "rate": float("nan")}, "--rate nan is not a finite number"),
+        ({"layer": 4, "rate": -0.1}, "--rate -0.1 must be at least 0"),
+        ({"layer": 4, "zoom": 0.0}, "--zoom 0.0 must be greater than 0"),
+        ({"layer": 17, "octaves": 8}, "too small"),
+        ({"layer": 1, "layer_range": 5}, "out of range"),
+    ],
+)
+def test_bad_options_are_refused(small_vgg, kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        dream.nightmare(small_vgg, _image(7), iters=1, **kwargs)
