@@ -95,7 +95,7 @@ def test_reconstruction_starts_at_its_own_target_and_smooths(small_vgg):
         ({"layer": 4, "rate": float("nan")}, "--rate nan is not a finite number"),
         ({"layer": 4, "rate": -0.1}, "--rate -0.1 must be at least 0"),
         ({"layer": 4, "zoom": 0.0}, "--zoom 0.0 must be greater than 0"),
-        ({"layer": 17, "octaves": 8}, "too small"),
+        ({"layer": 17, "octaves": 20}, "too small"),
         ({"layer": 1, "layer_range": 5}, "out of range"),
     ],
 )
