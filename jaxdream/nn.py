@@ -19,6 +19,9 @@ from jaxdream.errors import OptionError
 
 Array = jax.Array
 DARKNET_BN_EPSILON = 1e-6
+# Full float32 products: on GPUs the default (TF32) moves one nightmare step by up to 5e-2 from Darknet's result
+# (measured on an H100, benchmarks/NOTES.md); HIGHEST matches it to 1e-7. CPUs compute float32 either way.
+PRECISION = lax.Precision.HIGHEST
 
 
 def _softplus_threshold(x: Array) -> Array:
@@ -80,7 +83,7 @@ class DarknetConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.he_normal(), shape).astype(x.dtype)
         y = lax.conv_general_dilated(
             x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=s.groups,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=s.groups, precision=PRECISION,
         )
         return ACTIVATION_FUNCTIONS[s.activation](_bias_or_norm(self, y, s.batch_normalize))
 
@@ -99,7 +102,7 @@ class DarknetConnected(nn.Module):
                 f"connected layer {s.index} was built for {self.in_features} inputs and got {flat.shape[-1]}: "
                 "classifier heads with connected layers only run at the cfg's [net] width and height"
             )
-        y = _bias_or_norm(self, flat @ kernel, s.batch_normalize)
+        y = _bias_or_norm(self, jnp.matmul(flat, kernel, precision=PRECISION), s.batch_normalize)
         return ACTIVATION_FUNCTIONS[s.activation](y)[:, None, None, :]
 
 
