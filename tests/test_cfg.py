@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,10 @@ from jaxdream.darknet.weights import parse_weights, random_weights_bytes
 from jaxdream.errors import CfgError, JaxdreamError
 from jaxdream.weights import ARCHITECTURES
 
-SMALL = "[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
+SMALL = (
+    "[net]\nwidth=8\nheight=8\nchannels=3\n\n"
+    "[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
+)
 
 
 def test_every_reference_cfg_parses(shared):
@@ -74,10 +79,8 @@ def _exercise(text: str, blob: bytes) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(LINES, max_size=25), st.binary(max_size=64))
 def test_random_cfg_text_only_raises_jaxdream_errors(lines, blob):
-    try:
+    with contextlib.suppress(JaxdreamError):
         _exercise("[net]\nwidth=16\nheight=16\n" + "\n".join(lines), blob)
-    except JaxdreamError:
-        pass
 
 
 @settings(max_examples=200, deadline=None)
@@ -88,9 +91,7 @@ def test_mutated_reference_cfg_only_raises_jaxdream_errors(data):
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(lines) - 1))
         lines[i] = data.draw(LINES)
-    try:
+    with contextlib.suppress(JaxdreamError):
         cfg = C.parse_cfg("\n".join(lines), "mutated.cfg")
         layer_shapes(cfg)
         parse_weights(data.draw(st.binary(max_size=200)), cfg, "mutated.weights")
-    except JaxdreamError:
-        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -16,9 +17,9 @@ PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 class _Handler(BaseHTTPRequestHandler):
     payload = PAYLOAD
     drop_first_after: int | None = None  # first full request: close after this many bytes
-    requests: list[str | None] = []  # the Range header of every request
+    requests: ClassVar[list[str | None]] = []  # the Range header of every request
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         range_header = self.headers.get("Range")
         type(self).requests.append(range_header)
         start = int(range_header.split("=")[1].rstrip("-")) if range_header else 0
