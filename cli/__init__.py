@@ -51,28 +51,35 @@ def _setup_jax() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def _download_progress(quiet: bool):
-    if quiet:
-        return None, None
-    progress = Progress(TextColumn("fetching weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        console=err_console)
-    task = progress.add_task("download", total=None)
-    return progress, lambda done, total: progress.update(task, completed=done, total=total)
+class _DownloadBar:
+    """A download progress bar that appears only if a download actually starts."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.progress, self.task = quiet, None, None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        if self.progress is None:
+            self.progress = Progress(TextColumn("fetching weights"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), console=err_console)
+            self.progress.start()
+            self.task = self.progress.add_task("download", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _load(model: str, weights: str | None, quiet: bool):
-    from jaxdream import zoo
     from jaxdream.model import load_model
 
-    entry = zoo.find(weights) if weights else (zoo.find(model) if not Path(model).exists() else None)
-    if entry is not None and not zoo.cached_path(entry).exists():
-        progress, callback = _download_progress(quiet)
-        if progress:
-            with progress:
-                zoo.fetch(entry, callback)
-        else:
-            zoo.fetch(entry)
-    return load_model(model, weights)
+    bar = _DownloadBar(quiet)
+    try:
+        return load_model(model, weights, progress=bar)
+    finally:
+        bar.close()
 
 
 @app.command()
@@ -199,9 +206,11 @@ def weights_fetch(name: Annotated[str, typer.Argument(help="A zoo name: vgg-conv
     entry = zoo.find(name)
     if entry is None:
         raise JaxdreamError(f"{name!r} is not in the zoo; known: {', '.join(zoo.names())}")
-    progress, callback = _download_progress(False)
-    with progress:
-        path = zoo.fetch(entry, callback)
+    bar = _DownloadBar(False)
+    try:
+        path = zoo.fetch(entry, bar)
+    finally:
+        bar.close()
     err_console.print(f"{entry.name}: {path}")
 
 

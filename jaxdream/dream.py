@@ -88,14 +88,14 @@ def validate(model: Model, config: DreamConfig, height: int, width: int) -> None
     for octave in range(config.octaves if config.jitter else 1):
         oh, ow = octave_size(height, width, octave)
         try:
-            if min(oh, ow) < 1:
-                raise JaxdreamError("empty octave")
-            layer_shapes(model.cfg, oh, ow, upto=max(config.layers))
+            fits = min(oh, ow) >= 1 and bool(layer_shapes(model.cfg, oh, ow, upto=max(config.layers)))
         except JaxdreamError:
+            fits = False
+        if not fits:
             raise OptionError(
                 f"the {width}x{height} image is too small: at octave {octave} ({ow}x{oh}) layer {max(config.layers)} "
                 "of the network has no output; use a larger image, fewer --octaves or an earlier layer"
-            ) from None
+            )
 
 
 def draw_schedule(key: Array, config: DreamConfig) -> Array:
@@ -177,6 +177,24 @@ def _postprocess_program(zoom_factor: float, rotate_radians: float) -> Callable:
     return post
 
 
+def _run_rounds(
+    step: Callable[[Array, int], Array], images: Array, rounds: int, iters: int, zoom: float, rotate: float,
+    on_round: Callable[[int, np.ndarray], None] | None, stats: RunStats,
+) -> np.ndarray:
+    """Darknet's round loop: run a round, hand the frame out, then rotate and zoom for the next round."""
+    post = jax.jit(_postprocess_program(zoom, rotate))
+    frames = []
+    for r in range(rounds):
+        images = step(images, r)
+        stats.iterations += iters
+        frames.append(np.asarray(images))
+        if on_round is not None:
+            on_round(r, frames[-1])
+        if r + 1 < rounds and (zoom != 1.0 or rotate):
+            images = post(images)
+    return np.stack(frames)
+
+
 class _Compiled:
     """jit + ahead-of-time compile with the compile time recorded, cached per argument shapes."""
 
@@ -246,18 +264,7 @@ def nightmare(
         program = _Compiled(random_round_program(model, config), stats)
         base = jax.random.key(seed)
         step = lambda imgs, r: program(model.params, imgs, jax.random.fold_in(base, r), rate_a, thresh_a)
-    post = jax.jit(_postprocess_program(zoom, rotate))
-    frames = []
-    for r in range(rounds):
-        images = step(images, r)
-        stats.iterations += iters
-        frame = np.asarray(images)
-        frames.append(frame)
-        if on_round is not None:
-            on_round(r, frame)
-        if r + 1 < rounds and (zoom != 1.0 or rotate):
-            images = post(images)
-    return np.stack(frames)
+    return _run_rounds(step, images, rounds, iters, zoom, rotate, on_round, stats)
 
 
 def _smooth(update: Array, recon: Array, lam: float, size: int) -> Array:
@@ -307,16 +314,10 @@ def reconstruct(
         return lax.fori_loop(0, iters, body, (recon, update))
 
     program = _Compiled(run, stats)
-    post = jax.jit(_postprocess_program(zoom, rotate))
-    update = jnp.zeros_like(images)
-    frames = []
-    for r in range(rounds):
-        images, update = program(model.params, images, update, features)
-        stats.iterations += iters
-        frame = np.asarray(images)
-        frames.append(frame)
-        if on_round is not None:
-            on_round(r, frame)
-        if r + 1 < rounds and (zoom != 1.0 or rotate):
-            images = post(images)
-    return np.stack(frames)
+    momentum_state = [jnp.zeros_like(images)]  # Darknet keeps the update across rounds
+
+    def step(imgs: Array, _: int) -> Array:
+        imgs, momentum_state[0] = program(model.params, imgs, momentum_state[0], features)
+        return imgs
+
+    return _run_rounds(step, images, rounds, iters, zoom, rotate, on_round, stats)

@@ -143,11 +143,13 @@ def _load_weights_for(cfg: C.Cfg, weights: str | Path) -> Params:
     return params
 
 
-def load_model(name_or_path: str | Path, weights: str | Path | None = None) -> Model:
+def load_model(
+    name_or_path: str | Path, weights: str | Path | None = None, progress: zoo.Progress | None = None
+) -> Model:
     """Load a network by built-in name (``vgg-conv`` ...), cfg path, or converted ``.h5`` file.
 
     ``weights``: a Darknet ``.weights`` file, a converted ``.h5``, or a zoo name; a built-in name with no weights
-    fetches its official weights into the cache on first use.
+    fetches its official weights into the cache on first use (``progress(done, total)`` follows the download).
     """
     text = str(name_or_path)
     path = Path(text)
@@ -165,9 +167,9 @@ def load_model(name_or_path: str | Path, weights: str | Path | None = None) -> M
     if weights is None:
         if entry is None or path.exists():
             raise JaxdreamError(f"{text}: a cfg needs weights: pass a Darknet .weights or converted .h5 file")
-        weights = zoo.fetch(entry)
-    elif zoo.find(str(weights)) is not None and not Path(weights).exists():
-        weights = zoo.fetch(zoo.find(str(weights)))  # type: ignore[arg-type]
+        weights = zoo.fetch(entry, progress)
+    elif (named := zoo.find(str(weights))) is not None and not Path(weights).exists():
+        weights = zoo.fetch(named, progress)
     return Model(name, cfg, _load_weights_for(cfg, weights), labels)
 
 

@@ -87,7 +87,7 @@ def expected_file_sizes(cfg: C.Cfg) -> tuple[int, int]:
     return 16 + body, 20 + body
 
 
-def _to_model_layout(entry: Entry, array: np.ndarray, cfg: C.Cfg, transposed: bool) -> np.ndarray:
+def _to_model_layout(entry: Entry, array: np.ndarray, transposed: bool) -> np.ndarray:
     if entry.name != "kernel":
         return array
     if len(entry.file_shape) == 4:
@@ -137,9 +137,7 @@ def parse_weights(data: bytes, cfg: C.Cfg, source: str = "<weights>") -> tuple[P
             )
         array = np.frombuffer(data, "<f4", entry.count, offset).astype(np.float32)
         offset += need
-        params.setdefault(layer_key(entry.layer), {})[entry.name] = _to_model_layout(
-            entry, array, cfg, header.transposed
-        )
+        params.setdefault(layer_key(entry.layer), {})[entry.name] = _to_model_layout(entry, array, header.transposed)
     if offset != len(data):
         raise WeightsError(
             f"{source}: {len(data) - offset} bytes left over after the last layer: the cfg {cfg.source} needs "
