@@ -119,11 +119,7 @@ def nightmare(
 
     if format_ not in ("jpg", "png"):
         raise JaxdreamError(f"--format {format_!r}: use jpg or png")
-    folder = out or prefix or Path(".")
-    if not folder.is_dir():
-        raise JaxdreamError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise JaxdreamError(f"output folder {folder} is not writable")
+    folder = _output_folder(out or prefix)
     x = load_image(image)
     model = _load(cfg, weights, quiet)
     _setup_jax()
@@ -150,6 +146,88 @@ def nightmare(
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
                   "machine": platform.machine(), **run_stats.as_dict()}
         stats.write_text(json.dumps(report, indent=2))
+
+
+def _output_folder(out: Path | None) -> Path:
+    folder = out or Path(".")
+    if not folder.is_dir():
+        raise JaxdreamError(f"output folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise JaxdreamError(f"output folder {folder} is not writable")
+    return folder
+
+
+@app.command()
+def classify(
+    model: Annotated[str, typer.Argument(help="Built-in name, classifier .cfg, or converted .h5.")],
+    images: Annotated[list[Path], typer.Argument(help="One or more images.")],
+    weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
+    top: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Top classes of each image with the model's own preprocessing (Darknet: letterbox, gray fill)."""
+    from jaxdream.image import load_image
+    from jaxdream.lucid_dream import top_classes
+
+    loaded = _load(model, weights, quiet=json_)
+    results = [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
+    if json_:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        Console().print(result["image"], highlight=False)
+        for row in result["top"]:
+            Console().print(f"  {100 * row['prob']:6.2f}%  {row['name']} ({row['index']})", highlight=False)
+
+
+@app.command()
+def lucid(
+    model: Annotated[str, typer.Argument(help="Built-in classifier name, classifier .cfg, or converted .h5.")],
+    images: Annotated[list[Path], typer.Argument(help="One or more images.")],
+    class_: Annotated[str, typer.Option("--class", help="'ostrich', '9', or 'ostrich:0.7,pelican:0.3'.")],
+    weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
+    iters: Annotated[int, typer.Option(help="Iterations per round.")] = 30,
+    rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.02,
+    target_scale: Annotated[float, typer.Option(help="Target logit value for the chosen classes.")] = 100.0,
+    octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 1,
+    jitter: Annotated[bool, typer.Option(help="Random shift and flip per iteration.")] = True,
+    rounds: Annotated[int, typer.Option(help="Rounds; one image is written after each.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
+    stats: Annotated[Path | None, typer.Option(help="Write timings as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Dream images toward ImageNet classes: `jaxdream lucid vgg-16 dog.jpg --class ostrich`.
+
+    Writes <image>_<model>_<class>_<round:06d>.<format> for every image and round.
+    """
+    from jaxdream import dream
+    from jaxdream import lucid_dream as lucid_lib
+    from jaxdream.image import load_image, save_image
+
+    if format_ not in ("jpg", "png"):
+        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
+    folder = _output_folder(out)
+    loaded = _load(model, weights, quiet)
+    lucid_lib.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
+    _setup_jax()
+    tag = "-".join(p.split(":")[0].strip().replace(" ", "_") for p in class_.split(",") if p.strip())
+    run_stats = dream.RunStats()
+    start = time.perf_counter()
+    for path in images:
+        stem = path.name.split(".", 1)[0]
+
+        def write(r: int, frames, stem: str = stem) -> None:
+            name = folder / f"{stem}_{loaded.name}_{tag}_{r:06d}.{format_}"
+            save_image(name, frames[0])
+            if not quiet:
+                err_console.print(f"{stem} round {r + 1}/{rounds}: {time.perf_counter() - start:.1f}s -> {name}")
+
+        lucid_lib.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
+                        octaves=octaves, jitter=jitter, rounds=rounds, seed=seed, on_round=write, stats=run_stats)
+    if stats:
+        stats.write_text(json.dumps(run_stats.as_dict(), indent=2))
 
 
 @weights_app.command("convert")

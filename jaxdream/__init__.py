@@ -3,9 +3,10 @@
 from jaxdream.dream import DreamConfig, RunStats, nightmare, reconstruct
 from jaxdream.errors import JaxdreamError
 from jaxdream.image import load_image, save_image
+from jaxdream.lucid_dream import lucid, top_classes
 from jaxdream.model import Model, load_model
 
 __all__ = [
-    "DreamConfig", "JaxdreamError", "Model", "RunStats", "load_image", "load_model", "nightmare", "reconstruct",
-    "save_image",
+    "DreamConfig", "JaxdreamError", "Model", "RunStats", "load_image", "load_model", "lucid", "nightmare",
+    "reconstruct", "save_image", "top_classes",
 ]

@@ -32,9 +32,17 @@ GRAY_PULL = 0.1
 SHIFT_RANGE = 8  # dx, dy in [-8, 7]
 
 
+Objective = Callable[[Model, Any, Array, int, Any], Array]  # (model, params, image (h,w,3), layer, aux) -> scalar
+
+
+def layer_objective(model: Model, params: Any, image: Array, layer: int, thresh: Any) -> Array:
+    """Darknet's nightmare objective on the output of ``layer`` (aux = the threshold in standard deviations)."""
+    return nightmare_objective(model.apply(params, image[None], (layer,))[layer][0], thresh)
+
+
 @dataclass(frozen=True)
 class DreamConfig:
-    """What a nightmare round computes; everything that changes the compiled program's shape."""
+    """What a round computes; everything that changes the compiled program's shape."""
 
     layer: int
     layer_range: int = 1
@@ -42,6 +50,8 @@ class DreamConfig:
     octaves: int = 4
     norm: bool = True
     jitter: bool = True
+    objective: Objective = layer_objective
+    gray_pull: float = GRAY_PULL
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -113,35 +123,36 @@ def draw_schedule(key: Array, config: DreamConfig) -> Array:
     return jnp.stack([layer, octave, dx, dy, flip], axis=1).astype(jnp.int32)
 
 
-def _gradient_branch(model: Model, layer: int, size: tuple[int, int], full: tuple[int, int]) -> Callable:
+def _gradient_branch(
+    model: Model, objective: Objective, layer: int, size: tuple[int, int], full: tuple[int, int]
+) -> Callable:
     """Input gradient of the objective at one (layer, octave): resize, flip, grad, un-flip, resize back."""
 
-    def branch(params: Any, shifted: Array, flip: Array, thresh: Array) -> Array:
+    def branch(params: Any, shifted: Array, flip: Array, aux: Any) -> Array:
         small = I.flip_if(I.darknet_resize(shifted, *size), flip)
-
-        def objective(img: Array) -> Array:
-            return nightmare_objective(model.apply(params, img[None], (layer,))[layer][0], thresh)
-
-        grad = jax.grad(objective)(small)
+        grad = jax.grad(lambda img: objective(model, params, img, layer, aux))(small)
         return I.darknet_resize(I.flip_if(grad, flip), *full)
 
     return branch
 
 
 def nightmare_step(
-    model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, thresh: Array
+    model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
 ) -> Array:
-    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip)."""
+    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip).
+
+    ``aux`` is the objective's extra input (the threshold for nightmare, the target vector for lucid).
+    """
     h, w = image.shape[0], image.shape[1]
     n_octaves = config.octaves if config.jitter else 1
     branches = [
-        _gradient_branch(model, layer, octave_size(h, w, octave), (h, w))
+        _gradient_branch(model, config.objective, layer, octave_size(h, w, octave), (h, w))
         for layer in config.layers for octave in range(n_octaves)
     ]
     layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
     index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
-    grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), thresh)
-    update = I.shift(grad, -dx, -dy) + GRAY_PULL * (0.5 - image)
+    grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
+    update = I.shift(grad, -dx, -dy) + config.gray_pull * (0.5 - image)
     if config.norm:
         mean = jnp.mean(update)
         update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
@@ -149,12 +160,12 @@ def nightmare_step(
 
 
 def round_program(model: Model, config: DreamConfig) -> Callable:
-    """The pure round: (params, images (N,H,W,3), schedule (iters,5), rate, thresh) -> images."""
+    """The pure round: (params, images (N,H,W,3), schedule (iters,5), rate, aux) -> images."""
 
-    def run(params: Any, images: Array, schedule: Array, rate: Array, thresh: Array) -> Array:
+    def run(params: Any, images: Array, schedule: Array, rate: Array, aux: Any) -> Array:
         def body(i: Array, imgs: Array) -> Array:
             row = schedule[i]
-            step = lambda img: nightmare_step(model, config, params, img, row, rate, thresh)
+            step = lambda img: nightmare_step(model, config, params, img, row, rate, aux)
             return jax.vmap(step)(imgs)
 
         return lax.fori_loop(0, config.iters, body, images)
@@ -163,9 +174,9 @@ def round_program(model: Model, config: DreamConfig) -> Callable:
 
 
 def random_round_program(model: Model, config: DreamConfig) -> Callable:
-    """The round with its schedule drawn inside the program: (params, images, key, rate, thresh) -> images."""
+    """The round with its schedule drawn inside the program: (params, images, key, rate, aux) -> images."""
     run = round_program(model, config)
-    return lambda params, images, key, rate, thresh: run(params, images, draw_schedule(key, config), rate, thresh)
+    return lambda params, images, key, rate, aux: run(params, images, draw_schedule(key, config), rate, aux)
 
 
 def _postprocess_program(zoom_factor: float, rotate_radians: float) -> Callable:
@@ -247,24 +258,38 @@ def nightmare(
     """
     images, _ = as_batch(x)
     config = DreamConfig(layer, layer_range, iters, octaves, bool(norm), bool(jitter))
-    _check_finite("rate", rate, 0.0)
     _check_finite("thresh", thresh)
+    check_round_options(rate, rounds, zoom, rotate)
+    validate(model, config, images.shape[1], images.shape[2])
+    return run_dream(model, images, config, rate, jnp.float32(thresh), rounds, zoom, rotate, seed, schedule,
+                     on_round, stats)
+
+
+def check_round_options(rate: float, rounds: int, zoom: float, rotate: float) -> None:
+    _check_finite("rate", rate, 0.0)
     _check_finite("zoom", zoom, 0.0, strict=True)
     _check_finite("rotate", rotate)
     if rounds < 1:
         raise OptionError(f"--rounds {rounds} must be at least 1")
-    validate(model, config, images.shape[1], images.shape[2])
+
+
+def run_dream(
+    model: Model, images: Array, config: DreamConfig, rate: float, aux: Any, rounds: int = 1, zoom: float = 1.0,
+    rotate: float = 0.0, seed: int = 0, schedule: Any = None,
+    on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+) -> np.ndarray:
+    """The rounds of any objective: one compiled round program, called once per round (options validated)."""
     stats = stats if stats is not None else RunStats()
-    rate_a, thresh_a = jnp.float32(rate), jnp.float32(thresh)
+    rate_a = jnp.float32(rate)
     if schedule is not None:
         fixed = _check_schedule(schedule, config)
         program = _Compiled(round_program(model, config), stats)
-        step = lambda imgs, r: program(model.params, imgs, fixed, rate_a, thresh_a)
+        step = lambda imgs, r: program(model.params, imgs, fixed, rate_a, aux)
     else:
         program = _Compiled(random_round_program(model, config), stats)
         base = jax.random.key(seed)
-        step = lambda imgs, r: program(model.params, imgs, jax.random.fold_in(base, r), rate_a, thresh_a)
-    return _run_rounds(step, images, rounds, iters, zoom, rotate, on_round, stats)
+        step = lambda imgs, r: program(model.params, imgs, jax.random.fold_in(base, r), rate_a, aux)
+    return _run_rounds(step, images, rounds, config.iters, zoom, rotate, on_round, stats)
 
 
 def _smooth(update: Array, recon: Array, lam: float, size: int) -> Array:

@@ -12,10 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdream import converted, zoo
+from jaxdream import weights as builtin_weights
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.shapes import input_shapes, layer_shapes
 from jaxdream.darknet.weights import Entry, Params, file_layout, layer_key, parse_weights, read_weights
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
+from jaxdream.image import letterbox
 from jaxdream.nn import Network
 
 
@@ -63,26 +65,41 @@ class Model:
         layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
         for layer in layers:
             self.check_layer(layer)
-        x = jnp.asarray(x, jnp.float32)
-        if x.ndim == 3:
-            x = x[None]
-        return _jitted_apply(self, layers)(self.params, x)
+        return _jitted_apply(self, layers)(self.params, _batch(x))
 
-    def _softmax_layer(self) -> int:
+    @property
+    def logits_layer(self) -> int:
+        """The layer whose output feeds the final softmax (the classifier's logits)."""
         for spec in reversed(self.cfg.layers):
             if isinstance(spec, C.Softmax):
-                return spec.index
+                return spec.index - 1
         raise OptionError(f"{self.name} is not a classifier: its cfg has no [softmax] layer")
 
-    def logits(self, x: Any) -> jax.Array:
-        """(N, classes): the input of the final softmax."""
-        layer = self._softmax_layer() - 1
-        out = self.forward(x, layer)[layer]
+    def preprocess(self, x: jax.Array) -> jax.Array:
+        """Images (N, H, W, 3) in [0, 1] -> the network's input, as Darknet's `classify` prepares it: letterboxed
+        to the [net] size with Darknet's resize and gray fill. Differentiable, so dreams can see through it."""
+        return letterbox(x, self.cfg.net.height, self.cfg.net.width)
+
+    def apply_logits(self, params: Params, x: jax.Array) -> jax.Array:
+        """Pure: (N, H, W, 3) images in [0, 1] -> (N, classes) logits, preprocessing included."""
+        layer = self.logits_layer
+        out = self.apply(params, self.preprocess(x), (layer,))[layer]
         return out.reshape(out.shape[0], -1)
+
+    def logits(self, x: Any) -> jax.Array:
+        """(N, classes): the input of the final softmax, for images of any size in [0, 1]."""
+        self.check_layer(self.logits_layer)
+        return _jitted_logits(self)(self.params, _batch(x))
 
     def predict(self, x: Any) -> jax.Array:
         """(N, classes) class probabilities."""
         return jax.nn.softmax(self.logits(x), axis=-1)
+
+    def class_names(self) -> tuple[str, ...]:
+        """The labels, or the class indices as text when the model carries none."""
+        if self.labels is not None:
+            return self.labels
+        return tuple(str(i) for i in range(int(np.prod(layer_shapes(self.cfg)[self.logits_layer]))))
 
     def describe(self, height: int | None = None, width: int | None = None) -> list[dict[str, Any]]:
         """The layer table: index, type, output (h, w, c), parameter count, and the cfg line."""
@@ -97,9 +114,27 @@ class Model:
         ]
 
 
+def _batch(x: Any) -> jax.Array:
+    x = jnp.asarray(x, jnp.float32)
+    return x[None] if x.ndim == 3 else x
+
+
 @functools.lru_cache(maxsize=32)
 def _jitted_apply(model: Model, layers: tuple[int, ...]):
     return jax.jit(lambda params, x: model.apply(params, x, layers))
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_logits(model: Model):
+    return jax.jit(model.apply_logits)
+
+
+def darknet_imagenet_labels(cfg: C.Cfg) -> tuple[str, ...] | None:
+    """Darknet's ImageNet-1k names (its own order) for a cfg whose softmax has 1000 classes, else None."""
+    softmax = [s for s in cfg.layers if isinstance(s, C.Softmax)]
+    if not softmax or int(np.prod(layer_shapes(cfg, upto=softmax[-1].index)[-1])) != 1000:
+        return None
+    return tuple(builtin_weights.labels_text(builtin_weights.DARKNET_1K_NAMES).splitlines())
 
 
 def _model_shape(entry: Entry) -> tuple[int, ...]:
@@ -163,7 +198,7 @@ def load_model(
         name, labels = entry.name, entry.labels()
     else:
         cfg = C.load_cfg(path)
-        name, labels = _darknet_name(path), None
+        name, labels = _darknet_name(path), darknet_imagenet_labels(cfg)
     if weights is None:
         if entry is None or path.exists():
             raise JaxdreamError(f"{text}: a cfg needs weights: pass a Darknet .weights or converted .h5 file")

@@ -84,3 +84,28 @@ def test_weights_info_and_convert(shared, tmp_path):
     assert "total parameters: 1,046,488" in info.stdout
     builtin = run("weights", "info", "vgg-conv")
     assert "14,714,688" in builtin.stdout
+
+
+def test_lucid_writes_an_image_that_classify_calls_ostrich(shared, tmp_path):
+    folder = shared / "models" / "tiny-darknet"
+    model = [folder / "tiny.cfg", "--weights", folder / "tiny.weights"]
+    done = run("lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:], "--class", "ostrich",
+               "--iters", "20", "--out", tmp_path, "--quiet")
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / "dog_tiny_ostrich_000000.jpg"
+    assert written.exists()
+    result = run("classify", model[0], written, *model[1:], "--json", "--top", "3")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report[0]["image"] == str(written)
+    assert report[0]["top"][0]["name"] == "ostrich"
+    assert set(report[0]["top"][0]) == {"index", "name", "prob"}
+
+
+def test_lucid_refuses_an_unknown_class_before_writing(shared, tmp_path):
+    folder = shared / "models" / "tiny-darknet"
+    done = run("lucid", folder / "tiny.cfg", shared / "data" / "images" / "dog.jpg", "--weights",
+               folder / "tiny.weights", "--class", "ostrch", "--out", tmp_path)
+    assert done.returncode == 1
+    assert "closest: 384 (ostrich)" in done.stderr
+    assert not list(tmp_path.iterdir())

@@ -45,7 +45,8 @@ ARCHITECTURES: dict[str, str] = {
 
 _DARKNET_SITE = "https://pjreddie.com/media/files/"
 OFFICIAL_WEIGHTS: dict[str, str] = {name: f"{_DARKNET_SITE}{name}.weights" for name in ARCHITECTURES}
-DARKNET_LABELS = {"vgg-16": "imagenet1k-darknet.names"}
+DARKNET_1K_NAMES = "imagenet1k-darknet.names"  # the first 1000 lines of Darknet's imagenet.shortnames.list
+DARKNET_LABELS = {"vgg-16": DARKNET_1K_NAMES}
 
 
 def labels_text(filename: str) -> str:
