@@ -75,6 +75,8 @@ class _DownloadBar:
 def _load(model: str, weights: str | None, quiet: bool):
     from jaxdream.model import load_model
 
+    if weights == "-":  # an .h5 model that carries its own weights
+        weights = None
     bar = _DownloadBar(quiet)
     try:
         return load_model(model, weights, progress=bar)
@@ -84,8 +86,10 @@ def _load(model: str, weights: str | None, quiet: bool):
 
 @app.command()
 def nightmare(
-    cfg: Annotated[str, typer.Argument(help="Darknet .cfg path or built-in name (vgg-conv, jnet-conv, vgg-16).")],
-    weights: Annotated[str, typer.Argument(help="Darknet .weights, converted .h5, or a zoo name (fetched once).")],
+    cfg: Annotated[str, typer.Argument(
+        help="Darknet .cfg, built-in name (vgg-conv, jnet-conv, vgg-16), or a converted/Keras .h5 model.")],
+    weights: Annotated[str, typer.Argument(
+        help="Darknet .weights, converted .h5, a zoo name (fetched once), or - when CFG is an .h5 model.")],
     image: Annotated[Path, typer.Argument(help="Input image (JPEG, PNG, ...).")],
     layer: Annotated[int, typer.Argument(help="Layer whose activations to amplify (`jaxdream weights info`).")],
     rounds: Annotated[int, typer.Option(help="Rounds; one image is written after each.")] = 1,
@@ -232,46 +236,46 @@ def lucid(
 
 @weights_app.command("convert")
 def weights_convert(
-    cfg: Annotated[str, typer.Argument(help="Darknet .cfg path or built-in name.")],
-    weights: Annotated[Path, typer.Argument(help="Darknet .weights file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .h5 file to write.")],
+    model: Annotated[str, typer.Argument(help="Darknet .cfg or built-in name; a full Keras .h5; or vgg-16/vgg-19.")],
+    weights: Annotated[Path | None, typer.Argument(help="Darknet .weights or Keras weights .h5 (if needed).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .h5 file to write.")] = Path("model.h5"),
 ) -> None:
-    """Convert cfg + .weights into one jaxdream .h5 (architecture, parameters, source sha256)."""
+    """Convert a model into one jaxdream .h5 (architecture, parameters, the source file's sha256)."""
     from jaxdream import converted
     from jaxdream.model import load_model
 
-    model = load_model(cfg, weights)
-    converted.write_converted(output, converted.Converted(
-        model.name, model.cfg.text, model.params, converted.sha256_of(weights), model.labels))
+    loaded = load_model(model, weights)
+    converted.write_converted(output, loaded.to_converted(converted.sha256_of(weights or model)))
     err_console.print(f"wrote {output}")
 
 
 @weights_app.command("info")
 def weights_info(
-    model: Annotated[str, typer.Argument(help="A converted .h5, a .cfg, or a built-in name.")],
-    height: Annotated[int | None, typer.Option(help="Input height for the shapes (default: the cfg's).")] = None,
-    width: Annotated[int | None, typer.Option(help="Input width for the shapes (default: the cfg's).")] = None,
+    model: Annotated[str, typer.Argument(help="A .h5 (converted or Keras), a .cfg, or a built-in name.")],
+    height: Annotated[int | None, typer.Option(help="Input height for the shapes (default: the model's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Input width for the shapes (default: the model's).")] = None,
 ) -> None:
     """The layer table: index, type, output shape and parameters — pick a dream layer from it."""
-    from jaxdream import converted, zoo
+    from jaxdream import zoo
     from jaxdream.darknet.cfg import load_cfg, parse_cfg
-    from jaxdream.model import Model
+    from jaxdream.model import Model, load_model
 
     path = Path(model)
     if path.suffix.lower() in (".h5", ".hdf5"):
-        stored = converted.read_converted(path)
-        cfg = parse_cfg(stored.cfg_text, f"{path}:cfg")
+        described = load_model(path)
     elif (entry := zoo.find(model)) is not None and not path.exists():
-        cfg = parse_cfg(entry.cfg_text(), entry.name)
+        described = Model(model, parse_cfg(entry.cfg_text(), entry.name), {})
     else:
-        cfg = load_cfg(path)
-    rows = Model(model, cfg, {}).describe(height, width)
-    table = Table(title=f"{model} at {width or cfg.net.width}x{height or cfg.net.height}")
+        described = Model(model, load_cfg(path), {})
+    rows = described.describe(height, width)
+    default_h, default_w = described.input_size
+    table = Table(title=f"{model} at {width or default_w}x{height or default_h}")
     for column in ("layer", "type", "output (h x w x c)", "params"):
         table.add_column(column, justify="right" if column != "type" else "left")
     for row in rows:
         h, w, c = row["output"]
-        table.add_row(str(row["index"]), row["type"], f"{h} x {w} x {c}", f"{row['params']:,}")
+        kind = f"{row['type']} {row['name']}" if "name" in row else row["type"]
+        table.add_row(str(row["index"]), kind, f"{h} x {w} x {c}", f"{row['params']:,}")
     Console().print(table)
     Console().print(f"total parameters: {sum(r['params'] for r in rows):,}")
 

@@ -19,11 +19,14 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Converted:
+    """``architecture``: Darknet cfg text (kind 'darknet') or the Keras layer list as JSON (kind 'keras')."""
+
     name: str
-    cfg_text: str
+    architecture: str
     params: Params
     source_sha256: str
     labels: tuple[str, ...] | None
+    kind: str = "darknet"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -40,15 +43,14 @@ def write_converted(path: str | Path, converted: Converted) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs.update({"format": FORMAT, "version": VERSION, "name": converted.name,
-                            "cfg": converted.cfg_text, "source_sha256": converted.source_sha256})
+            f.attrs.update({"format": FORMAT, "version": VERSION, "name": converted.name, "kind": converted.kind,
+                            "architecture": converted.architecture, "source_sha256": converted.source_sha256})
             if converted.labels is not None:
                 f.create_dataset("labels", data=np.array(converted.labels, dtype=h5py.string_dtype()))
             group = f.create_group("params")
-            for layer, arrays in converted.params.items():
-                sub = group.create_group(layer)
-                for name, array in arrays.items():
-                    sub.create_dataset(name, data=np.asarray(array, np.float32))
+            for key, value in converted.params.items():  # Darknet: {layer: {name: array}}; Keras: {"layer/name": array}
+                for name, array in (value.items() if isinstance(value, dict) else [("", value)]):
+                    group.create_dataset(f"{key}/{name}" if name else key, data=np.asarray(array, np.float32))
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -67,12 +69,14 @@ def read_converted(path: str | Path) -> Converted:
                 )
             if int(f.attrs["version"]) > VERSION:
                 raise WeightsError(f"{path}: written by a newer jaxdream (format version {f.attrs['version']})")
-            params = {
-                layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
-                for layer, group in f["params"].items()
-            }
+            kind = str(f.attrs.get("kind", "darknet"))
+            nested = {layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
+                      for layer, group in f["params"].items()}
+            params = nested if kind == "darknet" else \
+                {f"{layer}/{name}": array for layer, arrays in nested.items() for name, array in arrays.items()}
             labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["labels"][()]) \
                 if "labels" in f else None
-            return Converted(str(f.attrs["name"]), str(f.attrs["cfg"]), params, str(f.attrs["source_sha256"]), labels)
+            return Converted(str(f.attrs["name"]), str(f.attrs["architecture"]), params, str(f.attrs["source_sha256"]),
+                             labels, kind)
     except (OSError, KeyError) as err:
         raise WeightsError(f"{path}: cannot read as an HDF5 model file ({err})") from None

@@ -21,9 +21,8 @@ import numpy as np
 from jax import lax
 
 from jaxdream import image as I
-from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.errors import JaxdreamError, OptionError
-from jaxdream.model import Model
+from jaxdream.model import ModelBase as Model
 from jaxdream.objectives import nightmare_objective, reconstruction_objective
 
 Array = jax.Array
@@ -37,7 +36,7 @@ Objective = Callable[[Model, Any, Array, int, Any], Array]  # (model, params, im
 
 def layer_objective(model: Model, params: Any, image: Array, layer: int, thresh: Any) -> Array:
     """Darknet's nightmare objective on the output of ``layer`` (aux = the threshold in standard deviations)."""
-    return nightmare_objective(model.apply(params, image[None], (layer,))[layer][0], thresh)
+    return nightmare_objective(model.apply(params, model.normalize(image[None]), (layer,))[layer][0], thresh)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def validate(model: Model, config: DreamConfig, height: int, width: int) -> None
     for octave in range(config.octaves if config.jitter else 1):
         oh, ow = octave_size(height, width, octave)
         try:
-            fits = min(oh, ow) >= 1 and bool(layer_shapes(model.cfg, oh, ow, upto=max(config.layers)))
+            fits = min(oh, ow) >= 1 and bool(model.layer_output_shapes(oh, ow, max(config.layers)))
         except JaxdreamError:
             fits = False
         if not fits:
@@ -319,14 +318,16 @@ def reconstruct(
     if smooth < 0 or iters < 0 or rounds < 1:
         raise OptionError("--smooth and --iters must be >= 0 and --rounds >= 1")
     images, _ = as_batch(x)
-    net_h, net_w = model.cfg.net.height, model.cfg.net.width
+    net_h, net_w = model.input_size
     images = I.letterbox(images, net_h, net_w)
     features = model.forward(images, target)[target]
     stats = stats if stats is not None else RunStats()
 
     def run(params: Any, recon: Array, update: Array, feats: Array) -> tuple[Array, Array]:
         def one(img: Array, upd: Array, feat: Array) -> tuple[Array, Array]:
-            objective = lambda im: reconstruction_objective(model.apply(params, im[None], (target,))[target][0], feat)
+            objective = lambda im: reconstruction_objective(
+                model.apply(params, model.normalize(im[None]), (target,))[target][0], feat
+            )
             upd = upd + jax.grad(objective)(img)
             if lam and smooth:
                 upd = _smooth(upd, img, lam, smooth)

@@ -21,8 +21,67 @@ from jaxdream.image import letterbox
 from jaxdream.nn import Network
 
 
+class ModelBase:
+    """What every loaded network offers (Darknet and Keras alike), built on its pure ``apply``/``apply_logits``."""
+
+    name: str
+    params: Params
+    labels: tuple[str, ...] | None
+
+    @property
+    def num_layers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the network was defined for."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    def check_layer(self, layer: int, what: str = "layer") -> Any:
+        raise NotImplementedError
+
+    def layer_output_shapes(self, height: int, width: int, upto: int) -> list[tuple[int, int, int]]:
+        """Output (h, w, c) of layers 0 .. upto for an input of height x width; JaxdreamError if one is empty."""
+        raise NotImplementedError
+
+    def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...]) -> dict[int, jax.Array]:
+        raise NotImplementedError
+
+    def apply_logits(self, params: Params, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """The network's value mapping of [0, 1] images (Darknet: none); sizes are left alone."""
+        return x
+
+    def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,)) -> dict[int, jax.Array]:
+        """Activations (NHWC) of the requested layers for float32 NHWC images in [0, 1]."""
+        layers = (layers,) if isinstance(layers, int) else tuple(layers)
+        layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
+        for layer in layers:
+            self.check_layer(layer)
+        return _jitted_apply(self, layers)(self.params, self.normalize(_batch(x)))
+
+    def logits(self, x: Any) -> jax.Array:
+        """(N, classes): the input of the final softmax, for images of any size in [0, 1]."""
+        self.num_classes  # noqa: B018 - raises for a network that is not a classifier
+        return _jitted_logits(self)(self.params, _batch(x))
+
+    def predict(self, x: Any) -> jax.Array:
+        """(N, classes) class probabilities."""
+        return jax.nn.softmax(self.logits(x), axis=-1)
+
+    def class_names(self) -> tuple[str, ...]:
+        """The labels, or the class indices as text when the model carries none."""
+        return self.labels if self.labels is not None else tuple(str(i) for i in range(self.num_classes))
+
+
 @dataclass(frozen=True, eq=False)  # identity hash: params are arrays
-class Model:
+class Model(ModelBase):
     """A Darknet network ready to run. ``params`` is a pytree of float32 arrays loaded once."""
 
     name: str
@@ -40,6 +99,17 @@ class Model:
     @property
     def num_layers(self) -> int:
         return len(self.cfg.layers)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.cfg.net.height, self.cfg.net.width
+
+    @property
+    def num_classes(self) -> int:
+        return int(np.prod(layer_shapes(self.cfg)[self.logits_layer]))
+
+    def layer_output_shapes(self, height: int, width: int, upto: int) -> list[tuple[int, int, int]]:
+        return layer_shapes(self.cfg, height, width, upto)
 
     def check_layer(self, layer: int, what: str = "layer") -> C.Layer:
         """The spec of a layer a dream may target; a clear error for a bad index or a head."""
@@ -59,13 +129,8 @@ class Model:
         """Pure forward: the function the compiled dream loop differentiates."""
         return self.network.apply({"params": params}, x, layers)
 
-    def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,)) -> dict[int, jax.Array]:
-        """Activations (NHWC) of the requested layers for float32 NHWC images in [0, 1]."""
-        layers = (layers,) if isinstance(layers, int) else tuple(layers)
-        layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
-        for layer in layers:
-            self.check_layer(layer)
-        return _jitted_apply(self, layers)(self.params, _batch(x))
+    def to_converted(self, source_sha256: str) -> converted.Converted:
+        return converted.Converted(self.name, self.cfg.text, self.params, source_sha256, self.labels)
 
     @property
     def logits_layer(self) -> int:
@@ -86,20 +151,6 @@ class Model:
         out = self.apply(params, self.preprocess(x), (layer,))[layer]
         return out.reshape(out.shape[0], -1)
 
-    def logits(self, x: Any) -> jax.Array:
-        """(N, classes): the input of the final softmax, for images of any size in [0, 1]."""
-        self.check_layer(self.logits_layer)
-        return _jitted_logits(self)(self.params, _batch(x))
-
-    def predict(self, x: Any) -> jax.Array:
-        """(N, classes) class probabilities."""
-        return jax.nn.softmax(self.logits(x), axis=-1)
-
-    def class_names(self) -> tuple[str, ...]:
-        """The labels, or the class indices as text when the model carries none."""
-        if self.labels is not None:
-            return self.labels
-        return tuple(str(i) for i in range(int(np.prod(layer_shapes(self.cfg)[self.logits_layer]))))
 
     def describe(self, height: int | None = None, width: int | None = None) -> list[dict[str, Any]]:
         """The layer table: index, type, output (h, w, c), parameter count, and the cfg line."""
@@ -120,12 +171,12 @@ def _batch(x: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_apply(model: Model, layers: tuple[int, ...]):
+def _jitted_apply(model: ModelBase, layers: tuple[int, ...]):
     return jax.jit(lambda params, x: model.apply(params, x, layers))
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_logits(model: Model):
+def _jitted_logits(model: ModelBase):
     return jax.jit(model.apply_logits)
 
 
@@ -168,7 +219,7 @@ def _load_weights_for(cfg: C.Cfg, weights: str | Path) -> Params:
     path = Path(weights)
     if path.suffix.lower() in (".h5", ".hdf5"):
         stored = converted.read_converted(path)
-        if stored.cfg_text.strip() != cfg.text.strip():
+        if stored.kind != "darknet" or stored.architecture.strip() != cfg.text.strip():
             raise WeightsError(
                 f"{path}: this converted file was made for a different architecture than {cfg.source}; "
                 f"load it alone with load_model('{path}')"
@@ -180,17 +231,27 @@ def _load_weights_for(cfg: C.Cfg, weights: str | Path) -> Params:
 
 def load_model(
     name_or_path: str | Path, weights: str | Path | None = None, progress: zoo.Progress | None = None
-) -> Model:
-    """Load a network by built-in name (``vgg-conv`` ...), cfg path, or converted ``.h5`` file.
+) -> ModelBase:
+    """Load a network by built-in name (``vgg-conv`` ...), cfg path, converted ``.h5`` or full Keras ``.h5`` file.
 
-    ``weights``: a Darknet ``.weights`` file, a converted ``.h5``, or a zoo name; a built-in name with no weights
-    fetches its official weights into the cache on first use (``progress(done, total)`` follows the download).
+    ``weights``: a Darknet ``.weights`` file, a converted ``.h5``, a Keras weights ``.h5`` (with a built-in Keras
+    architecture such as ``vgg-19``, or a full Keras model file as the architecture), or a zoo name; a built-in
+    name with no weights fetches its official weights into the cache on first use (``progress(done, total)``
+    follows the download).
     """
+    from jaxdream import keras
+
     text = str(name_or_path)
     path = Path(text)
+    if weights is not None and Path(weights).suffix.lower() in (".h5", ".hdf5") and keras.is_keras_file(weights):
+        return keras.load_keras(weights, text)  # a Keras weights file with a built-in or full-model architecture
     if path.suffix.lower() in (".h5", ".hdf5") and weights is None:
+        if keras.is_keras_file(path):
+            return keras.load_keras(path)
         stored = converted.read_converted(path)
-        cfg = C.parse_cfg(stored.cfg_text, f"{path}:cfg")
+        if stored.kind == "keras":
+            return keras.from_converted(stored, str(path))
+        cfg = C.parse_cfg(stored.architecture, f"{path}:cfg")
         return Model(stored.name, cfg, check_params(cfg, stored.params, str(path)), stored.labels)
     entry = zoo.find(text)
     if entry is not None and not path.exists():

@@ -47,6 +47,7 @@ _DARKNET_SITE = "https://pjreddie.com/media/files/"
 OFFICIAL_WEIGHTS: dict[str, str] = {name: f"{_DARKNET_SITE}{name}.weights" for name in ARCHITECTURES}
 DARKNET_1K_NAMES = "imagenet1k-darknet.names"  # the first 1000 lines of Darknet's imagenet.shortnames.list
 DARKNET_LABELS = {"vgg-16": DARKNET_1K_NAMES}
+KERAS_1K_NAMES = "imagenet1k-keras.names"  # Keras/PyTorch order (sorted WordNet ids), from imagenet_class_index.json
 
 
 def labels_text(filename: str) -> str:
