@@ -112,7 +112,8 @@ def parse_layer(entry: dict[str, Any], source: str) -> KLayer | None:
     return KLayer(
         kind, name, filters=int(c.get("filters", 0)),
         kernel=_pair(c.get("kernel_size", pool)), strides=_pair(c.get("strides") or pool),
-        padding=c.get("padding", "valid"), use_bias=bool(c.get("use_bias", True)), activation=activation,
+        padding=c["padding"] if isinstance(c.get("padding"), str) else "valid",
+        use_bias=bool(c.get("use_bias", True)), activation=activation,
         depth_multiplier=int(c.get("depth_multiplier", 1)), epsilon=float(c.get("epsilon", 1e-3)),
         center=bool(c.get("center", True)), scale=bool(c.get("scale", True)),
         max_value=None if c.get("max_value") is None else float(c["max_value"]),
