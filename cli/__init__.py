@@ -33,7 +33,8 @@ err_console = Console(stderr=True)
 # Darknet spells options with one dash; these are rewritten to two before parsing.
 DARKNET_OPTIONS = (
     "rounds", "iters", "range", "octaves", "rate", "thresh", "zoom", "rotate", "norm", "prefix", "reconstruct",
-    "momentum", "lambda", "smooth", "seed", "out", "format", "stats", "quiet", "debug",
+    "momentum", "lambda", "smooth", "seed", "out", "format", "stats", "quiet", "debug", "objective", "channel",
+    "guide",
 )
 
 
@@ -101,6 +102,10 @@ def nightmare(
     zoom: Annotated[float, typer.Option(help="Zoom between rounds (>1 zooms in).")] = 1.0,
     rotate: Annotated[float, typer.Option(help="Rotation between rounds, in radians (as Darknet).")] = 0.0,
     norm: Annotated[int, typer.Option(help="1: normalise each update to zero mean, unit std (Darknet's default).")] = 1,
+    objective: Annotated[str, typer.Option(
+        help="darknet (thresholded L2), l2, channel, neuron (with --channel) or guide (with --guide).")] = "darknet",
+    channel: Annotated[int, typer.Option(help="Channel for the channel/neuron objectives.")] = 0,
+    guide: Annotated[Path | None, typer.Option(help="Guide image for the guide objective.")] = None,
     reconstruct: Annotated[bool, typer.Option(help="Feature reconstruction instead of dreaming.")] = False,
     momentum: Annotated[float, typer.Option(help="Reconstruction: momentum of the update.")] = 0.9,
     lambda_: Annotated[float, typer.Option("--lambda", help="Reconstruction: smoothing strength.")] = 0.01,
@@ -143,7 +148,8 @@ def nightmare(
                           smooth=smooth, zoom=zoom, rotate=rotate, on_round=write, stats=run_stats)
     else:
         dream.nightmare(model, x, layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
-                        thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed, on_round=write,
+                        thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed, objective=objective,
+                        channel=channel, guide=load_image(guide) if guide else None, on_round=write,
                         stats=run_stats)
     if stats:
         report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
@@ -159,6 +165,46 @@ def _output_folder(out: Path | None) -> Path:
     if not os.access(folder, os.W_OK):
         raise JaxdreamError(f"output folder {folder} is not writable")
     return folder
+
+
+@app.command()
+def deepdream(
+    model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
+    weights: Annotated[str, typer.Argument(help="Weights file, zoo name, or - when MODEL is an .h5 model.")],
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    layer: Annotated[int, typer.Argument(help="Layer to amplify (`jaxdream weights info`).")],
+    octaves: Annotated[int, typer.Option(help="Octaves of the pyramid, smallest first.")] = 4,
+    octave_scale: Annotated[float, typer.Option(help="Size ratio between octaves.")] = 1.4,
+    iters: Annotated[int, typer.Option(help="Iterations per octave.")] = 10,
+    rate: Annotated[float, typer.Option(help="Step size (gradient normalised by its mean |g|).")] = 0.01,
+    objective: Annotated[str, typer.Option(help="l2, darknet, channel, neuron or guide.")] = "l2",
+    channel: Annotated[int, typer.Option(help="Channel for the channel/neuron objectives.")] = 0,
+    guide: Annotated[Path | None, typer.Option(help="Guide image for the guide objective.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Google-style DeepDream: octave pyramid with the detail carried between octaves.
+
+    Writes <image>_<model>_<layer>_deepdream.<format>.
+    """
+    from jaxdream import dream
+    from jaxdream.image import load_image, save_image
+
+    if format_ not in ("jpg", "png"):
+        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
+    folder = _output_folder(out)
+    x = load_image(image)
+    loaded = _load(model, weights, quiet)
+    _setup_jax()
+    frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
+                             objective=objective, channel=channel, guide=load_image(guide) if guide else None,
+                             seed=seed)
+    name = folder / f"{image.name.split('.', 1)[0]}_{loaded.name}_{layer}_deepdream.{format_}"
+    save_image(name, frames[0, 0])
+    if not quiet:
+        err_console.print(f"-> {name}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ the whole batch, so under vmap the switch stays a switch instead of running ever
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from jax import lax
 from jaxdream import image as I
 from jaxdream.errors import JaxdreamError, OptionError
 from jaxdream.model import ModelBase as Model
-from jaxdream.objectives import nightmare_objective, reconstruction_objective
+from jaxdream.objectives import LAYER_OBJECTIVES, reconstruction_objective
 
 Array = jax.Array
 OCTAVE_BASE = 1.33333333  # Darknet's literal
@@ -34,9 +35,22 @@ SHIFT_RANGE = 8  # dx, dy in [-8, 7]
 Objective = Callable[[Model, Any, Array, int, Any], Array]  # (model, params, image (h,w,3), layer, aux) -> scalar
 
 
-def layer_objective(model: Model, params: Any, image: Array, layer: int, thresh: Any) -> Array:
-    """Darknet's nightmare objective on the output of ``layer`` (aux = the threshold in standard deviations)."""
-    return nightmare_objective(model.apply(params, model.normalize(image[None]), (layer,))[layer][0], thresh)
+@functools.cache
+def layer_objective_for(kind: str) -> Objective:
+    """An objective on one layer's output: 'darknet' (aux = threshold in std), 'l2', 'channel'/'neuron' (aux =
+    channel index), 'guide' (aux = the guide image's features, (positions, channels))."""
+    if kind not in LAYER_OBJECTIVES:
+        raise OptionError(f"unknown objective {kind!r}; valid: {', '.join(LAYER_OBJECTIVES)}")
+    function = LAYER_OBJECTIVES[kind]
+
+    def objective(model: Model, params: Any, image: Array, layer: int, aux: Any) -> Array:
+        return function(model.apply(params, model.normalize(image[None]), (layer,))[layer][0], aux)
+
+    return objective
+
+
+layer_objective = layer_objective_for("darknet")
+NORMS = ("std", "mean_abs", "none")  # Darknet's normalize_array, Google's mean |g|, or the raw update
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class DreamConfig:
     layer_range: int = 1
     iters: int = 10
     octaves: int = 4
-    norm: bool = True
+    norm: str = "std"  # one of NORMS
     jitter: bool = True
     objective: Objective = layer_objective
     gray_pull: float = GRAY_PULL
@@ -152,9 +166,11 @@ def nightmare_step(
     index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
     grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
     update = I.shift(grad, -dx, -dy) + config.gray_pull * (0.5 - image)
-    if config.norm:
+    if config.norm == "std":
         mean = jnp.mean(update)
         update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
+    elif config.norm == "mean_abs":
+        update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
     return jnp.clip(image + rate * update, 0.0, 1.0)
 
 
@@ -247,21 +263,78 @@ def _check_schedule(schedule: Any, config: DreamConfig) -> Array:
 def nightmare(
     model: Model, x: Any, layer: int, rounds: int = 1, iters: int = 10, layer_range: int = 1, octaves: int = 4,
     rate: float = 0.04, thresh: float = 1.0, zoom: float = 1.0, rotate: float = 0.0, norm: bool = True,
-    jitter: bool = True, seed: int = 0, schedule: Any = None,
-    on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+    jitter: bool = True, seed: int = 0, schedule: Any = None, objective: str = "darknet", channel: int = 0,
+    guide: Any = None, on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
 ) -> np.ndarray:
     """Darknet's nightmare on an image (H, W, 3) or batch (N, H, W, 3) in [0, 1] -> (rounds, N, H, W, 3).
 
     ``schedule``: optional (iters, 5) int rows of layer, octave, dx, dy, flip replacing the random draws
-    (used for every round). ``on_round(round, images)`` is called after each round, before zoom/rotate.
+    (used for every round). ``objective``: 'darknet' (thresholded L2, the default), 'l2', 'channel' or 'neuron'
+    (with ``channel``), or 'guide' (with ``guide``, an image whose features at ``layer`` the dream moves toward).
+    ``on_round(round, images)`` is called after each round, before zoom/rotate.
     """
     images, _ = as_batch(x)
-    config = DreamConfig(layer, layer_range, iters, octaves, bool(norm), bool(jitter))
+    config = DreamConfig(layer, layer_range, iters, octaves, "std" if norm else "none", bool(jitter),
+                         layer_objective_for(objective))
     _check_finite("thresh", thresh)
     check_round_options(rate, rounds, zoom, rotate)
     validate(model, config, images.shape[1], images.shape[2])
-    return run_dream(model, images, config, rate, jnp.float32(thresh), rounds, zoom, rotate, seed, schedule,
-                     on_round, stats)
+    aux = objective_input(model, config, objective, thresh, channel, guide)
+    return run_dream(model, images, config, rate, aux, rounds, zoom, rotate, seed, schedule, on_round, stats)
+
+
+def objective_input(model: Model, config: DreamConfig, objective: str, thresh: float, channel: int,
+                    guide: Any) -> Any:
+    """The ``aux`` argument each layer objective takes, checked against the layers it may run on."""
+    if objective == "darknet":
+        return jnp.float32(thresh)
+    if objective in ("channel", "neuron"):
+        for layer in config.layers:
+            channels = model.layer_output_shapes(*model.input_size, layer)[-1][2]
+            if not 0 <= channel < channels:
+                raise OptionError(
+                    f"--channel {channel} is out of range: layer {layer} has channels 0 .. {channels - 1}"
+                )
+        return jnp.int32(channel)
+    if objective == "guide":
+        if guide is None:
+            raise OptionError("the guide objective needs a guide image (--guide FILE)")
+        if config.layer_range != 1:
+            raise OptionError("the guide objective needs --range 1: the guide's features belong to one layer")
+        features = model.forward(np.asarray(guide, np.float32)[None], config.layer)[config.layer][0]
+        return features.reshape(-1, features.shape[-1])
+    return jnp.float32(0)
+
+
+def deepdream(
+    model: Model, x: Any, layer: int, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
+    rate: float = 0.01, objective: str = "l2", channel: int = 0, guide: Any = None, jitter: bool = True,
+    seed: int = 0, stats: RunStats | None = None,
+) -> np.ndarray:
+    """Google's DeepDream: an octave pyramid from small to full size, the detail the dream adds carried up from
+    octave to octave, each step normalised by the gradient's mean absolute value. -> (1, N, H, W, 3).
+
+    Each octave runs the same compiled loop as a nightmare round (one program per octave size). Jitter is
+    Darknet's edge-clamped shift of up to 8 px and a flip, where Google rolls the image.
+    """
+    images, _ = as_batch(x)
+    _check_finite("rate", rate, 0.0)
+    _check_finite("octave_scale", octave_scale, 1.0, strict=True)
+    config = DreamConfig(layer, 1, iters, 1, "mean_abs", bool(jitter), layer_objective_for(objective), 0.0)
+    h, w = images.shape[1], images.shape[2]
+    sizes = [(max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k))) for k in range(octaves)][::-1]
+    for size in sizes:
+        validate(model, DreamConfig(layer, 1, iters, 1), *size)
+    aux = objective_input(model, config, objective, 0.0, channel, guide)
+    stats = stats if stats is not None else RunStats()
+    detail = jnp.zeros((images.shape[0], *sizes[0], 3), jnp.float32)
+    for k, size in enumerate(sizes):
+        base = jax.image.resize(images, (images.shape[0], *size, 3), "linear")
+        detail = jax.image.resize(detail, base.shape, "linear")
+        start = jnp.clip(base + detail, 0.0, 1.0)
+        dreamed = run_dream(model, start, config, rate, aux, seed=seed + k, stats=stats)[0]
+        detail = jnp.asarray(dreamed) - base
+    return np.asarray(jnp.clip(images + jax.image.resize(detail, images.shape, "linear"), 0.0, 1.0))[None]
 
 
 def check_round_options(rate: float, rounds: int, zoom: float, rotate: float) -> None:

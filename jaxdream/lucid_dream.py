@@ -140,7 +140,7 @@ def lucid(
     if iters < 0 or octaves < 1:
         raise OptionError("--iters must be >= 0 and --octaves >= 1")
     objective = class_objective if len(chosen) == 1 else mixed_class_objective(tuple(sorted(chosen)))
-    config = DreamConfig(model.logits_layer, 1, iters, octaves, True, bool(jitter), objective, 0.0)
+    config = DreamConfig(model.logits_layer, 1, iters, octaves, "std", bool(jitter), objective, 0.0)
     return run_dream(model, images, config, rate, jnp.asarray(target), rounds, zoom, rotate, seed, None,
                      on_round, stats)
 

@@ -22,3 +22,35 @@ def nightmare_objective(activation: Array, thresh: Array | float) -> Array:
 def reconstruction_objective(activation: Array, features: Array) -> Array:
     """Feature reconstruction: -0.5 * ||features - activation||^2 (ascent pulls the activation to the target)."""
     return -0.5 * jnp.sum(jnp.square(features - activation))
+
+
+def l2_objective(activation: Array, aux: Array | None = None) -> Array:
+    """Google DeepDream: 0.5 * sum of squares of the whole layer."""
+    del aux
+    return 0.5 * jnp.sum(jnp.square(activation))
+
+
+def channel_objective(activation: Array, channel: Array) -> Array:
+    """Mean activation of one channel over all positions."""
+    return jnp.mean(jnp.take(activation, channel, axis=-1))
+
+
+def neuron_objective(activation: Array, channel: Array) -> Array:
+    """One unit: the given channel at the centre position of the layer."""
+    h, w = activation.shape[0], activation.shape[1]
+    return jnp.take(activation[h // 2, w // 2], channel)
+
+
+def guide_objective(activation: Array, guide: Array) -> Array:
+    """Guided dream: each position's feature vector is pulled toward its best-matching guide feature
+    (the largest dot product), as in Google's guided DeepDream. ``guide`` is (positions, channels)."""
+    features = activation.reshape(-1, activation.shape[-1])
+    scores = features @ jax.lax.stop_gradient(guide).T
+    best = jax.lax.stop_gradient(jnp.argmax(scores, axis=1))
+    return jnp.sum(jnp.take_along_axis(scores, best[:, None], axis=1))
+
+
+LAYER_OBJECTIVES = {
+    "darknet": nightmare_objective, "l2": l2_objective, "channel": channel_objective, "neuron": neuron_objective,
+    "guide": guide_objective,
+}
