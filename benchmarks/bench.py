@@ -72,7 +72,7 @@ def round_fn(model: Model, config: dream.DreamConfig):
 def step_case(model: Model, height: int, width: int, iters: int = 5) -> dict:
     config = dream.DreamConfig(LAYER, 1, iters, 1, "std", False)
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
-    t = timed(round_fn(model, config), model.params, images, jax.random.key(0))
+    t = timed(round_fn(model, config), jax.device_put(model.params), images, jax.random.key(0))
     flops = 2 * forward_flops(model.cfg, height, width, LAYER)
     per_iter = t["median_s"] / iters
     return {"case": f"step {width}x{height}", **t, "s_per_iter": per_iter, "gflop_per_iter": flops / 1e9,
@@ -82,14 +82,14 @@ def step_case(model: Model, height: int, width: int, iters: int = 5) -> dict:
 def round_case(model: Model, iters: int, layer_range: int) -> dict:
     config = dream.DreamConfig(LAYER, layer_range, iters, 4, "std", True)
     images = jnp.full((1, 448, 352, 3), 0.5, jnp.float32)
-    t = timed(round_fn(model, config), model.params, images, jax.random.key(0))
+    t = timed(round_fn(model, config), jax.device_put(model.params), images, jax.random.key(0))
     return {"case": f"round scream 448x352 iters={iters} range={layer_range}", **t}
 
 
 def batch_case(model: Model, batch: int, iters: int = 5) -> dict:
     config = dream.DreamConfig(LAYER, 1, iters, 1, "std", False)
     images = jnp.full((batch, 224, 224, 3), 0.5, jnp.float32)
-    t = timed(round_fn(model, config), model.params, images, jax.random.key(0))
+    t = timed(round_fn(model, config), jax.device_put(model.params), images, jax.random.key(0))
     flops = 2 * forward_flops(model.cfg, 224, 224, LAYER) * batch * iters
     return {"case": f"batch {batch} at 224x224", **t, "images_per_s": batch * iters / t["median_s"],
             "gflops": flops / t["median_s"] / 1e9}

@@ -207,6 +207,117 @@ def deepdream(
         err_console.print(f"-> {name}")
 
 
+def _distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> tuple[int, int]:
+    """Join a multi-process run when asked (options, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID); returns (this process's index, process count)."""
+    import jax
+
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    if not num_processes or num_processes == 1:
+        return 0, 1
+    if coordinator is None or process_id is None:
+        raise JaxdreamError("a multi-process run needs --coordinator HOST:PORT, --num-processes and --process-id")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return jax.process_index(), jax.process_count()
+
+
+@app.command()
+def batch(
+    mode: Annotated[str, typer.Argument(help="nightmare, lucid or deepdream.")],
+    model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs, or .txt lists.")],
+    out: Annotated[Path, typer.Option(help="Output folder (created if missing); holds the manifest.")],
+    weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
+    layer: Annotated[int | None, typer.Option(help="nightmare/deepdream: the layer.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Rounds (an image per round).")] = None,
+    iters: Annotated[int | None, typer.Option(help="Iterations per round / octave.")] = None,
+    range_: Annotated[int | None, typer.Option("--range", help="nightmare: layer range.")] = None,
+    octaves: Annotated[int | None, typer.Option(help="Octaves.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Step size.")] = None,
+    thresh: Annotated[float | None, typer.Option(help="nightmare: threshold in std.")] = None,
+    zoom: Annotated[float | None, typer.Option(help="Zoom between rounds.")] = None,
+    rotate: Annotated[float | None, typer.Option(help="Rotation between rounds (radians).")] = None,
+    objective: Annotated[str | None, typer.Option(help="nightmare/deepdream objective.")] = None,
+    channel: Annotated[int | None, typer.Option(help="Channel for channel/neuron objectives.")] = None,
+    class_: Annotated[str | None, typer.Option("--class", help="lucid: class name, index or weighted mix.")] = None,
+    target_scale: Annotated[float | None, typer.Option(help="lucid: target logit value.")] = None,
+    octave_scale: Annotated[float | None, typer.Option(help="deepdream: size ratio between octaves.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (the same for every image).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per vmapped batch (a multiple of the devices).")] = 4,
+    size: Annotated[str | None, typer.Option(help="Resize every image to WxH (one bucket) instead of by size.")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip inputs the manifest lists as done with the same options.")] = False,
+    format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
+    coordinator: Annotated[str | None, typer.Option(help="Multi-host: coordinator HOST:PORT.")] = None,
+    num_processes: Annotated[int | None, typer.Option(help="Multi-host: number of processes.")] = None,
+    process_id: Annotated[int | None, typer.Option(help="Multi-host: this process's index.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Dream a whole image set: `jaxdream batch nightmare vgg-conv photos/ --weights vgg-conv.weights --layer 10
+    --out dreams/`. Writes a manifest (JSON lines) as images finish; rerun with --resume after an interruption.
+    Unreadable images are reported and the rest go on; the exit status is 1 if any failed."""
+    from rich.progress import MofNCompleteColumn, TimeRemainingColumn
+
+    from jaxdream import batch as batch_lib
+
+    if format_ not in ("jpg", "png"):
+        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
+    wh = None
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise JaxdreamError(f"--size {size!r}: write it as WIDTHxHEIGHT, e.g. 224x224") from None
+        wh = (h, w)
+    given = {"layer": layer, "rounds": rounds, "iters": iters, "layer_range": range_, "octaves": octaves,
+             "rate": rate, "thresh": thresh, "zoom": zoom, "rotate": rotate, "objective": objective,
+             "channel": channel, "classes": class_, "target_scale": target_scale, "octave_scale": octave_scale}
+    allowed = {
+        "nightmare": {"layer", "rounds", "iters", "layer_range", "octaves", "rate", "thresh", "zoom", "rotate",
+                      "objective", "channel"},
+        "lucid": {"classes", "iters", "rate", "target_scale", "octaves", "rounds", "zoom", "rotate"},
+        "deepdream": {"layer", "octaves", "octave_scale", "iters", "rate", "objective", "channel"},
+    }
+    if mode not in allowed:
+        raise JaxdreamError(f"unknown mode {mode!r}; use one of {', '.join(allowed)}")
+    options = {k: v for k, v in given.items() if v is not None}
+    wrong = sorted(set(options) - allowed[mode])
+    if wrong:
+        raise JaxdreamError(f"{mode} does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}")
+    needed = "classes" if mode == "lucid" else "layer"
+    if needed not in options:
+        raise JaxdreamError(f"{mode} needs --{'class' if needed == 'classes' else 'layer'}")
+    process = _distributed(coordinator, num_processes, process_id)
+    files = batch_lib.discover(inputs)
+    loaded = _load(model, weights, quiet)
+    _setup_jax()
+    tag = str(options.get("layer", "")) if mode != "lucid" else \
+        "-".join(p.split(":")[0].strip().replace(" ", "_") for p in str(class_).split(",") if p.strip())
+    job = batch_lib.Job(mode, loaded.name, options, seed, wh, format_)
+    bar = Progress(TextColumn("dreaming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+                   TimeRemainingColumn(), console=err_console, disable=quiet)
+    task = bar.add_task("images", total=None, speed="")
+    start = time.perf_counter()
+
+    def advance(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - start
+        bar.update(task, completed=done, total=total, speed=f"{done / elapsed:.2f} img/s" if elapsed else "")
+
+    with bar:
+        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, tag, process, resume, advance)
+    if process[1] > 1 and process[0] == 0:
+        batch_lib.merge_manifests(out, process[1])
+    err_console.print(f"{summary.done} dreamed, {summary.skipped} already done, {len(summary.errors)} failed "
+                      f"in {summary.seconds:.1f}s -> {out}", highlight=False)
+    for _source, message in summary.errors:
+        err_console.print(f"  failed: {escape(message)}", highlight=False)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
 @app.command()
 def classify(
     model: Annotated[str, typer.Argument(help="Built-in name, classifier .cfg, or converted .h5.")],

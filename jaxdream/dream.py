@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdream import image as I
 from jaxdream.errors import JaxdreamError, OptionError
@@ -240,12 +241,21 @@ class _Compiled:
 
 
 def as_batch(x: Any) -> tuple[Array, bool]:
-    x = np.asarray(x, np.float32)
+    """(N, H, W, 3) float32 images; a JAX array keeps its placement (e.g. sharded over devices)."""
+    x = x.astype(jnp.float32) if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x, np.float32))
     if x.ndim == 3:
-        return jnp.asarray(x[None]), True
+        return x[None], True
     if x.ndim != 4 or x.shape[-1] != 3:
         raise OptionError(f"images must be (H, W, 3) or (N, H, W, 3) float arrays, got shape {x.shape}")
-    return jnp.asarray(x), False
+    return x, False
+
+
+def placed_params(model: Model, images: Array) -> Any:
+    """The parameters on the device(s) once per run: replicated over the images' mesh when they are sharded."""
+    sharding = getattr(images, "sharding", None)
+    if isinstance(sharding, NamedSharding):
+        return jax.device_put(model.params, NamedSharding(sharding.mesh, PartitionSpec()))
+    return jax.device_put(model.params)
 
 
 def _check_schedule(schedule: Any, config: DreamConfig) -> Array:
@@ -353,14 +363,15 @@ def run_dream(
     """The rounds of any objective: one compiled round program, called once per round (options validated)."""
     stats = stats if stats is not None else RunStats()
     rate_a = jnp.float32(rate)
+    params = placed_params(model, images)
     if schedule is not None:
         fixed = _check_schedule(schedule, config)
         program = _Compiled(round_program(model, config), stats)
-        step = lambda imgs, r: program(model.params, imgs, fixed, rate_a, aux)
+        step = lambda imgs, r: program(params, imgs, fixed, rate_a, aux)
     else:
         program = _Compiled(random_round_program(model, config), stats)
         base = jax.random.key(seed)
-        step = lambda imgs, r: program(model.params, imgs, jax.random.fold_in(base, r), rate_a, aux)
+        step = lambda imgs, r: program(params, imgs, jax.random.fold_in(base, r), rate_a, aux)
     return _run_rounds(step, images, rounds, config.iters, zoom, rotate, on_round, stats)
 
 

@@ -1,0 +1,140 @@
+"""Batch dreaming: mixed and broken inputs, kill and resume, several devices, several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLI = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
+
+
+def _photo(rng, h, w) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / 7.0), np.cos(yy / 5.0), np.sin((xx + yy) / 9.0)], -1) * 0.4 + 0.5
+    return (np.clip(base + rng.normal(0, 0.05, (h, w, 3)), 0, 1) * 255).astype(np.uint8)
+
+
+def make_inputs(folder: Path) -> list[Path]:
+    """12 files: 10 readable in many modes and two sizes, one truncated JPEG, one text file posing as PNG."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    sub = folder / "nested"
+    sub.mkdir()
+    files = []
+    for i in range(4):
+        path = folder / f"rgb{i}.jpg"
+        Image.fromarray(_photo(rng, 48, 64)).save(path, quality=95)
+        files.append(path)
+    Image.fromarray(_photo(rng, 48, 64)).convert("L").save(folder / "gray.png")
+    Image.fromarray(_photo(rng, 48, 64)).convert("RGBA").save(sub / "rgba.png")
+    Image.fromarray(_photo(rng, 48, 64)).convert("P").save(sub / "palette.png")
+    gray16 = (np.asarray(Image.fromarray(_photo(rng, 48, 64)).convert("L"), np.uint16) * 257)
+    Image.fromarray(gray16).save(sub / "deep16.png")
+    Image.fromarray(_photo(rng, 48, 64)).convert("CMYK").save(sub / "cmyk.jpg")
+    rotated = Image.fromarray(_photo(rng, 64, 48))  # stored 48 wide; EXIF says rotate to 64 x 48
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(folder / "exif.jpg", exif=exif)
+    good = (folder / "rgb0.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "notanimage.png").write_text("not an image")
+    return files
+
+
+@pytest.fixture(scope="module")
+def yolo(shared):
+    folder = shared / "models" / "yolo-fastest-1.1"
+    return [str(folder / "yolo-fastest-1.1.cfg"), "--weights", str(folder / "yolo-fastest-1.1.weights")]
+
+
+def batch(yolo, inputs, out, *extra, env=None, wait=True):
+    args = [*CLI, "batch", "nightmare", yolo[0], *map(str, inputs), "--out", str(out), *yolo[1:], "--layer", "6",
+            "--iters", "2", "--octaves", "2", "--batch-size", "2", "--quiet", *extra]
+    environment = {**os.environ, **(env or {})}
+    if not wait:
+        return subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(args, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.jpg"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, yolo):
+    root = tmp_path_factory.mktemp("batch")
+    make_inputs(root / "in")
+    done = batch(yolo, [root / "in"], root / "out")
+    return root, done
+
+
+def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
+    root, done = reference
+    assert done.returncode == 1, done.stderr
+    assert "10 dreamed, 0 already done, 2 failed" in done.stderr
+    assert len(outputs(root / "out")) == 10
+    records = [json.loads(line) for line in (root / "out" / "manifest.jsonl").read_text().splitlines()]
+    errors = {Path(r["input"]).name for r in records if r["status"] == "error"}
+    assert errors == {"truncated.jpg", "notanimage.png"}
+    assert all(r["options"]["layer"] == 6 and r["seed"] == 0 for r in records)
+    exif = next(r for r in records if r["input"].endswith("exif.jpg"))
+    with Image.open(exif["outputs"][0]) as im:
+        assert im.size == (64, 48)  # EXIF orientation applied
+
+
+def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
+    root, _ = reference
+    process = batch(yolo, [root / "in"], tmp_path, wait=False)
+    manifest = tmp_path / "manifest.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        lines = manifest.read_text().splitlines() if manifest.exists() else []
+        if sum('"done"' in line for line in lines) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(outputs(tmp_path))
+    assert 0 < partial < 10
+    resumed = batch(yolo, [root / "in"], tmp_path, "--resume")
+    assert resumed.returncode == 1
+    assert "already done" in resumed.stderr
+    assert outputs(tmp_path) == outputs(root / "out")
+
+
+def test_four_devices_give_the_same_images_as_one(reference, yolo, tmp_path):
+    root, _ = reference
+    done = batch(yolo, [root / "in"], tmp_path, "--batch-size", "4",
+                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert done.returncode == 1, done.stderr
+    one = batch(yolo, [root / "in"], tmp_path / "one", "--batch-size", "4")
+    assert outputs(tmp_path) == outputs(tmp_path / "one")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_cover_every_input_exactly_once(reference, yolo, tmp_path):
+    root, _ = reference
+    port = _free_port()
+    procs = [batch(yolo, [root / "in"], tmp_path, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                   "--process-id", str(i), wait=False) for i in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], results
+    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    inputs = sorted(Path(r["input"]).name for r in records)
+    assert len(inputs) == 12 and len(set(inputs)) == 12
+    assert outputs(tmp_path) == outputs(root / "out")
