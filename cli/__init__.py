@@ -319,6 +319,42 @@ def batch(
 
 
 @app.command()
+def sweep(
+    model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
+    image: Annotated[Path, typer.Argument(help="The image to dream under every setting.")],
+    layers: Annotated[str, typer.Option(help="Layers: a range 4:13 (end excluded) or a list 4,7,10.")],
+    rates: Annotated[str, typer.Option(help="Comma-separated rates (one compiled program for all).")] = "0.04",
+    thresh: Annotated[str, typer.Option(help="Comma-separated thresholds (same program).")] = "1.0",
+    octaves: Annotated[str, typer.Option(help="Comma-separated octave counts (one program each).")] = "4",
+    iters: Annotated[int, typer.Option(help="Iterations per cell.")] = 10,
+    range_: Annotated[int, typer.Option("--range", help="Layer range per iteration.")] = 1,
+    weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed, the same for every cell.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Dream one image under a grid of settings: writes <image>_sweep.png (a labelled contact sheet) and
+    <image>_sweep.h5 (every cell's image, options and objective per iteration)."""
+    from jaxdream import sweep as sweep_lib
+    from jaxdream.image import load_image
+
+    folder = _output_folder(out)
+    x = load_image(image)
+    layer_list = sweep_lib.parse_layers(layers)
+    rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
+    octave_list = [int(v) for v in sweep_lib.parse_floats(octaves, "octaves")]
+    loaded = _load(model, weights, quiet)
+    _setup_jax()
+    start = time.perf_counter()
+    cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed)
+    stem = image.name.split(".", 1)[0]
+    sheet = sweep_lib.contact_sheet(cells, folder / f"{stem}_sweep.png")
+    results = sweep_lib.write_results(cells, folder / f"{stem}_sweep.h5", str(image), seed)
+    if not quiet:
+        err_console.print(f"{len(cells)} cells in {time.perf_counter() - start:.1f}s -> {sheet}, {results}")
+
+
+@app.command()
 def classify(
     model: Annotated[str, typer.Argument(help="Built-in name, classifier .cfg, or converted .h5.")],
     images: Annotated[list[Path], typer.Argument(help="One or more images.")],

@@ -144,16 +144,17 @@ def _gradient_branch(
 
     def branch(params: Any, shifted: Array, flip: Array, aux: Any) -> Array:
         small = I.flip_if(I.darknet_resize(shifted, *size), flip)
-        grad = jax.grad(lambda img: objective(model, params, img, layer, aux))(small)
-        return I.darknet_resize(I.flip_if(grad, flip), *full)
+        value, grad = jax.value_and_grad(lambda img: objective(model, params, img, layer, aux))(small)
+        return value, I.darknet_resize(I.flip_if(grad, flip), *full)
 
     return branch
 
 
 def nightmare_step(
     model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
-) -> Array:
-    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip).
+) -> tuple[Array, Array]:
+    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip);
+    returns the new image and the objective's value before the step.
 
     ``aux`` is the objective's extra input (the threshold for nightmare, the target vector for lucid).
     """
@@ -165,33 +166,37 @@ def nightmare_step(
     ]
     layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
     index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
-    grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
+    value, grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
     update = I.shift(grad, -dx, -dy) + config.gray_pull * (0.5 - image)
     if config.norm == "std":
         mean = jnp.mean(update)
         update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
     elif config.norm == "mean_abs":
         update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
-    return jnp.clip(image + rate * update, 0.0, 1.0)
+    return jnp.clip(image + rate * update, 0.0, 1.0), value
 
 
-def round_program(model: Model, config: DreamConfig) -> Callable:
-    """The pure round: (params, images (N,H,W,3), schedule (iters,5), rate, aux) -> images."""
+def round_program(model: Model, config: DreamConfig, trace: bool = False) -> Callable:
+    """The pure round: (params, images (N,H,W,3), schedule (iters,5), rate, aux) -> images, or with ``trace``
+    (images, objective values (iters, N))."""
 
-    def run(params: Any, images: Array, schedule: Array, rate: Array, aux: Any) -> Array:
-        def body(i: Array, imgs: Array) -> Array:
-            row = schedule[i]
-            step = lambda img: nightmare_step(model, config, params, img, row, rate, aux)
-            return jax.vmap(step)(imgs)
+    def run(params: Any, images: Array, schedule: Array, rate: Array, aux: Any) -> Any:
+        def body(i: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+            imgs, values = carry
+            step = lambda img: nightmare_step(model, config, params, img, schedule[i], rate, aux)
+            imgs, value = jax.vmap(step)(imgs)
+            return imgs, values.at[i].set(value)
 
-        return lax.fori_loop(0, config.iters, body, images)
+        values = jnp.zeros((config.iters, images.shape[0]), jnp.float32)
+        images, values = lax.fori_loop(0, config.iters, body, (images, values))
+        return (images, values) if trace else images
 
     return run
 
 
-def random_round_program(model: Model, config: DreamConfig) -> Callable:
+def random_round_program(model: Model, config: DreamConfig, trace: bool = False) -> Callable:
     """The round with its schedule drawn inside the program: (params, images, key, rate, aux) -> images."""
-    run = round_program(model, config)
+    run = round_program(model, config, trace)
     return lambda params, images, key, rate, aux: run(params, images, draw_schedule(key, config), rate, aux)
 
 
@@ -347,6 +352,11 @@ def deepdream(
     return np.asarray(jnp.clip(images + jax.image.resize(detail, images.shape, "linear"), 0.0, 1.0))[None]
 
 
+def round_key(seed: int, round_index: int) -> Array:
+    """The key a round's schedule is drawn from: the same for every image, batch, device and process."""
+    return jax.random.fold_in(jax.random.key(seed), round_index)
+
+
 def check_round_options(rate: float, rounds: int, zoom: float, rotate: float) -> None:
     _check_finite("rate", rate, 0.0)
     _check_finite("zoom", zoom, 0.0, strict=True)
@@ -370,8 +380,7 @@ def run_dream(
         step = lambda imgs, r: program(params, imgs, fixed, rate_a, aux)
     else:
         program = _Compiled(random_round_program(model, config), stats)
-        base = jax.random.key(seed)
-        step = lambda imgs, r: program(params, imgs, jax.random.fold_in(base, r), rate_a, aux)
+        step = lambda imgs, r: program(params, imgs, round_key(seed, r), rate_a, aux)
     return _run_rounds(step, images, rounds, config.iters, zoom, rotate, on_round, stats)
 
 

@@ -118,6 +118,8 @@ def test_four_devices_give_the_same_images_as_one(reference, yolo, tmp_path):
                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert done.returncode == 1, done.stderr
     one = batch(yolo, [root / "in"], tmp_path / "one", "--batch-size", "4")
+    assert one.returncode == 1, one.stderr
+    assert len(outputs(tmp_path)) == 10
     assert outputs(tmp_path) == outputs(tmp_path / "one")
 
 
@@ -138,3 +140,17 @@ def test_two_processes_cover_every_input_exactly_once(reference, yolo, tmp_path)
     inputs = sorted(Path(r["input"]).name for r in records)
     assert len(inputs) == 12 and len(set(inputs)) == 12
     assert outputs(tmp_path) == outputs(root / "out")
+
+
+def test_discover_folders_globs_and_lists(tmp_path):
+    from jaxdream.batch import discover
+    from jaxdream.errors import OptionError
+
+    files = make_inputs(tmp_path / "in")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# chosen\n{files[0]}\nin/rgb1.jpg\n")
+    assert discover([str(listing)]) == [files[0], files[1]]
+    assert len(discover([str(tmp_path / "in" / "rgb*.jpg")])) == 4
+    assert len(discover([str(tmp_path / "in")])) == 12
+    with pytest.raises(OptionError, match="no such file, folder or matching glob"):
+        discover([str(tmp_path / "missing")])

@@ -1,0 +1,136 @@
+"""Research sweeps: one image dreamed under a grid of settings with the same seed.
+
+Settings that change shapes (layer, octaves) get one compiled program each; settings that do not (rate,
+threshold) are a vmapped axis of that program, so a grid of 3 rates x 2 thresholds compiles once per layer.
+Results: a labelled contact sheet (rows: layer/octaves, columns: rate/thresh) and an HDF5 file with each cell's
+image, its options and the objective value per iteration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
+
+from jaxdream import dream
+from jaxdream.errors import OptionError
+from jaxdream.image import to_uint8
+from jaxdream.model import ModelBase
+
+
+@dataclass(frozen=True)
+class Cell:
+    layer: int
+    octaves: int
+    rate: float
+    thresh: float
+    image: np.ndarray  # (H, W, 3)
+    objective: np.ndarray  # (iters,) value before each iteration
+
+
+def parse_layers(text: str) -> list[int]:
+    """'4:13' (Python-style, end excluded), '4,7,10', or '10'."""
+    try:
+        if ":" in text:
+            start, stop = (int(v) for v in text.split(":", 1))
+            return list(range(start, stop))
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise OptionError(f"--layers {text!r}: write a range 4:13 or a list 4,7,10") from None
+
+
+def parse_floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise OptionError(f"--{name} {text!r}: write a comma-separated list of numbers") from None
+
+
+def sweep(
+    model: ModelBase, x: Any, layers: list[int], rates: list[float], threshs: list[float] = (1.0,),
+    octaves: list[int] = (4,), iters: int = 10, layer_range: int = 1, seed: int = 0,
+    stats: dream.RunStats | None = None,
+) -> list[Cell]:
+    """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves)."""
+    image, _ = dream.as_batch(x)
+    if image.shape[0] != 1:
+        raise OptionError("a sweep dreams one image")
+    if not (layers and rates and threshs and octaves):
+        raise OptionError("a sweep needs at least one layer, rate, threshold and octave count")
+    for rate in rates:
+        dream._check_finite("rate", rate, 0.0)
+    for thresh in threshs:
+        dream._check_finite("thresh", thresh)
+    grid = list(itertools.product(rates, threshs))
+    rate_axis = jnp.asarray(np.array([r for r, _ in grid], np.float32))
+    thresh_axis = jnp.asarray(np.array([t for _, t in grid], np.float32))
+    stats = stats if stats is not None else dream.RunStats()
+    params = dream.placed_params(model, image)
+    key = dream.round_key(seed, 0)
+    cells = []
+    for layer, n_octaves in itertools.product(layers, octaves):
+        config = dream.DreamConfig(layer, layer_range, iters, n_octaves)
+        dream.validate(model, config, image.shape[1], image.shape[2])
+        round_fn = dream.random_round_program(model, config, trace=True)
+        over_grid = jax.vmap(round_fn, in_axes=(None, None, None, 0, 0))
+        program = dream._Compiled(over_grid, stats)
+        images, values = (np.asarray(a) for a in program(params, image, key, rate_axis, thresh_axis))
+        stats.iterations += iters * len(grid)
+        for g, (rate, thresh) in enumerate(grid):
+            cells.append(Cell(layer, n_octaves, rate, thresh, images[g, 0], values[g, :, 0]))
+    return cells
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def contact_sheet(cells: list[Cell], path: Path, cell_width: int = 256) -> Path:
+    """Rows: (layer, octaves); columns: (rate, thresh); each value printed on the sheet."""
+    rows = sorted({(c.layer, c.octaves) for c in cells})
+    columns = sorted({(c.rate, c.thresh) for c in cells})
+    h, w = cells[0].image.shape[:2]
+    scale = cell_width / w
+    ch, cw = max(1, round(h * scale)), cell_width
+    margin_left, margin_top = 120, 24
+    sheet = Image.new("RGB", (margin_left + cw * len(columns), margin_top + ch * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, (rate, thresh) in enumerate(columns):
+        draw.text((margin_left + j * cw + 4, 6), f"rate {rate:g}  thresh {thresh:g}", fill="black")
+    for i, (layer, octaves) in enumerate(rows):
+        draw.text((4, margin_top + i * ch + ch // 2 - 6), f"layer {layer}  oct {octaves}", fill="black")
+    for cell in cells:
+        i, j = rows.index((cell.layer, cell.octaves)), columns.index((cell.rate, cell.thresh))
+        tile = Image.fromarray(to_uint8(cell.image)).resize((cw, ch), Image.BILINEAR)
+        sheet.paste(tile, (margin_left + j * cw, margin_top + i * ch))
+    _atomic(path, lambda tmp: sheet.save(tmp, "PNG"))
+    return path
+
+
+def write_results(cells: list[Cell], path: Path, source: str, seed: int) -> Path:
+    """HDF5: cells/<k>/image (float32 H x W x 3), cells/<k>/objective (iters,), options as attributes."""
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"source": source, "seed": seed, "cells": len(cells)})
+            for k, cell in enumerate(cells):
+                group = f.create_group(f"cells/{k:04d}")
+                group.create_dataset("image", data=cell.image.astype(np.float32), compression="gzip")
+                group.create_dataset("objective", data=cell.objective.astype(np.float32))
+                group.attrs.update({"layer": cell.layer, "octaves": cell.octaves, "rate": cell.rate,
+                                    "thresh": cell.thresh})
+
+    _atomic(path, write)
+    return path

@@ -1,0 +1,91 @@
+"""Sweeps: a grid of rates x thresholds compiles once per layer, and each cell equals a single run."""
+
+from __future__ import annotations
+
+import h5py
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxdream as jd
+from jaxdream import sweep
+
+
+@pytest.fixture(scope="module")
+def yolo(shared):
+    folder = shared / "models" / "yolo-fastest-1.1"
+    return jd.load_model(folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights")
+
+
+@pytest.fixture(scope="module")
+def scream(shared):
+    return jd.load_image(shared / "data" / "images" / "scream.jpg")[::4, ::4].copy()
+
+
+def _count_compiles(run) -> tuple[int, object]:
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        result = run()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return len(compiles), result
+
+
+def test_three_rates_by_two_thresholds_compile_once(yolo, scream):
+    # warm-up on another layer with the same grid size: only the dream program itself is left to compile
+    sweep.sweep(yolo, scream, [4], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3)
+    count, cells = _count_compiles(
+        lambda: sweep.sweep(yolo, scream, [6], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=3))
+    assert len(cells) == 6
+    assert count == 1  # the whole 3 x 2 grid is one compiled program
+    count, cells = _count_compiles(
+        lambda: sweep.sweep(yolo, scream, [6, 5], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=3))
+    assert len(cells) == 12 and count == 2  # one more per layer, none per rate or threshold
+
+
+def test_each_cell_equals_a_single_nightmare_run(yolo, scream):
+    cells = sweep.sweep(yolo, scream, [6], [0.01, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=7)
+    for cell in cells:
+        alone = jd.nightmare(yolo, scream, 6, iters=3, octaves=2, rate=cell.rate, thresh=cell.thresh, seed=7)[0, 0]
+        np.testing.assert_allclose(cell.image, alone, atol=1e-5)
+        assert cell.objective.shape == (3,) and np.isfinite(cell.objective).all()
+
+
+def test_contact_sheet_and_results_file(yolo, scream, tmp_path):
+    cells = sweep.sweep(yolo, scream, [5, 6], [0.02, 0.04], [1.0], octaves=[1], iters=2)
+    sheet = sweep.contact_sheet(cells, tmp_path / "sheet.png", cell_width=64)
+    with Image.open(sheet) as im:
+        assert im.size == (120 + 2 * 64, 24 + 2 * round(112 * 64 / 88))
+    sweep.write_results(cells, tmp_path / "results.h5", "scream.jpg", 0)
+    with h5py.File(tmp_path / "results.h5") as f:
+        assert f.attrs["cells"] == 4
+        first = f["cells/0000"]
+        assert dict(first.attrs) == {"layer": 5, "octaves": 1, "rate": 0.02, "thresh": 1.0}
+        np.testing.assert_array_equal(first["image"][()], cells[0].image)
+        assert first["objective"].shape == (2,)
+
+
+def test_layer_specs():
+    assert sweep.parse_layers("4:7") == [4, 5, 6]
+    assert sweep.parse_layers("4,9") == [4, 9]
+    with pytest.raises(jd.JaxdreamError, match="write a range"):
+        sweep.parse_layers("a:b")
+
+
+def test_sweep_command_writes_sheet_and_results(shared, tmp_path):
+    import subprocess
+    import sys
+
+    folder = shared / "models" / "yolo-fastest-1.1"
+    done = subprocess.run(
+        [sys.executable, "-c", "from jaxdream.cli import main; main()", "sweep", str(folder / "yolo-fastest-1.1.cfg"),
+         str(shared / "data" / "images" / "kite.jpg"), "--weights", str(folder / "yolo-fastest-1.1.weights"),
+         "--layers", "5:7", "--rates", "0.02,0.04", "--iters", "2", "--octaves", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(tmp_path / "kite_sweep.h5") as f:
+        assert f.attrs["cells"] == 4
+    assert (tmp_path / "kite_sweep.png").stat().st_size > 1000
