@@ -490,6 +490,25 @@ def weights_fetch(name: Annotated[str, typer.Argument(help="A zoo name: vgg-conv
 
 
 @app.command()
+def bench(
+    device: Annotated[str, typer.Option(help="cpu, gpu or all.")] = "cpu",
+    cases: Annotated[str, typer.Option(help="Comma-separated: step,round,batch,lucid,eager,torch.")] =
+        "step,round,batch,lucid,eager,torch",
+    out: Annotated[Path, typer.Option(help="Results JSON; the .md table and .png chart go beside it.")] =
+        Path("benchmarks/out/results.json"),
+) -> None:
+    """Throughput suite: compile and run times apart, GFLOP/s against the measured matmul rate, baselines."""
+    from jaxdream import bench as bench_lib
+
+    if device not in ("cpu", "gpu", "all"):
+        raise JaxdreamError(f"--device {device!r}: use cpu, gpu or all")
+    shared = Path(os.environ.get("JAXDREAM_SHARED", "../shared"))
+    bench_lib.run(device, tuple(c.strip() for c in cases.split(",") if c.strip()), out,
+                  shared if shared.is_dir() else None, log=lambda line: err_console.print(line, highlight=False))
+    err_console.print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+@app.command()
 def models() -> None:
     """List the built-in architectures and where their weights come from."""
     from jaxdream import zoo

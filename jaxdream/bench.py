@@ -1,0 +1,359 @@
+"""The benchmark suite behind `jaxdream bench` and `python -m benchmarks.bench`.
+
+Compile and steady-state time are measured apart (ahead-of-time compile, a warm-up, then >= 5 timed runs with
+block_until_ready; median, min, max). FLOPs are counted analytically from the layer table (2 per multiply-add,
+convolutions only; an iteration is the forward plus the input gradient, 2x the forward) and set against the
+matmul rate the suite measures on the same device. Baselines in the same run: the same program on the CPU
+backend, the eager path (the same math, op by op, without jit), PyTorch eager on the CPU when importable, and
+Darknet's published figures as reference rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
+
+from jaxdream import dream, image
+from jaxdream.darknet import cfg as C
+from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.shapes import layer_shapes
+from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.model import Model, model_from_bytes
+from jaxdream.weights import ARCHITECTURES
+
+LAYER = 10
+CASES = ("step", "round", "batch", "lucid", "eager", "torch")
+# Darknet's published timings for `nightmare vgg-conv.cfg vgg-conv.weights scream.jpg 10` (README of the site).
+DARKNET_REFERENCE = [
+    {"case": "reference: Darknet CPU, scream command (published)", "median_s": 15 * 60.0, "device": "CPU"},
+    {"case": "reference: Darknet Titan X, scream command (published)", "median_s": 7.0, "device": "Titan X"},
+    {"case": "reference: Darknet CPU build, 2 cores OpenMP, this machine (golden README)", "median_s": 76.6,
+     "device": "2-core Xeon"},
+]
+
+
+def timed(fn: Callable, *args: Any, runs: int = 5) -> dict[str, float]:
+    """Compile seconds and steady-state seconds (median/min/max over ``runs`` after a warm-up)."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return {"compile_s": compile_s, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def forward_flops(cfg: C.Cfg, height: int, width: int, upto: int) -> float:
+    """Multiply-adds x 2 of the convolutions and connected layers up to ``upto`` for one image."""
+    shapes = layer_shapes(cfg, height, width, upto)
+    flops, incoming = 0.0, (height, width, cfg.net.channels)
+    for spec, shape in zip(cfg.layers[: upto + 1], shapes, strict=True):
+        if isinstance(spec, C.Conv):
+            flops += 2.0 * spec.size**2 * incoming[2] // spec.groups * spec.filters * shape[0] * shape[1]
+        elif isinstance(spec, C.Connected):
+            flops += 2.0 * incoming[0] * incoming[1] * incoming[2] * spec.output
+        incoming = shape
+    return flops
+
+
+def matmul_rate(dtype: Any, n: int) -> float:
+    a = jnp.ones((n, n), dtype)
+    return 2.0 * n**3 / timed(lambda x: x @ x, a)["median_s"] / 1e9
+
+
+def vgg_conv(seed: int = 1000) -> Model:
+    """vgg-conv with the golden README's timing weights (He-normal, zero biases)."""
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, seed, bias_std=0.0), "vgg-conv")
+
+
+def _round_fn(model: Model, config: dream.DreamConfig) -> Callable:
+    program = dream.random_round_program(model, config)
+    return lambda params, images, key: program(params, images, key, jnp.float32(0.04), jnp.float32(1.0))
+
+
+def _step_config(iters: int) -> dream.DreamConfig:
+    return dream.DreamConfig(LAYER, 1, iters, 1, "std", False)
+
+
+def step_case(model: Model, height: int, width: int, iters: int = 5) -> dict[str, Any]:
+    images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
+    t = timed(_round_fn(model, _step_config(iters)), jax.device_put(model.params), images, dream.round_key(0, 0))
+    flops = 2 * forward_flops(model.cfg, height, width, LAYER)
+    per_iter = t["median_s"] / iters
+    return {"case": f"step {width}x{height} layer {LAYER}", **t, "s_per_iter": per_iter,
+            "gflop_per_iter": flops / 1e9, "gflops": flops / per_iter / 1e9}
+
+
+def eager_case(model: Model, height: int, width: int) -> dict[str, Any]:
+    """The same iteration op by op (jit disabled): what compilation buys."""
+    images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
+    fn = _round_fn(model, _step_config(1))
+    params = jax.device_put(model.params)
+    times = []
+    with jax.disable_jit():
+        for _ in range(3):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(params, images, dream.round_key(0, 0)))
+            times.append(time.perf_counter() - start)
+    flops = 2 * forward_flops(model.cfg, height, width, LAYER)
+    median = statistics.median(times)
+    return {"case": f"eager step {width}x{height} layer {LAYER}", "compile_s": 0.0, "median_s": median,
+            "min_s": min(times), "max_s": max(times), "s_per_iter": median, "gflops": flops / median / 1e9}
+
+
+def torch_case(height: int, width: int) -> dict[str, Any] | None:
+    """PyTorch eager CPU, the same step (VGG convs to layer 10, thresholded L2, input gradient), channels_last."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512]  # Darknet layers 0 .. 10 of vgg-conv
+    layers, cin = [], 3
+    for item in plan:
+        if item == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2, ceil_mode=True))
+        else:
+            layers += [torch.nn.Conv2d(cin, item, 3, padding=1), torch.nn.ReLU()]
+            cin = item
+    net = torch.nn.Sequential(*layers).to(memory_format=torch.channels_last).eval()
+    x = torch.full((1, 3, height, width), 0.5).to(memory_format=torch.channels_last)
+
+    def step() -> None:
+        inp = x.clone().requires_grad_(True)
+        out = net(inp)
+        threshold = out.mean() + out.std(unbiased=False)
+        (0.5 * (out * (out > threshold)).pow(2).sum()).backward()
+
+    step()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    flops = 2 * forward_flops(cfg, height, width, LAYER)
+    median = statistics.median(times)
+    return {"case": f"pytorch eager step {width}x{height} layer {LAYER}", "compile_s": 0.0, "median_s": median,
+            "min_s": min(times), "max_s": max(times), "s_per_iter": median, "gflops": flops / median / 1e9,
+            "torch": torch.__version__}
+
+
+def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, rounds: int, rate: float,
+               out: Path) -> dict[str, Any]:
+    """The command end to end: load the image, dream every round, write each round's JPEG."""
+    stats = dream.RunStats()
+    start = time.perf_counter()
+    x = image.load_image(scream) if scream else np.full((448, 352, 3), 0.5, np.float32)
+
+    def write(r: int, frames: np.ndarray) -> None:
+        image.save_image(out / f"bench_round_{r:06d}.jpg", frames[0])
+
+    dream.nightmare(model, x, LAYER, rounds=rounds, iters=iters, layer_range=layer_range, rate=rate, on_round=write,
+                    stats=stats)
+    total = time.perf_counter() - start
+    name = f"round scream {x.shape[1]}x{x.shape[0]}: {rounds} x {iters} iters, range {layer_range}, rate {rate}"
+    return {"case": name, "compile_s": stats.compile_seconds, "median_s": total - stats.compile_seconds,
+            "run_s": stats.run_seconds, "io_and_host_s": total - stats.compile_seconds - stats.run_seconds}
+
+
+def batch_case(model: Model, batch: int, iters: int = 3) -> dict[str, Any]:
+    images = jnp.full((batch, 224, 224, 3), 0.5, jnp.float32)
+    t = timed(_round_fn(model, _step_config(iters)), jax.device_put(model.params), images, dream.round_key(0, 0))
+    flops = 2 * forward_flops(model.cfg, 224, 224, LAYER) * batch * iters
+    return {"case": f"batch {batch} at 224x224 (vmapped)", **t, "images_per_s": batch * iters / t["median_s"],
+            "gflops": flops / t["median_s"] / 1e9}
+
+
+def lucid_case(tiny: Model, iters: int = 5) -> dict[str, Any]:
+    """Class-targeted iterations on Tiny Darknet at 224x224."""
+    from jaxdream.lucid_dream import class_objective, target_vector
+
+    config = dream.DreamConfig(tiny.logits_layer, 1, iters, 1, "std", True, class_objective, 0.0)
+    program = dream.random_round_program(tiny, config)
+    target = jnp.asarray(target_vector({9: 1.0}, tiny.num_classes, 100.0))
+    fn = lambda params, images, key: program(params, images, key, jnp.float32(0.02), target)
+    t = timed(fn, jax.device_put(tiny.params), jnp.full((1, 224, 224, 3), 0.5), dream.round_key(0, 0))
+    flops = 2 * forward_flops(tiny.cfg, 224, 224, tiny.logits_layer)
+    return {"case": "lucid Tiny Darknet 224x224", **t, "iterations_per_s": iters / t["median_s"],
+            "gflops": flops * iters / t["median_s"] / 1e9}
+
+
+def tiny_darknet(shared: Path | None) -> Model:
+    """The real Tiny Darknet when ../shared is there, else the same architecture with random weights."""
+    from jaxdream.model import load_model
+
+    folder = shared / "models" / "tiny-darknet" if shared else None
+    if folder and (folder / "tiny.weights").exists():
+        return load_model(folder / "tiny.cfg", folder / "tiny.weights")
+    cfg = parse_cfg(_tiny_cfg_text(), "tiny")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 0), "tiny")
+
+
+def _tiny_cfg_text() -> str:
+    """Tiny Darknet's layer plan (filters, kernel; 'M' = 2x2 max-pool), for machines without ../shared."""
+    plan = [(16, 3), "M", (32, 3), "M", (16, 1), (128, 3), (16, 1), (128, 3), "M", (32, 1), (256, 3), (32, 1),
+            (256, 3), "M", (64, 1), (512, 3), (64, 1), (512, 3), (128, 1)]
+    parts = ["[net]\nwidth=224\nheight=224\nchannels=3\n"]
+    for item in plan:
+        if item == "M":
+            parts.append("[maxpool]\nsize=2\nstride=2\n")
+        else:
+            parts.append(f"[convolutional]\nbatch_normalize=1\nfilters={item[0]}\nsize={item[1]}\nstride=1\n"
+                         "pad=1\nactivation=leaky\n")
+    parts.append("[convolutional]\nfilters=1000\nsize=1\nstride=1\npad=1\nactivation=linear\n")
+    parts.append("[avgpool]\n[softmax]\ngroups=1\n")
+    return "\n".join(parts)
+
+
+def peak_memory_bytes(device: jax.Device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if device.platform == "cpu" else None
+
+
+def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, out: Path,
+           log: Callable[[str], None]) -> dict[str, Any]:
+    """Every requested case on one device."""
+    rows: list[dict[str, Any]] = []
+    with jax.default_device(device):
+        rates = {"f32_matmul_gflops": matmul_rate(jnp.float32, 4096 if device.platform == "cpu" else 8192)}
+        if device.platform == "gpu":
+            rates["bf16_matmul_gflops"] = matmul_rate(jnp.bfloat16, 16384)
+        log(f"{device.device_kind}: f32 matmul {rates['f32_matmul_gflops']:.0f} GFLOP/s")
+        model = vgg_conv()
+        sizes = [(448, 352), (224, 224)] + ([(768, 1024)] if device.platform == "gpu" else [])
+        if "step" in cases:
+            rows += [step_case(model, h, w) for h, w in sizes]
+        if "eager" in cases:
+            rows.append(eager_case(model, 448, 352))
+        if "torch" in cases and device.platform == "cpu" and (row := torch_case(448, 352)):
+            rows.append(row)
+        if "round" in cases:
+            scream = shared / "data" / "images" / "scream.jpg" if shared else None
+            scream = scream if scream and scream.exists() else None
+            ten = round_case(model, scream, 10, 1, 1, 0.04, out)
+            special = round_case(model, scream, 20, 3, 4, 0.01, out)
+            single20 = round_case(model, scream, 20, 1, 1, 0.04, out)
+            single20["ratio_to_10_iters"] = single20["run_s"] / ten["run_s"]
+            rows += [ten, single20, special]
+        if "batch" in cases:
+            batches = (1, 4, 8, 32)
+            results = [batch_case(model, b) for b in batches]
+            one_by_one = results[0]["images_per_s"]
+            for row in results:
+                row["speedup_vs_one_by_one"] = row["images_per_s"] / one_by_one
+            rows += results
+        if "lucid" in cases:
+            rows.append(lucid_case(tiny_darknet(shared)))
+        for row in rows:
+            log(f"  {row['case']}: {row['median_s'] * 1000:.1f} ms" + (
+                f", {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""))
+            if "gflops" in row:
+                row["fraction_of_f32_matmul"] = row["gflops"] / rates["f32_matmul_gflops"]
+                if "bf16_matmul_gflops" in rates:
+                    row["fraction_of_bf16_matmul"] = row["gflops"] / rates["bf16_matmul_gflops"]
+    return {"device": device.device_kind, "platform": device.platform, **rates,
+            "peak_memory_bytes": peak_memory_bytes(device), "rows": rows}
+
+
+def _ratios(results: list[dict[str, Any]]) -> None:
+    """Each GPU row against the same case on the CPU; eager and PyTorch rows against the jitted step."""
+    cpu = next((r for r in results if r["platform"] == "cpu"), None)
+    for result in results:
+        jitted = {r["case"]: r for r in result["rows"]}
+        for row in result["rows"]:
+            if cpu and result is not cpu:
+                base = next((r for r in cpu["rows"] if r["case"] == row["case"]), None)
+                if base:
+                    row["speedup_vs_cpu"] = base["median_s"] / row["median_s"]
+            for prefix in ("eager ", "pytorch eager "):
+                if row["case"].startswith(prefix) and (twin := jitted.get(row["case"][len(prefix):])):
+                    row["jitted_speedup"] = row["s_per_iter"] / twin["s_per_iter"]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# jaxdream bench — {report['machine']}, jax {report['jax']}", ""]
+    for result in report["results"]:
+        lines += [f"## {result['device']} ({result['platform']})", "",
+                  f"measured f32 matmul: {result['f32_matmul_gflops']:.0f} GFLOP/s"
+                  + (f"; bf16: {result['bf16_matmul_gflops']:.0f} GFLOP/s" if "bf16_matmul_gflops" in result else ""),
+                  "", "| case | compile s | median ms | min ms | max ms | GFLOP/s | of f32 matmul | notes |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in result["rows"]:
+            notes = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k in (
+                "images_per_s", "speedup_vs_one_by_one", "ratio_to_10_iters", "speedup_vs_cpu", "jitted_speedup",
+                "iterations_per_s", "io_and_host_s"))
+            lines.append(
+                f"| {row['case']} | {row.get('compile_s', 0):.2f} | {1000 * row['median_s']:.1f} | "
+                f"{1000 * row.get('min_s', row['median_s']):.1f} | {1000 * row.get('max_s', row['median_s']):.1f} | "
+                f"{row.get('gflops', float('nan')):.0f} | "
+                f"{100 * row.get('fraction_of_f32_matmul', float('nan')):.0f} % | {notes} |")
+        lines.append("")
+    lines += ["## Darknet reference rows", "", "| case | seconds |", "|---|---|"]
+    lines += [f"| {row['case']} | {row['median_s']:.1f} |" for row in report["reference"]]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(report: dict[str, Any], path: Path) -> None:
+    """Horizontal bars: achieved GFLOP/s of every row that has one, per device."""
+    rows = [(f"{r['platform']}: {row['case']}", row["gflops"]) for r in report["results"]
+            for row in r["rows"] if "gflops" in row]
+    width, bar_h, left = 1000, 22, 430
+    chart = Image.new("RGB", (width, 40 + bar_h * max(len(rows), 1)), "white")
+    draw = ImageDraw.Draw(chart)
+    draw.text((10, 10), "achieved GFLOP/s (log scale)", fill="black")
+    top = max((v for _, v in rows), default=1.0)
+    for i, (label, value) in enumerate(rows):
+        y = 34 + i * bar_h
+        length = (width - left - 80) * max(np.log10(max(value, 1.0)), 0) / max(np.log10(max(top, 10.0)), 1)
+        draw.text((10, y + 4), label[:68], fill="black")
+        draw.rectangle([left, y + 3, left + length, y + bar_h - 3], fill=(70, 110, 200))
+        draw.text((left + length + 6, y + 4), f"{value:,.0f}", fill="black")
+    tmp = path.with_name(f".{path.name}.tmp")
+    chart.save(tmp, "PNG")
+    os.replace(tmp, path)
+
+
+def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("benchmarks/out/results.json"),
+        shared: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the suite; writes ``out`` (JSON), the same name with .md (table) and .png (chart)."""
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        from jaxdream.errors import OptionError
+
+        raise OptionError(f"unknown benchmark cases {sorted(unknown)}; valid: {', '.join(CASES)}")
+    platforms = {"cpu": ["cpu"], "gpu": ["gpu"], "all": ["cpu", "gpu"]}[device]
+    devices = []
+    for p in platforms:
+        try:
+            devices.append(jax.devices(p)[0])
+        except RuntimeError:
+            log(f"no {p} device here; skipped")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = [run_on(d, cases, shared, out.parent, log) for d in devices]
+    _ratios(results)
+    report = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+              "jax": jax.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results,
+              "reference": DARKNET_REFERENCE}
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown(report))
+    bar_chart(report, out.with_suffix(".png"))
+    return report
