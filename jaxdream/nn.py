@@ -6,6 +6,7 @@ the standard deviation, max-pools pad Darknet's way, connected layers flatten in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -50,6 +51,42 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _plain_conv(x: Array, kernel: Array, pad: int) -> Array:
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=_DIMS,
+                                    precision=PRECISION)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def same_conv(x: Array, kernel: Array, pad: int) -> Array:
+    """A stride-1, ungrouped convolution whose input gradient is an ordinary forward convolution.
+
+    Why: XLA:CPU runs the input-gradient convolution that autodiff derives (window-reversed) 5-6x slower inside a
+    while loop than outside it, and the dream loop is a while loop. Expressing it as a forward convolution with the
+    kernel flipped and transposed explicitly gives bit-identical gradients at full speed (benchmarks/NOTES.md).
+    """
+    return _plain_conv(x, kernel, pad)
+
+
+def _same_conv_fwd(x: Array, kernel: Array, pad: int) -> tuple[Array, tuple[Array, Array]]:
+    return _plain_conv(x, kernel, pad), (x, kernel)
+
+
+def _same_conv_bwd(pad: int, residuals: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+    x, kernel = residuals
+    size = kernel.shape[0]
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    dx = _plain_conv(dy, flipped, size - 1 - pad) if x.shape[1:3] == dy.shape[1:3] else \
+        jax.vjp(lambda z: _plain_conv(z, kernel, pad), x)[1](dy)[0]
+    dkernel = jax.vjp(lambda k: _plain_conv(x, k, pad), kernel)[1](dy)[0]  # dropped by XLA when unused
+    return dx, dkernel
+
+
+same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
+
+
 def _batch_norm(module: nn.Module, y: Array) -> Array:
     """Darknet's inference batch-norm, (y - mean) / (sqrt(var) + 1e-6) * scale + bias; params sit with the layer."""
     n = y.shape[-1]
@@ -81,10 +118,13 @@ class DarknetConv(nn.Module):
         s = self.spec
         shape = (s.size, s.size, self.in_channels // s.groups, s.filters)
         kernel = self.param("kernel", nn.initializers.he_normal(), shape).astype(x.dtype)
-        y = lax.conv_general_dilated(
-            x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=s.groups, precision=PRECISION,
-        )
+        if s.stride == 1 and s.groups == 1 and s.size % 2 == 1:
+            y = same_conv(x, kernel, s.pad)
+        else:
+            y = lax.conv_general_dilated(
+                x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)),
+                dimension_numbers=_DIMS, feature_group_count=s.groups, precision=PRECISION,
+            )
         return ACTIVATION_FUNCTIONS[s.activation](_bias_or_norm(self, y, s.batch_normalize))
 
 
