@@ -15,9 +15,11 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu")
     parser.add_argument("--cases", default=",".join(bench.CASES))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/results.json"))
+    parser.add_argument("--precision", choices=("f32", "tf32", "bf16"), default="f32")
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("JAXDREAM_SHARED", "../shared")))
     args = parser.parse_args()
     shared = args.shared if args.shared.is_dir() else None
+    os.environ["JAXDREAM_PRECISION"] = args.precision
     bench.run(args.device, tuple(args.cases.split(",")), args.out, shared)
 
 

@@ -496,9 +496,14 @@ def bench(
         "step,round,batch,lucid,eager,torch",
     out: Annotated[Path, typer.Option(help="Results JSON; the .md table and .png chart go beside it.")] =
         Path("benchmarks/out/results.json"),
+    precision: Annotated[str, typer.Option(help="Compute mode: f32 (exact, default), tf32 or bf16.")] = "f32",
 ) -> None:
     """Throughput suite: compile and run times apart, GFLOP/s against the measured matmul rate, baselines."""
     from jaxdream import bench as bench_lib
+    from jaxdream.nn import PRECISION_ENV, compute_mode
+
+    os.environ[PRECISION_ENV] = precision
+    compute_mode()  # a clear error for an unknown mode
 
     if device not in ("cpu", "gpu", "all"):
         raise JaxdreamError(f"--device {device!r}: use cpu, gpu or all")

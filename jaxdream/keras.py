@@ -28,7 +28,7 @@ from jaxdream import weights as builtin
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
 from jaxdream.image import darknet_resize
 from jaxdream.model import ModelBase, Params
-from jaxdream.nn import PRECISION
+from jaxdream.nn import conv, dense
 
 Array = jax.Array
 SUPPORTED = (
@@ -136,8 +136,7 @@ def _conv(x: Array, kernel: Array, layer: KLayer, groups: int) -> Array:
         pads = [_same_pads(x.shape[i], layer.kernel[i - 1], layer.strides[i - 1]) for i in (1, 2)]
     else:
         pads = [(0, 0), (0, 0)]
-    return lax.conv_general_dilated(x, kernel, layer.strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                    feature_group_count=groups, precision=PRECISION)
+    return conv(x, kernel, layer.strides, pads, groups)
 
 
 class KerasNetwork(nn.Module):
@@ -157,7 +156,7 @@ class KerasNetwork(nn.Module):
             y = _conv(x, kernel.reshape(*layer.kernel, 1, c * layer.depth_multiplier), layer, c)
         elif layer.kind == "Dense":
             kernel = p(f"{layer.name}/kernel", shape=(x.shape[-1], layer.units))
-            y = jnp.matmul(x, kernel, precision=PRECISION)
+            y = dense(x, kernel)
         elif layer.kind == "BatchNormalization":
             c = x.shape[-1]
             mean, var = p(f"{layer.name}/moving_mean", shape=(c,)), p(f"{layer.name}/moving_variance", shape=(c,))

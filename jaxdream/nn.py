@@ -7,6 +7,7 @@ the standard deviation, max-pools pad Darknet's way, connected layers flatten in
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -20,9 +21,40 @@ from jaxdream.errors import OptionError
 
 Array = jax.Array
 DARKNET_BN_EPSILON = 1e-6
-# Full float32 products: on GPUs the default (TF32) moves one nightmare step by up to 5e-2 from Darknet's result
-# (measured on an H100, benchmarks/NOTES.md); HIGHEST matches it to 1e-7. CPUs compute float32 either way.
-PRECISION = lax.Precision.HIGHEST
+_DIMS = ("NHWC", "HWIO", "NHWC")
+# Compute modes for convolutions and dense layers, read when a program is traced (JAXDREAM_PRECISION or
+# `--precision`). f32, the default, is full float32: on GPUs the TF32 default moves one nightmare step by up to
+# 5e-2 from Darknet's result (measured on an H100, benchmarks/NOTES.md) where f32 matches it to 1e-7. tf32 and
+# bf16 trade that for speed on GPUs; accumulation stays float32.
+COMPUTE_MODES = ("f32", "tf32", "bf16")
+PRECISION_ENV = "JAXDREAM_PRECISION"
+
+
+def compute_mode() -> str:
+    mode = os.environ.get(PRECISION_ENV, "f32")
+    if mode not in COMPUTE_MODES:
+        raise OptionError(f"{PRECISION_ENV}={mode!r}: use one of {', '.join(COMPUTE_MODES)}")
+    return mode
+
+
+def _operands(*arrays: Array) -> tuple[tuple[Array, ...], dict]:
+    mode = compute_mode()
+    if mode == "bf16":
+        return tuple(a.astype(jnp.bfloat16) for a in arrays), {"preferred_element_type": jnp.float32}
+    return arrays, {"precision": lax.Precision.HIGHEST if mode == "f32" else lax.Precision.DEFAULT}
+
+
+def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+         groups: int = 1) -> Array:
+    """Every convolution of every model goes through here, in the current compute mode."""
+    (x, kernel), options = _operands(x, kernel)
+    return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), dimension_numbers=_DIMS,
+                                    feature_group_count=groups, **options).astype(jnp.float32)
+
+
+def dense(x: Array, kernel: Array) -> Array:
+    (x, kernel), options = _operands(x, kernel)
+    return jnp.matmul(x, kernel, **options).astype(jnp.float32)
 
 
 def _softplus_threshold(x: Array) -> Array:
@@ -51,12 +83,8 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-_DIMS = ("NHWC", "HWIO", "NHWC")
-
-
 def _plain_conv(x: Array, kernel: Array, pad: int) -> Array:
-    return lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=_DIMS,
-                                    precision=PRECISION)
+    return conv(x, kernel, (1, 1), ((pad, pad), (pad, pad)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -121,10 +149,7 @@ class DarknetConv(nn.Module):
         if s.stride == 1 and s.groups == 1 and s.size % 2 == 1:
             y = same_conv(x, kernel, s.pad)
         else:
-            y = lax.conv_general_dilated(
-                x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)),
-                dimension_numbers=_DIMS, feature_group_count=s.groups, precision=PRECISION,
-            )
+            y = conv(x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)), s.groups)
         return ACTIVATION_FUNCTIONS[s.activation](_bias_or_norm(self, y, s.batch_normalize))
 
 
@@ -142,7 +167,7 @@ class DarknetConnected(nn.Module):
                 f"connected layer {s.index} was built for {self.in_features} inputs and got {flat.shape[-1]}: "
                 "classifier heads with connected layers only run at the cfg's [net] width and height"
             )
-        y = _bias_or_norm(self, jnp.matmul(flat, kernel, precision=PRECISION), s.batch_normalize)
+        y = _bias_or_norm(self, dense(flat, kernel), s.batch_normalize)
         return ACTIVATION_FUNCTIONS[s.activation](y)[:, None, None, :]
 
 
