@@ -1,0 +1,38 @@
+"""The benchmark suite's bookkeeping: FLOP counts against the golden README's figures, and its report files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from jaxdream import bench
+from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.weights import ARCHITECTURES
+
+
+@pytest.mark.parametrize(("layer", "gflop"), [(9, 58.68), (10, 64.49), (11, 76.12)])
+def test_forward_flops_match_the_golden_readme(layer, gflop):
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    assert bench.forward_flops(cfg, 448, 352, layer) / 1e9 == pytest.approx(gflop, abs=0.01)
+
+
+def test_octave_sizes_cost_what_darknet_counted():
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    costs = [bench.forward_flops(cfg, h, w, 10) / 1e9 for h, w in ((336, 264), (252, 198), (189, 148))]
+    assert costs == pytest.approx([36.28, 20.55, 11.58], abs=0.01)
+
+
+def test_reports_are_written(tmp_path):
+    report = {"machine": "x86_64", "jax": "0", "reference": bench.DARKNET_REFERENCE, "results": [
+        {"device": "cpu", "platform": "cpu", "compute": "f32", "f32_matmul_gflops": 100.0, "rows": [
+            {"case": "step 1x1", "compile_s": 1.0, "median_s": 0.5, "gflops": 50.0, "fraction_of_f32_matmul": 0.5},
+            {"case": "round", "compile_s": 1.0, "median_s": 2.0, "ratio_to_10_iters": 1.9}]}]}
+    text = bench.markdown(report)
+    assert "| step 1x1 | 1.00 | 500.0 | 500.0 | 500.0 | 50 | 50 % |" in text
+    assert "ratio_to_10_iters 1.90" in text and "Darknet CPU" in text
+    bench.bar_chart(report, tmp_path / "chart.png")
+    with Image.open(tmp_path / "chart.png") as im:
+        assert im.size[0] == 1000
+    json.dumps(report)
