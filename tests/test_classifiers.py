@@ -65,3 +65,27 @@ def test_connected_flattens_in_darknet_channel_major_order():
     pooled = np.pad(conv, ((0, 0), (0, 0), (0, 1)), constant_values=-np.inf).reshape(4, 3, 2, 3, 2).max(axis=(2, 4))
     logits = kernel2 @ pooled.reshape(-1) + bias2  # Darknet reads the (C, H, W) buffer as is
     np.testing.assert_allclose(np.asarray(model.logits(x[None].astype(np.float32)))[0], logits, rtol=1e-4, atol=1e-4)
+
+
+CROP = """[net]
+width=10
+height=8
+channels=3
+
+[crop]
+crop_height=6
+crop_width=8
+
+[avgpool]
+"""
+
+
+def test_crop_is_centred_scaled_and_follows_the_input_size():
+    cfg = parse_cfg(CROP, "crop.cfg")
+    model = model_from_bytes(cfg, random_weights_bytes(cfg, 0))
+    x = np.random.default_rng(2).uniform(0, 1, (1, 8, 10, 3)).astype(np.float32)
+    out = np.asarray(model.forward(x, 0)[0])
+    np.testing.assert_allclose(out, 2 * x[:, 1:7, 1:9] - 1, atol=1e-7)  # Darknet maps [0, 1] to [-1, 1]
+    big = np.random.default_rng(3).uniform(0, 1, (1, 16, 20, 3)).astype(np.float32)
+    out = np.asarray(model.forward(big, 0)[0])  # resize_crop_layer keeps the ratio: 12 x 16 of 16 x 20
+    np.testing.assert_allclose(out, 2 * big[:, 2:14, 2:18] - 1, atol=1e-7)
