@@ -66,6 +66,7 @@ class DreamConfig:
     jitter: bool = True
     objective: Objective = layer_objective
     gray_pull: float = GRAY_PULL
+    anneal: bool = False  # step size falls linearly to 0 over the round (lets a mixed target settle)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -183,7 +184,8 @@ def round_program(model: Model, config: DreamConfig, trace: bool = False) -> Cal
     def run(params: Any, images: Array, schedule: Array, rate: Array, aux: Any) -> Any:
         def body(i: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
             imgs, values = carry
-            step = lambda img: nightmare_step(model, config, params, img, schedule[i], rate, aux)
+            step_rate = rate * (1.0 - i / config.iters) if config.anneal else rate
+            step = lambda img: nightmare_step(model, config, params, img, schedule[i], step_rate, aux)
             imgs, value = jax.vmap(step)(imgs)
             return imgs, values.at[i].set(value)
 

@@ -203,6 +203,6 @@ def test_nightmare_runs_on_a_keras_layer(mobilenet):
 
 def test_lucid_mix_with_mobilenet_puts_both_in_the_top_two(mobilenet, shared):
     dog = jd.load_image(shared / "data" / "images" / "dog.jpg")
-    dreamed = jd.lucid(mobilenet, dog, "ostrich:0.5,pelican:0.5", iters=30)[0, 0]
+    dreamed = jd.lucid(mobilenet, dog, "ostrich:0.5,pelican:0.5", iters=40, seed=0)[0, 0]
     written = to_uint8(dreamed).astype(np.float32) / 255.0
     assert {r["name"] for r in top_classes(mobilenet, written[None], 2)[0]} == {"ostrich", "pelican"}
