@@ -383,7 +383,7 @@ def lucid(
     images: Annotated[list[Path], typer.Argument(help="One or more images.")],
     class_: Annotated[str, typer.Option("--class", help="'ostrich', '9', or 'ostrich:0.7,pelican:0.3'.")],
     weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
-    iters: Annotated[int, typer.Option(help="Iterations per round.")] = 30,
+    iters: Annotated[int, typer.Option(help="Iterations per round.")] = 40,
     rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.02,
     target_scale: Annotated[float, typer.Option(help="Target logit value for the chosen classes.")] = 100.0,
     octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 1,

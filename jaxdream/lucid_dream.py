@@ -111,7 +111,7 @@ def mixed_class_objective(model: Model, params: Any, image: Array, layer: int, t
 
 
 def lucid(
-    model: Model, x: Any, classes: ClassSpec, iters: int = 30, rate: float = 0.02, target_scale: float = 100.0,
+    model: Model, x: Any, classes: ClassSpec, iters: int = 40, rate: float = 0.02, target_scale: float = 100.0,
     octaves: int = 1, jitter: bool = True, rounds: int = 1, zoom: float = 1.0, rotate: float = 0.0, seed: int = 0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
 ) -> np.ndarray:
