@@ -52,3 +52,11 @@ def yolo_fastest(shared: Path) -> Model:
 
     folder = shared / "models" / "yolo-fastest-1.1"
     return load_model(folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights")
+
+
+@pytest.fixture(scope="session")
+def tiny_darknet(shared: Path) -> Model:
+    from jaxdream.model import load_model
+
+    folder = shared / "models" / "tiny-darknet"
+    return load_model(folder / "tiny.cfg", folder / "tiny.weights")

@@ -16,9 +16,8 @@ DARKNET_DOG_TOP5 = [("malamute", 14.51), ("Newfoundland", 6.09), ("dogsled", 5.5
 
 
 @pytest.fixture(scope="module")
-def tiny(shared):
-    folder = shared / "models" / "tiny-darknet"
-    return jd.load_model(folder / "tiny.cfg", folder / "tiny.weights")
+def tiny(tiny_darknet):
+    return tiny_darknet
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ LAYER = 10
 
 
 @pytest.fixture(scope="module")
-def tiny(shared):
-    folder = shared / "models" / "tiny-darknet"
-    return jd.load_model(folder / "tiny.cfg", folder / "tiny.weights")
+def tiny(tiny_darknet):
+    return tiny_darknet
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from jaxdream import sweep
 
 
 @pytest.fixture(scope="module")
-def yolo(shared):
-    folder = shared / "models" / "yolo-fastest-1.1"
-    return jd.load_model(folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights")
+def yolo(yolo_fastest):
+    return yolo_fastest
 
 
 @pytest.fixture(scope="module")
