@@ -168,13 +168,13 @@ def nightmare_step(
     layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
     index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
     value, grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
-    update = I.shift(grad, -dx, -dy) + config.gray_pull * (0.5 - image)
+    update = I.shift(grad, -dx, -dy) + I.rounded(config.gray_pull * (0.5 - image))
     if config.norm == "std":
         mean = jnp.mean(update)
         update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
     elif config.norm == "mean_abs":
         update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
-    return jnp.clip(image + rate * update, 0.0, 1.0), value
+    return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0), value
 
 
 def round_program(model: Model, config: DreamConfig, trace: bool = False) -> Callable:

@@ -110,12 +110,13 @@ def test_jitter_steps_match_darknet(shared, golden_model):
         assert np.abs(out - nhwc(d["output"])).max() <= 1e-4, path.name
 
 
-@pytest.mark.xfail(strict=True, reason="open: the 8-iteration replay drifts (mean abs err 0.02) although every "
-                   "single step and jitter step matches; see the issue note")
 def test_eight_iteration_run_replays(shared, golden_model):
+    """The whole compiled round, fed Darknet's recorded draws, lands on Darknet's image. This is the test that
+    catches an ulp-level drift (e.g. XLA's fused multiply-adds in the resize) which single steps hide: it breaks
+    an exact max-pool tie on the edge-replicated rows and the difference grows to 0.2 over eight iterations."""
     d = np.load(golden_files(shared, "vgg-conv_run_*.npz")[0])
     columns = [str(c) for c in d["schedule_columns"]]
     schedule = d["schedule"][:, [columns.index(c) for c in ("layer", "octave", "dx", "dy", "flip")]]
     out = nightmare(golden_model("vgg-conv"), nhwc(d["input"]), int(d["max_layer"]), iters=int(d["iters"]),
                     layer_range=int(d["range"]), octaves=int(d["octaves"]), schedule=schedule)[0, 0]
-    assert np.abs(out - nhwc(d["output"])).max() <= 1e-4
+    assert np.abs(out - nhwc(d["output"])).max() <= 1e-5
