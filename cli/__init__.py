@@ -387,7 +387,8 @@ def lucid(
     rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.02,
     target_scale: Annotated[float, typer.Option(help="Target logit value for the chosen classes.")] = 100.0,
     octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 1,
-    jitter: Annotated[bool, typer.Option(help="Random shift and flip per iteration.")] = True,
+    jitter: Annotated[bool, typer.Option(help="Random shift and flip per iteration (a mix: the first half only).")]
+        = True,
     rounds: Annotated[int, typer.Option(help="Rounds; one image is written after each.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
@@ -396,6 +397,9 @@ def lucid(
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Dream images toward ImageNet classes: `jaxdream lucid vgg-16 dog.jpg --class ostrich`.
+
+    A weighted mix ('ostrich:0.5,pelican:0.5') ascends the log-likelihood of its shares under the softmax.
+    Its step anneals to 0 and the second half of the round is unjittered, so the image settles on the mix.
 
     Writes <image>_<model>_<class>_<round:06d>.<format> for every image and round.
     """

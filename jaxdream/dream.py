@@ -67,6 +67,7 @@ class DreamConfig:
     objective: Objective = layer_objective
     gray_pull: float = GRAY_PULL
     anneal: bool = False  # step size falls linearly to 0 over the round (lets a mixed target settle)
+    settle: float = 0.0  # final fraction of the round drawn without jitter: steps on the view that gets classified
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -135,7 +136,9 @@ def draw_schedule(key: Array, config: DreamConfig) -> Array:
     dx = jax.random.randint(k_dx, (n,), -SHIFT_RANGE, SHIFT_RANGE)
     dy = jax.random.randint(k_dy, (n,), -SHIFT_RANGE, SHIFT_RANGE)
     flip = jax.random.randint(k_flip, (n,), 0, 2)
-    return jnp.stack([layer, octave, dx, dy, flip], axis=1).astype(jnp.int32)
+    jitter = jnp.stack([octave, dx, dy, flip], axis=1)
+    still = jnp.arange(n) >= n - round(n * config.settle)
+    return jnp.concatenate([layer[:, None], jnp.where(still[:, None], 0, jitter)], axis=1).astype(jnp.int32)
 
 
 def _gradient_branch(

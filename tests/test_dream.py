@@ -102,3 +102,14 @@ def test_reconstruction_starts_at_its_own_target_and_smooths(small_vgg):
 def test_bad_options_are_refused(small_vgg, kwargs, message):
     with pytest.raises(OptionError, match=message):
         dream.nightmare(small_vgg, _image(7), iters=1, **kwargs)
+
+
+def test_schedule_draws_darknet_ranges_and_a_still_tail():
+    config = dream.DreamConfig(layer=10, layer_range=3, iters=40, octaves=4, settle=0.25)
+    rows = np.asarray(dream.draw_schedule(dream.round_key(0, 0), config))
+    assert rows.shape == (40, 5)
+    assert set(rows[:, 0]) == {9, 10, 11}  # layer + rand() % range - range / 2
+    moving, still = rows[:30], rows[30:]
+    assert set(moving[:, 1]) == {0, 1, 2, 3} and set(moving[:, 4]) == {0, 1}
+    assert moving[:, 2:4].min() == -8 and moving[:, 2:4].max() == 7  # rand() % 16 - 8
+    np.testing.assert_array_equal(still[:, 1:], 0)  # no octave, shift or flip in the settling tail

@@ -48,8 +48,9 @@ def test_lucid_makes_ostrich_the_top_class(tiny, dog):
     assert np.abs(dreamed - dog).mean() < 0.1  # still the dog photo, not noise
 
 
-def test_fifty_fifty_mix_puts_both_classes_in_the_top_two(tiny, dog):
-    dreamed = jd.lucid(tiny, dog, "ostrich:0.5,pelican:0.5", iters=40, seed=0)[0, 0]
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fifty_fifty_mix_puts_both_classes_in_the_top_two(tiny, dog, seed):
+    dreamed = jd.lucid(tiny, dog, "ostrich:0.5,pelican:0.5", iters=20, seed=seed)[0, 0]
     names = {row["name"] for row in top_classes(tiny, _as_written(dreamed)[None], 2)[0]}
     assert names == {"ostrich", "pelican"}
 
