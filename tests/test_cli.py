@@ -86,19 +86,23 @@ def test_weights_info_and_convert(shared, tmp_path):
     assert "14,714,688" in builtin.stdout
 
 
-def test_lucid_writes_an_image_that_classify_calls_ostrich(shared, tmp_path):
+@pytest.mark.parametrize(("spec", "tag", "top"), [
+    ("ostrich", "ostrich", ["ostrich"]),
+    ("ostrich:0.5,pelican:0.5", "ostrich-pelican", ["ostrich", "pelican"]),
+])
+def test_lucid_writes_an_image_that_classify_calls_its_class(shared, tmp_path, spec, tag, top):
     folder = shared / "models" / "tiny-darknet"
     model = [folder / "tiny.cfg", "--weights", folder / "tiny.weights"]
-    done = run("lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:], "--class", "ostrich",
+    done = run("lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:], "--class", spec,
                "--iters", "20", "--out", tmp_path, "--quiet")
     assert done.returncode == 0, done.stderr
-    written = tmp_path / "dog_tiny_ostrich_000000.jpg"
-    assert written.exists()
+    written = tmp_path / f"dog_tiny_{tag}_000000.jpg"
+    assert written.exists(), sorted(p.name for p in tmp_path.iterdir())
     result = run("classify", model[0], written, *model[1:], "--json", "--top", "3")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report[0]["image"] == str(written)
-    assert report[0]["top"][0]["name"] == "ostrich"
+    assert sorted(row["name"] for row in report[0]["top"][: len(top)]) == top
     assert set(report[0]["top"][0]) == {"index", "name", "prob"}
 
 
