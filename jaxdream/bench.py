@@ -171,9 +171,20 @@ def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, 
     dream.nightmare(model, x, LAYER, rounds=rounds, iters=iters, layer_range=layer_range, rate=rate, on_round=write,
                     stats=stats)
     total = time.perf_counter() - start
+    flops = drawn_flops(model, dream.DreamConfig(LAYER, layer_range, iters), rounds, x.shape[0], x.shape[1])
     name = f"round scream {x.shape[1]}x{x.shape[0]}: {rounds} x {iters} iters, range {layer_range}, rate {rate}"
     return {"case": name, "compile_s": stats.compile_seconds, "median_s": total - stats.compile_seconds,
-            "run_s": stats.run_seconds, "io_and_host_s": total - stats.compile_seconds - stats.run_seconds}
+            "run_s": stats.run_seconds, "io_and_host_s": total - stats.compile_seconds - stats.run_seconds,
+            "gflop": flops / 1e9, "gflops": flops / stats.run_seconds / 1e9}
+
+
+def drawn_flops(model: Model, config: dream.DreamConfig, rounds: int, height: int, width: int, seed: int = 0) -> float:
+    """FLOPs of the iterations a seed's rounds really run: each draws its own layer and octave size."""
+    total = 0.0
+    for r in range(rounds):
+        for layer, octave, *_ in np.asarray(dream.draw_schedule(dream.round_key(seed, r), config)).tolist():
+            total += 2 * forward_flops(model.cfg, *dream.octave_size(height, width, octave), layer)
+    return total
 
 
 def batch_case(model: Model, batch: int, iters: int = 3) -> dict[str, Any]:
@@ -295,6 +306,10 @@ def _ratios(results: list[dict[str, Any]]) -> None:
                     row["jitted_speedup"] = row["s_per_iter"] / twin["s_per_iter"]
 
 
+def _figure(value: float | None, form: str) -> str:
+    return "–" if value is None else form.format(value).replace("%", " %")
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# jaxdream bench — {report['machine']}, jax {report['jax']}", ""]
     for result in report["results"]:
@@ -310,8 +325,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['case']} | {row.get('compile_s', 0):.2f} | {1000 * row['median_s']:.1f} | "
                 f"{1000 * row.get('min_s', row['median_s']):.1f} | {1000 * row.get('max_s', row['median_s']):.1f} | "
-                f"{row.get('gflops', float('nan')):.0f} | "
-                f"{100 * row.get('fraction_of_f32_matmul', float('nan')):.0f} % | {notes} |")
+                f"{_figure(row.get('gflops'), '{:.0f}')} | "
+                f"{_figure(row.get('fraction_of_f32_matmul'), '{:.0%}')} | {notes} |")
         lines.append("")
     lines += ["## Darknet reference rows", "", "| case | seconds |", "|---|---|"]
     lines += [f"| {row['case']} | {row['median_s']:.1f} |" for row in report["reference"]]

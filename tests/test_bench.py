@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdream import bench
+from jaxdream import bench, dream
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.weights import ARCHITECTURES
 
@@ -24,6 +25,16 @@ def test_octave_sizes_cost_what_darknet_counted():
     assert costs == pytest.approx([36.28, 20.55, 11.58], abs=0.01)
 
 
+def test_round_flops_follow_the_drawn_octaves():
+    model = bench.vgg_conv()
+    config = dream.DreamConfig(10, 1, 20)
+    octaves = [row[1] for r in range(2) for row in np.asarray(dream.draw_schedule(dream.round_key(0, r), config))]
+    assert len(set(octaves)) > 1
+    per_octave = [64.49, 36.28, 20.55, 11.58]  # forward GFLOP to layer 10 at 448x352 and its octaves (tests above)
+    expected = sum(2 * per_octave[k] for k in octaves)
+    assert bench.drawn_flops(model, config, 2, 448, 352) / 1e9 == pytest.approx(expected, rel=2e-4)
+
+
 def test_reports_are_written(tmp_path):
     report = {"machine": "x86_64", "jax": "0", "reference": bench.DARKNET_REFERENCE, "results": [
         {"device": "cpu", "platform": "cpu", "compute": "f32", "f32_matmul_gflops": 100.0, "rows": [
@@ -31,7 +42,8 @@ def test_reports_are_written(tmp_path):
             {"case": "round", "compile_s": 1.0, "median_s": 2.0, "ratio_to_10_iters": 1.9}]}]}
     text = bench.markdown(report)
     assert "| step 1x1 | 1.00 | 500.0 | 500.0 | 500.0 | 50 | 50 % |" in text
-    assert "ratio_to_10_iters 1.90" in text and "Darknet CPU" in text
+    assert "| round | 1.00 | 2000.0 | 2000.0 | 2000.0 | – | – | ratio_to_10_iters 1.90 |" in text
+    assert "Darknet CPU" in text
     bench.bar_chart(report, tmp_path / "chart.png")
     with Image.open(tmp_path / "chart.png") as im:
         assert im.size[0] == 1000
