@@ -129,9 +129,9 @@ def lucid(
     check_round_options(rate, rounds, zoom, rotate)
     if iters < 0 or octaves < 1:
         raise OptionError("--iters must be >= 0 and --octaves >= 1")
-    objective = class_objective if len(chosen) == 1 else mixed_class_objective
     mixed = len(chosen) > 1
-    config = DreamConfig(model.logits_layer, 1, iters, octaves, "std", bool(jitter), objective, 0.0,
+    config = DreamConfig(model.logits_layer, 1, iters, octaves, "std", bool(jitter),
+                         mixed_class_objective if mixed else class_objective, 0.0,
                          anneal=mixed, settle=MIX_SETTLE if mixed else 0.0)
     return run_dream(model, images, config, rate, jnp.asarray(target), rounds, zoom, rotate, seed, None,
                      on_round, stats)

@@ -60,3 +60,16 @@ def tiny_darknet(shared: Path) -> Model:
 
     folder = shared / "models" / "tiny-darknet"
     return load_model(folder / "tiny.cfg", folder / "tiny.weights")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_dir(shared: Path) -> Path:
+    return shared / "models" / "mobilenet-v1-0.25"
+
+
+@pytest.fixture(scope="session")
+def mobilenet(mobilenet_dir: Path):
+    """The real Keras MobileNet 0.25 full model (shared/models/SOURCES.md)."""
+    from jaxdream.model import load_model
+
+    return load_model(mobilenet_dir / "mobilenet_v1_0.25_224.h5")

@@ -22,16 +22,6 @@ SOURCES_TOP5 = [("malamute", 17.0), ("Siberian_husky", 14.3), ("Eskimo_dog", 6.4
                 ("keeshond", 3.0)]
 
 
-@pytest.fixture(scope="module")
-def mobilenet_dir(shared):
-    return shared / "models" / "mobilenet-v1-0.25"
-
-
-@pytest.fixture(scope="module")
-def mobilenet(mobilenet_dir):
-    return jd.load_model(mobilenet_dir / "mobilenet_v1_0.25_224.h5")
-
-
 def test_real_mobilenet_classifies_dog_as_a_sled_dog(mobilenet, shared):
     assert isinstance(mobilenet, KerasModel)
     assert sum(np.size(a) for a in mobilenet.params.values()) == 475_544

@@ -14,12 +14,9 @@ from jaxdream.lucid_dream import top_classes
 SEEDS = range(8)
 
 
-@pytest.fixture(scope="module", params=["tiny-darknet", "mobilenet"])
-def classifier(request, shared):
-    folder = shared / "models"
-    if request.param == "tiny-darknet":
-        return jd.load_model(folder / "tiny-darknet" / "tiny.cfg", folder / "tiny-darknet" / "tiny.weights")
-    return jd.load_model(folder / "mobilenet-v1-0.25" / "mobilenet_v1_0.25_224.h5")
+@pytest.fixture(params=["tiny_darknet", "mobilenet"])
+def classifier(request):
+    return request.getfixturevalue(request.param)  # the session fixtures of conftest.py
 
 
 @pytest.mark.slow
