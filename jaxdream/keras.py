@@ -21,14 +21,13 @@ import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxdream import converted
 from jaxdream import weights as builtin
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
 from jaxdream.image import darknet_resize
 from jaxdream.model import ModelBase, Params
-from jaxdream.nn import conv, dense
+from jaxdream.nn import conv, dense, max_pool
 
 Array = jax.Array
 SUPPORTED = (
@@ -171,8 +170,7 @@ class KerasNetwork(nn.Module):
         elif layer.kind == "MaxPooling2D":
             pads = [_same_pads(x.shape[i], layer.kernel[i - 1], layer.strides[i - 1]) for i in (1, 2)] \
                 if layer.padding == "same" else [(0, 0), (0, 0)]
-            return lax.reduce_window(x, -jnp.inf, lax.max, (1, *layer.kernel, 1), (1, *layer.strides, 1),
-                                     ((0, 0), *pads, (0, 0)))
+            return max_pool(x, layer.kernel, layer.strides, pads)
         elif layer.kind == "GlobalAveragePooling2D":
             return jnp.mean(x, axis=(1, 2), keepdims=layer.keepdims)
         elif layer.kind == "Flatten":
