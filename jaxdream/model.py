@@ -18,7 +18,7 @@ from jaxdream.darknet.shapes import input_shapes, layer_shapes
 from jaxdream.darknet.weights import Entry, Params, file_layout, layer_key, parse_weights, read_weights
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
 from jaxdream.image import letterbox
-from jaxdream.nn import Network
+from jaxdream.nn import Network, compute_mode
 
 
 class ModelBase:
@@ -64,12 +64,12 @@ class ModelBase:
         layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
         for layer in layers:
             self.check_layer(layer)
-        return _jitted_apply(self, layers)(self.params, self.normalize(_batch(x)))
+        return _jitted_apply(self, layers, compute_mode())(self.params, self.normalize(_batch(x)))
 
     def logits(self, x: Any) -> jax.Array:
         """(N, classes): the input of the final softmax, for images of any size in [0, 1]."""
         self.num_classes  # noqa: B018 - raises for a network that is not a classifier
-        return _jitted_logits(self)(self.params, _batch(x))
+        return _jitted_logits(self, compute_mode())(self.params, _batch(x))
 
     def predict(self, x: Any) -> jax.Array:
         """(N, classes) class probabilities."""
@@ -170,14 +170,15 @@ def _batch(x: Any) -> jax.Array:
     return x[None] if x.ndim == 3 else x
 
 
+# The compute mode is part of the key: it is read when a program is traced, and jit's own cache does not see it.
 @functools.lru_cache(maxsize=32)
-def _jitted_apply(model: ModelBase, layers: tuple[int, ...]):
+def _jitted_apply(model: ModelBase, layers: tuple[int, ...], mode: str):
     return jax.jit(lambda params, x: model.apply(params, x, layers))
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_logits(model: ModelBase):
-    return jax.jit(model.apply_logits)
+def _jitted_logits(model: ModelBase, mode: str):
+    return jax.jit(lambda params, x: model.apply_logits(params, x))  # jit's traces of a bound method are shared
 
 
 def darknet_imagenet_labels(cfg: C.Cfg) -> tuple[str, ...] | None:
