@@ -40,13 +40,18 @@ def compute_mode() -> str:
 def _operands(*arrays: Array) -> tuple[tuple[Array, ...], dict]:
     mode = compute_mode()
     if mode == "bf16":
-        return tuple(a.astype(jnp.bfloat16) for a in arrays), {"preferred_element_type": jnp.float32}
+        return tuple(a.astype(jnp.bfloat16) for a in arrays), {}
     return arrays, {"precision": lax.Precision.HIGHEST if mode == "f32" else lax.Precision.DEFAULT}
 
 
 def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
          groups: int = 1) -> Array:
-    """Every convolution of every model goes through here, in the current compute mode."""
+    """Every convolution of every model goes through here, in the current compute mode; float32 out.
+
+    In bf16 the convolution itself returns bfloat16 (cuDNN accumulates in float32 either way): XLA:GPU has no
+    convolution with bf16 operands and a float32 result, and its float normalization turns one into a float32
+    (TF32) convolution, which is what the first H100 bf16 run measured (benchmarks/NOTES.md).
+    """
     (x, kernel), options = _operands(x, kernel)
     return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), dimension_numbers=_DIMS,
                                     feature_group_count=groups, **options).astype(jnp.float32)
@@ -54,7 +59,7 @@ def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tupl
 
 def dense(x: Array, kernel: Array) -> Array:
     (x, kernel), options = _operands(x, kernel)
-    return jnp.matmul(x, kernel, **options).astype(jnp.float32)
+    return jnp.matmul(x, kernel, preferred_element_type=jnp.float32, **options)
 
 
 def _softplus_threshold(x: Array) -> Array:

@@ -12,6 +12,9 @@ from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.model import Model, model_from_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
+# bf16 tests see the numbers a GPU computes: XLA:CPU has no bf16 convolution, runs it in float32 and by default skips
+# rounding its result back to bf16 ("excess precision"). Read when the backend starts, i.e. before any test runs.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_allow_excess_precision=false".strip()
 # The golden README's generated weight files: cfg name -> PCG64 seed.
 GOLDEN_SEEDS = {"vgg-conv": 1001, "jnet-conv": 1002, "tiny": 1003}
 
