@@ -209,13 +209,16 @@ def _tiled_max(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], .
     return _tiles(x, window, pads).max(axis=(2, 4))
 
 
-def _tiled_max_fwd(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]) -> tuple[Array, Array]:
-    return _tiled_max(x, window, pads), x
+def _tiled_max_fwd(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]
+                   ) -> tuple[Array, tuple[Array, Array]]:
+    y = _tiled_max(x, window, pads)
+    return y, (x, y)
 
 
-def _tiled_max_bwd(window: tuple[int, int], pads: tuple[tuple[int, int], ...], x: Array, dy: Array) -> tuple[Array]:
-    tiles = _tiles(x, window, pads)
-    hits = tiles == tiles.max(axis=(2, 4), keepdims=True)
+def _tiled_max_bwd(window: tuple[int, int], pads: tuple[tuple[int, int], ...], residuals: tuple[Array, Array],
+                   dy: Array) -> tuple[Array]:
+    x, y = residuals
+    hits = _tiles(x, window, pads) == y[:, :, None, :, None, :]
     seen = jnp.zeros_like(hits[:, :, 0, :, 0])
     rows = []
     for i in range(window[0]):  # row-major: a maximum counts only if no earlier one in its window did (Darknet's >)
