@@ -193,7 +193,8 @@ def round_program(model: Model, config: DreamConfig, trace: bool = False) -> Cal
             return imgs, values.at[i].set(value)
 
         values = jnp.zeros((config.iters, images.shape[0]), jnp.float32)
-        images, values = lax.fori_loop(0, config.iters, body, (images, values))
+        if config.iters:  # tracing the body indexes the empty schedule, so -iters 0 (Darknet: no steps) skips it
+            images, values = lax.fori_loop(0, config.iters, body, (images, values))
         return (images, values) if trace else images
 
     return run

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdream import dream
+from jaxdream import image as I
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.errors import OptionError
@@ -63,9 +64,16 @@ def test_rounds_zoom_and_rotate_change_every_round(small_vgg):
     assert frames.min() >= 0 and frames.max() <= 1
 
 
-def test_zoom_matches_darknet_crop_then_resize():
-    from jaxdream import image as I
+def test_zero_iterations_leave_the_image_to_zoom_alone(small_vgg):
+    """Darknet's ``-iters 0`` runs no step: each round only zooms/rotates the saved image for the next one."""
+    x = _image(8)
+    frames = dream.nightmare(small_vgg, x, 4, rounds=2, iters=0, zoom=2.0)
+    np.testing.assert_array_equal(frames[0, 0], x)
+    np.testing.assert_array_equal(frames[1, 0], np.asarray(I.zoom(jnp.asarray(x), 2.0)))
+    np.testing.assert_array_equal(dream.deepdream(small_vgg, x, 4, iters=0)[0, 0], x)
 
+
+def test_zoom_matches_darknet_crop_then_resize():
     x = jnp.asarray(_image(5, 20, 30))
     zoomed = np.asarray(I.zoom(x, 2.0))  # crop(im, -15, -10, 60, 40) edge-clamped, then resize 60x40 -> 30x20
     rows = np.clip(np.arange(40) - 10, 0, 19)
