@@ -21,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from jaxdream.errors import JaxdreamError
+from jaxdream.files import write_atomically
 
 app = typer.Typer(
     help="Faithful, compiled DeepDream: Darknet's nightmare and friends in JAX.", no_args_is_help=True,
@@ -155,7 +156,7 @@ def nightmare(
         report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
                   "machine": platform.machine(), **run_stats.as_dict()}
-        stats.write_text(json.dumps(report, indent=2))
+        write_atomically(stats, json.dumps(report, indent=2), "the --stats report")
 
 
 def _output_folder(out: Path | None) -> Path:
@@ -428,7 +429,7 @@ def lucid(
         lucid_lib.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
                         octaves=octaves, jitter=jitter, rounds=rounds, seed=seed, on_round=write, stats=run_stats)
     if stats:
-        stats.write_text(json.dumps(run_stats.as_dict(), indent=2))
+        write_atomically(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
 
 
 @weights_app.command("convert")

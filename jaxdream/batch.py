@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdream import dream, image
 from jaxdream.errors import ImageError, JaxdreamError, OptionError
+from jaxdream.files import write_atomically
 from jaxdream.model import ModelBase
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -100,10 +101,24 @@ class Manifest:
         return finished
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        try:
+            with open(self.path, "a+b") as handle:
+                # After a kill or a full disk cut the last line, start a fresh one so this record stays readable.
+                handle.write(b"\n" + line if _last_line_cut(handle) else line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise JaxdreamError(f"{self.path}: cannot append to the manifest ({err.strerror or err}); free some "
+                                "space, then rerun with --resume") from None
+
+
+def _last_line_cut(handle: BinaryIO) -> bool:
+    size = handle.seek(0, os.SEEK_END)
+    if not size:
+        return False
+    handle.seek(size - 1)
+    return handle.read(1) != b"\n"
 
 
 def read_records(folder: Path) -> Iterator[dict[str, Any]]:
@@ -235,8 +250,4 @@ def merge_manifests(out: Path, count: int, timeout: float = 3600.0) -> Path:
         time.sleep(0.2)
     lines = [line for p in parts for line in p.read_text().splitlines()
              if line.strip() and json.loads(line).get("status") != "end"]
-    merged = out / "manifest.jsonl"
-    tmp = out / ".manifest.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, merged)
-    return merged
+    return write_atomically(out / "manifest.jsonl", "".join(line + "\n" for line in lines), "the merged manifest")

@@ -31,6 +31,7 @@ from jaxdream.darknet import cfg as C
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.files import image_bytes, write_atomically
 from jaxdream.model import Model, model_from_bytes
 from jaxdream.weights import ARCHITECTURES
 
@@ -351,9 +352,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> None:
         draw.text((10, y + 4), label[:68], fill="black")
         draw.rectangle([left, y + 3, left + length, y + bar_h - 3], fill=(70, 110, 200))
         draw.text((left + length + 6, y + 4), f"{value:,.0f}", fill="black")
-    tmp = path.with_name(f".{path.name}.tmp")
-    chart.save(tmp, "PNG")
-    os.replace(tmp, path)
+    write_atomically(path, image_bytes(chart, "PNG"), "the chart")
 
 
 def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("benchmarks/out/results.json"),
@@ -377,7 +376,7 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
     report = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
               "jax": jax.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results,
               "reference": DARKNET_REFERENCE}
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(markdown(report))
+    write_atomically(out, json.dumps(report, indent=2), "the results")
+    write_atomically(out.with_suffix(".md"), markdown(report), "the results table")
     bar_chart(report, out.with_suffix(".png"))
     return report

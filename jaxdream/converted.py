@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from jaxdream.darknet.weights import Params
 from jaxdream.errors import WeightsError
+from jaxdream.files import hdf5_bytes, write_atomically
 
 FORMAT = "jaxdream-model"
 VERSION = 1
@@ -39,22 +39,17 @@ def sha256_of(path: str | Path) -> str:
 
 def write_converted(path: str | Path, converted: Converted) -> None:
     """Write atomically: a temp file in the same folder, renamed when complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({"format": FORMAT, "version": VERSION, "name": converted.name, "kind": converted.kind,
-                            "architecture": converted.architecture, "source_sha256": converted.source_sha256})
-            if converted.labels is not None:
-                f.create_dataset("labels", data=np.array(converted.labels, dtype=h5py.string_dtype()))
-            group = f.create_group("params")
-            for key, value in converted.params.items():  # Darknet: {layer: {name: array}}; Keras: {"layer/name": array}
-                for name, array in (value.items() if isinstance(value, dict) else [("", value)]):
-                    group.create_dataset(f"{key}/{name}" if name else key, data=np.asarray(array, np.float32))
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise WeightsError(f"{path}: cannot write the converted model ({err})") from None
+    def fill(f: h5py.File) -> None:
+        f.attrs.update({"format": FORMAT, "version": VERSION, "name": converted.name, "kind": converted.kind,
+                        "architecture": converted.architecture, "source_sha256": converted.source_sha256})
+        if converted.labels is not None:
+            f.create_dataset("labels", data=np.array(converted.labels, dtype=h5py.string_dtype()))
+        group = f.create_group("params")
+        for key, value in converted.params.items():  # Darknet: {layer: {name: array}}; Keras: {"layer/name": array}
+            for name, array in (value.items() if isinstance(value, dict) else [("", value)]):
+                group.create_dataset(f"{key}/{name}" if name else key, data=np.asarray(array, np.float32))
+
+    write_atomically(path, hdf5_bytes(fill), "the converted model", WeightsError)
 
 
 def read_converted(path: str | Path) -> Converted:

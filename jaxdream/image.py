@@ -6,7 +6,6 @@ its bilinear resize is align-corners, separable, with a truncated last row; shif
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxdream.errors import ImageError
+from jaxdream.files import image_bytes, write_atomically
 
 Array = jax.Array
 MAX_PIXELS = 1 << 28  # refuse absurd sizes (decompression bombs) with a clear error
@@ -66,15 +66,8 @@ def save_image(path: str | Path, x: np.ndarray, quality: int = 80) -> Path:
     if fmt is None:
         raise ImageError(f"{path}: unknown image suffix {path.suffix!r}; use .jpg, .png, .bmp, .tif or .webp")
     image = Image.fromarray(to_uint8(x), "RGB")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise ImageError(f"{path}: cannot write the image ({err.strerror or err}); check the folder and free space") \
-            from None
-    return path
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    return write_atomically(path, image_bytes(image, fmt, **options), "the image", ImageError)
 
 
 def rounded(product: Array) -> Array:

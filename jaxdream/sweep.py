@@ -9,7 +9,6 @@ image, its options and the objective value per iteration.
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from jaxdream import dream
 from jaxdream.errors import OptionError
+from jaxdream.files import hdf5_bytes, image_bytes, write_atomically
 from jaxdream.image import to_uint8
 from jaxdream.model import ModelBase
 
@@ -89,15 +89,6 @@ def sweep(
     return cells
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def contact_sheet(cells: list[Cell], path: Path, cell_width: int = 256) -> Path:
     """Rows: (layer, octaves); columns: (rate, thresh); each value printed on the sheet."""
     rows = sorted({(c.layer, c.octaves) for c in cells})
@@ -116,21 +107,18 @@ def contact_sheet(cells: list[Cell], path: Path, cell_width: int = 256) -> Path:
         i, j = rows.index((cell.layer, cell.octaves)), columns.index((cell.rate, cell.thresh))
         tile = Image.fromarray(to_uint8(cell.image)).resize((cw, ch), Image.BILINEAR)
         sheet.paste(tile, (margin_left + j * cw, margin_top + i * ch))
-    _atomic(path, lambda tmp: sheet.save(tmp, "PNG"))
-    return path
+    return write_atomically(path, image_bytes(sheet, "PNG"), "the contact sheet")
 
 
 def write_results(cells: list[Cell], path: Path, source: str, seed: int) -> Path:
     """HDF5: cells/<k>/image (float32 H x W x 3), cells/<k>/objective (iters,), options as attributes."""
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({"source": source, "seed": seed, "cells": len(cells)})
-            for k, cell in enumerate(cells):
-                group = f.create_group(f"cells/{k:04d}")
-                group.create_dataset("image", data=cell.image.astype(np.float32), compression="gzip")
-                group.create_dataset("objective", data=cell.objective.astype(np.float32))
-                group.attrs.update({"layer": cell.layer, "octaves": cell.octaves, "rate": cell.rate,
-                                    "thresh": cell.thresh})
+    def fill(f: h5py.File) -> None:
+        f.attrs.update({"source": source, "seed": seed, "cells": len(cells)})
+        for k, cell in enumerate(cells):
+            group = f.create_group(f"cells/{k:04d}")
+            group.create_dataset("image", data=cell.image.astype(np.float32), compression="gzip")
+            group.create_dataset("objective", data=cell.objective.astype(np.float32))
+            group.attrs.update({"layer": cell.layer, "octaves": cell.octaves, "rate": cell.rate,
+                                "thresh": cell.thresh})
 
-    _atomic(path, write)
-    return path
+    return write_atomically(path, hdf5_bytes(fill), "the sweep results")

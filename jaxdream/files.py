@@ -1,0 +1,54 @@
+"""Writing outputs so that a failure (full disk, kill, bad folder) never leaves a half-written or lost file.
+
+Files are serialised in memory first and written by Python's own ``write``: a failed disk write then surfaces as
+one ``OSError``, whereas HDF5 can crash the process when its writes fail part-way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+from PIL import Image
+
+from jaxdream.errors import JaxdreamError
+
+
+def write_atomically(
+    path: str | Path, data: bytes | str, what: str, error: type[JaxdreamError] = JaxdreamError
+) -> Path:
+    """Write ``data`` (str as UTF-8) to a temp file beside ``path`` and rename it to ``path`` once complete.
+
+    On failure the temp file is removed, whatever ``path`` held before stays as it was, and ``error`` is raised
+    naming the file and the fix.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise error(f"{path}: cannot write {what} ({err.strerror or err}); check that the folder is writable and "
+                    "has free space") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def image_bytes(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    """The encoded file of a Pillow image (``fmt``: "PNG", "JPEG" ...)."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def hdf5_bytes(fill: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of an HDF5 file that ``fill`` populates."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    return buffer.getvalue()
