@@ -47,7 +47,8 @@ DARKNET_REFERENCE = [
 
 
 def timed(fn: Callable, *args: Any, runs: int = 5) -> dict[str, float]:
-    """Compile seconds and steady-state seconds (median/min/max over ``runs`` after a warm-up)."""
+    """Compile seconds, steady-state seconds (median/min/max over ``runs`` after a warm-up) and the program's
+    peak memory."""
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
@@ -57,7 +58,8 @@ def timed(fn: Callable, *args: Any, runs: int = 5) -> dict[str, float]:
         start = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - start)
-    return {"compile_s": compile_s, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+    return {"compile_s": compile_s, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "program_peak_bytes": dream.program_peak_bytes(compiled)}
 
 
 def forward_flops(cfg: C.Cfg, height: int, width: int, upto: int) -> float:
@@ -177,7 +179,8 @@ def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, 
     name = f"round scream {x.shape[1]}x{x.shape[0]}: {rounds} x {iters} iters, range {layer_range}, rate {rate}"
     return {"case": name, "compile_s": stats.compile_seconds, "median_s": total - stats.compile_seconds,
             "run_s": stats.run_seconds, "io_and_host_s": total - stats.compile_seconds - stats.run_seconds,
-            "gflop": flops / 1e9, "gflops": flops / stats.run_seconds / 1e9}
+            "program_peak_bytes": stats.program_peak_bytes, "gflop": flops / 1e9,
+            "gflops": flops / stats.run_seconds / 1e9}
 
 
 def drawn_flops(model: Model, config: dream.DreamConfig, rounds: int, height: int, width: int, seed: int = 0) -> float:
@@ -319,9 +322,13 @@ def markdown(report: dict[str, Any]) -> str:
     for result in report["results"]:
         lines += [f"## {result['device']} ({result['platform']}, compute {result.get('compute', 'f32')})", "",
                   f"measured f32 matmul: {result['f32_matmul_gflops']:.0f} GFLOP/s"
-                  + (f"; bf16: {result['bf16_matmul_gflops']:.0f} GFLOP/s" if "bf16_matmul_gflops" in result else ""),
-                  "", "| case | compile s | median ms | min ms | max ms | GFLOP/s | of f32 matmul | notes |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  + (f"; bf16: {result['bf16_matmul_gflops']:.0f} GFLOP/s" if "bf16_matmul_gflops" in result else "")
+                  + (f"; peak memory of the whole run: {result['peak_memory_bytes'] / 2**20:.0f} MB"
+                     f" ({'process RSS' if result['platform'] == 'cpu' else 'device allocator'})"
+                     if result.get("peak_memory_bytes") else ""),
+                  "peak MB per row: the compiled program's arguments, outputs and temporaries (XLA's buffer plan).",
+                  "", "| case | compile s | median ms | min ms | max ms | GFLOP/s | of f32 matmul | peak MB | notes |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for row in result["rows"]:
             notes = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k in (
                 "images_per_s", "speedup_vs_one_by_one", "ratio_to_10_iters", "speedup_vs_cpu", "jitted_speedup",
@@ -330,7 +337,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {row['case']} | {row.get('compile_s', 0):.2f} | {1000 * row['median_s']:.1f} | "
                 f"{1000 * row.get('min_s', row['median_s']):.1f} | {1000 * row.get('max_s', row['median_s']):.1f} | "
                 f"{_figure(row.get('gflops'), '{:.0f}')} | "
-                f"{_figure(row.get('fraction_of_f32_matmul'), '{:.0%}')} | {notes} |")
+                f"{_figure(row.get('fraction_of_f32_matmul'), '{:.0%}')} | "
+                f"{_figure(row.get('program_peak_bytes') and row['program_peak_bytes'] / 2**20, '{:.0f}')} | {notes} |")
         lines.append("")
     lines += ["## Darknet reference rows", "", "| case | seconds |", "|---|---|"]
     lines += [f"| {row['case']} | {row['median_s']:.1f} |" for row in report["reference"]]

@@ -83,12 +83,24 @@ class RunStats:
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
     iterations: int = 0
+    program_peak_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         per_iter = 1000.0 * self.run_seconds / self.iterations if self.iterations else None
         return {"compile_seconds": self.compile_seconds, "run_seconds": self.run_seconds,
-                "iterations": self.iterations, "ms_per_iteration": per_iter, **self.extra}
+                "iterations": self.iterations, "ms_per_iteration": per_iter,
+                "program_peak_bytes": self.program_peak_bytes, **self.extra}
+
+
+def program_peak_bytes(compiled: jax.stages.Compiled) -> int | None:
+    """Device memory a compiled program holds: its arguments, outputs and the temporaries XLA's buffer assignment
+    allocates (already reused between ops); None where the backend does not say."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    # Not m.peak_memory_in_bytes: XLA:CPU leaves the temporaries out of it.
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
 def octave_size(height: int, width: int, octave: int) -> tuple[int, int]:
@@ -245,6 +257,9 @@ class _Compiled:
             start = time.perf_counter()
             self.cache[signature] = self.jitted.lower(*args).compile()
             self.stats.compile_seconds += time.perf_counter() - start
+            peak = program_peak_bytes(self.cache[signature])
+            if peak is not None:
+                self.stats.program_peak_bytes = max(peak, self.stats.program_peak_bytes or 0)
         start = time.perf_counter()
         out = jax.block_until_ready(self.cache[signature](*args))
         self.stats.run_seconds += time.perf_counter() - start

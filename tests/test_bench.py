@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,14 +37,34 @@ def test_round_flops_follow_the_drawn_octaves():
     assert bench.drawn_flops(model, config, 2, 448, 352) / 1e9 == pytest.approx(expected, rel=2e-4)
 
 
+def test_program_memory_counts_arguments_outputs_and_temporaries():
+    """(a @ a.T) @ a must hold the 512 x 512 product between its two matmuls: the program holds at least the
+    argument, the output and that temporary."""
+    a = np.ones((512, 64), np.float32)
+    row = bench.timed(lambda m: (m @ m.T) @ m, a, runs=1)
+    assert 2 * a.nbytes + 512 * 512 * 4 <= row["program_peak_bytes"] < 2 * a.nbytes + 3 * 512 * 512 * 4
+
+
+def test_a_dream_records_its_program_peak(tmp_path):
+    model = bench.vgg_conv()
+    stats = dream.RunStats()
+    x = np.full((40, 48, 3), 0.5, np.float32)
+    dream.nightmare(model, x, 4, iters=1, octaves=1, stats=stats)
+    used = {k: v for k, v in model.params.items() if int(k.split("_")[1]) <= 4}  # later layers: not arguments
+    params = sum(a.nbytes for a in jax.tree_util.tree_leaves(used))
+    assert stats.program_peak_bytes >= params + x.nbytes
+    assert stats.as_dict()["program_peak_bytes"] == stats.program_peak_bytes
+
+
 def test_reports_are_written(tmp_path):
     report = {"machine": "x86_64", "jax": "0", "reference": bench.DARKNET_REFERENCE, "results": [
         {"device": "cpu", "platform": "cpu", "compute": "f32", "f32_matmul_gflops": 100.0, "rows": [
-            {"case": "step 1x1", "compile_s": 1.0, "median_s": 0.5, "gflops": 50.0, "fraction_of_f32_matmul": 0.5},
+            {"case": "step 1x1", "compile_s": 1.0, "median_s": 0.5, "gflops": 50.0, "fraction_of_f32_matmul": 0.5,
+             "program_peak_bytes": 3 * 2**20},
             {"case": "round", "compile_s": 1.0, "median_s": 2.0, "ratio_to_10_iters": 1.9}]}]}
     text = bench.markdown(report)
-    assert "| step 1x1 | 1.00 | 500.0 | 500.0 | 500.0 | 50 | 50 % |" in text
-    assert "| round | 1.00 | 2000.0 | 2000.0 | 2000.0 | – | – | ratio_to_10_iters 1.90 |" in text
+    assert "| step 1x1 | 1.00 | 500.0 | 500.0 | 500.0 | 50 | 50 % | 3 |  |" in text
+    assert "| round | 1.00 | 2000.0 | 2000.0 | 2000.0 | – | – | – | ratio_to_10_iters 1.90 |" in text
     assert "Darknet CPU" in text
     bench.bar_chart(report, tmp_path / "chart.png")
     with Image.open(tmp_path / "chart.png") as im:
