@@ -12,13 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash benchmarks/device.sh pack|tests|f32|bf16"}
 out=${OUT:-benchmarks/out}
+py=$(command -v python || command -v python3)
 
 if [[ $stage == pack ]]; then
     shared=${JAXDREAM_SHARED:-../shared}
     [[ -d $shared/golden ]] || { echo "no shared data at $shared (set JAXDREAM_SHARED)" >&2; exit 1; }
     rm -rf .device && mkdir -p .device
     cp -r "$shared" .device/shared
-    python3 -m pip download -q pytest -d .device/wheels
+    "$py" -m pip download -q pytest -d .device/wheels
     du -sh .device
     exit 0
 fi
@@ -27,19 +28,19 @@ fi
 export JAXDREAM_SHARED=$PWD/.device/shared
 mkdir -p "$out"
 # --no-deps keeps the machine's CUDA jax; without setuptools (offline), import from the tree as the install would map it.
-if ! python -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null; then
+if ! "$py" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null; then
     ln -sfn ../weights jaxdream/weights && ln -sfn ../cli jaxdream/cli
     export PYTHONPATH=$PWD
 fi
-python -c "import jax; print(jax.__version__, jax.devices())"
+"$py" -c "import jax; print(jax.__version__, jax.devices())"
 
 case $stage in
     tests)
-        python -c "import pytest" 2>/dev/null || python -m pip install -q --no-index --find-links .device/wheels pytest
-        python -m pytest -q -p no:cacheprovider tests/test_image_ops.py tests/test_golden.py tests/test_precision.py \
+        "$py" -c "import pytest" 2>/dev/null || "$py" -m pip install -q --no-index --find-links .device/wheels pytest
+        "$py" -m pytest -q -p no:cacheprovider tests/test_image_ops.py tests/test_golden.py tests/test_precision.py \
             tests/test_pooling.py 2>&1 | tee "$out/gpu-tests.txt"
         ;;
-    f32) python -m benchmarks.bench --device all --out "$out/f32.json" ;;
-    bf16) python -m benchmarks.bench --device gpu --precision bf16 --out "$out/bf16.json" ;;
+    f32) "$py" -m benchmarks.bench --device all --out "$out/f32.json" ;;
+    bf16) "$py" -m benchmarks.bench --device gpu --precision bf16 --out "$out/bf16.json" ;;
     *) echo "unknown stage $stage: use pack, tests, f32 or bf16" >&2; exit 2 ;;
 esac
