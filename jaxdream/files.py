@@ -29,7 +29,10 @@ def write_atomically(
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename: a power cut then leaves the old file or the new
         os.replace(tmp, path)
     except OSError as err:
         raise error(f"{path}: cannot write {what} ({err.strerror or err}); check that the folder is writable and "
