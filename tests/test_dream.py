@@ -96,6 +96,25 @@ def test_reconstruction_starts_at_its_own_target_and_smooths(small_vgg):
     assert _total_variation(smoothed[0, 0]) < 0.98 * _total_variation(x)
 
 
+def _darknet_smooth(recon: np.ndarray, update: np.ndarray, lam: float, num: int) -> np.ndarray:
+    """Darknet's ``smooth`` (nightmare.c), its loops transcribed, in float64, on (H, W, C)."""
+    out = update.astype(np.float64).copy()
+    h, w, _ = recon.shape
+    for j in range(h):
+        for i in range(w):
+            for jj in range(max(j - num, 0), min(j + num, h - 1) + 1):
+                for ii in range(max(i - num, 0), min(i + num, w - 1) + 1):
+                    out[j, i] += lam * (recon[jj, ii].astype(np.float64) - recon[j, i])
+    return out
+
+
+@pytest.mark.parametrize("num", [1, 2])
+def test_smoothing_matches_darknets_loops(num):
+    recon, update = _image(9, 7, 9), _image(10, 7, 9) - 0.5
+    ours = dream._smooth(jnp.asarray(update), jnp.asarray(recon), 0.05, num)
+    np.testing.assert_allclose(ours, _darknet_smooth(recon, update, 0.05, num), atol=2e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
