@@ -100,7 +100,8 @@ def nightmare(
     octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 4,
     rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.04,
     thresh: Annotated[float, typer.Option(help="Only activations above mean + thresh*std count.")] = 1.0,
-    zoom: Annotated[float, typer.Option(help="Zoom between rounds (>1 zooms in).")] = 1.0,
+    zoom: Annotated[float, typer.Option(
+        help="Between rounds, the centre (w*zoom x h*zoom) resized back, as Darknet: <1 zooms in, >1 out.")] = 1.0,
     rotate: Annotated[float, typer.Option(help="Rotation between rounds, in radians (as Darknet).")] = 0.0,
     norm: Annotated[int, typer.Option(help="1: normalise each update to zero mean, unit std (Darknet's default).")] = 1,
     objective: Annotated[str, typer.Option(
@@ -240,7 +241,7 @@ def batch(
     octaves: Annotated[int | None, typer.Option(help="Octaves.")] = None,
     rate: Annotated[float | None, typer.Option(help="Step size.")] = None,
     thresh: Annotated[float | None, typer.Option(help="nightmare: threshold in std.")] = None,
-    zoom: Annotated[float | None, typer.Option(help="Zoom between rounds.")] = None,
+    zoom: Annotated[float | None, typer.Option(help="Between rounds: <1 zooms in, >1 out (Darknet's -zoom).")] = None,
     rotate: Annotated[float | None, typer.Option(help="Rotation between rounds (radians).")] = None,
     objective: Annotated[str | None, typer.Option(help="nightmare/deepdream objective.")] = None,
     channel: Annotated[int | None, typer.Option(help="Channel for channel/neuron objectives.")] = None,

@@ -126,7 +126,8 @@ def flip_if(x: Array, flip: Array | bool) -> Array:
 
 
 def zoom(x: Array, factor: float) -> Array:
-    """Darknet's between-round zoom: crop the centre (edge-clamped beyond the image), resize back."""
+    """Darknet's between-round zoom: crop the centre ``factor`` times the size (edge-clamped beyond the image),
+    resize back; so a factor below 1 zooms in, above 1 out."""
     h, w = x.shape[-3], x.shape[-2]
     left, top = int(w * (1.0 - factor) / 2.0), int(h * (1.0 - factor) / 2.0)
     cw, ch = int(w * factor), int(h * factor)
