@@ -387,7 +387,8 @@ def lucid(
     weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
     iters: Annotated[int, typer.Option(help="Iterations per round.")] = 40,
     rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.02,
-    target_scale: Annotated[float, typer.Option(help="Target logit value for the chosen classes.")] = 100.0,
+    target_scale: Annotated[float, typer.Option(
+        help="BCE-with-logits target of the chosen classes (0 for the rest), split by their weights.")] = 100.0,
     octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 1,
     jitter: Annotated[bool, typer.Option(help="Random shift and flip per iteration (a mix: the first half only).")]
         = True,
