@@ -246,7 +246,7 @@ def batch(
     objective: Annotated[str | None, typer.Option(help="nightmare/deepdream objective.")] = None,
     channel: Annotated[int | None, typer.Option(help="Channel for channel/neuron objectives.")] = None,
     class_: Annotated[str | None, typer.Option("--class", help="lucid: class name, index or weighted mix.")] = None,
-    target_scale: Annotated[float | None, typer.Option(help="lucid: target logit value.")] = None,
+    target_scale: Annotated[float | None, typer.Option(help="lucid: BCE target of the chosen classes.")] = None,
     octave_scale: Annotated[float | None, typer.Option(help="deepdream: size ratio between octaves.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (the same for every image).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per vmapped batch (a multiple of the devices).")] = 4,
