@@ -23,6 +23,8 @@ from rich.table import Table
 from jaxdream.errors import JaxdreamError
 from jaxdream.files import write_atomically
 
+OUT_HELP = "Output folder, created if missing (default: the current folder)."
+
 app = typer.Typer(
     help="Faithful, compiled DeepDream: Darknet's nightmare and friends in JAX.", no_args_is_help=True,
     pretty_exceptions_enable=False, add_completion=False,
@@ -113,7 +115,7 @@ def nightmare(
     lambda_: Annotated[float, typer.Option("--lambda", help="Reconstruction: smoothing strength.")] = 0.01,
     smooth: Annotated[int, typer.Option(help="Reconstruction: smoothing radius in pixels.")] = 1,
     prefix: Annotated[Path | None, typer.Option(help="Darknet's output folder option (same as --out).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80, as Darknet) or png.")] = "jpg",
     seed: Annotated[int, typer.Option(help="Random seed: the same command gives the same images.")] = 0,
     stats: Annotated[Path | None, typer.Option(help="Write timings and sizes as JSON here.")] = None,
@@ -161,11 +163,14 @@ def nightmare(
 
 
 def _output_folder(out: Path | None) -> Path:
+    """The output folder, created (with its parents) if missing; refused before any work if it cannot be."""
     folder = out or Path(".")
-    if not folder.is_dir():
-        raise JaxdreamError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise JaxdreamError(f"output folder {folder} is not writable")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise JaxdreamError(f"output folder {folder}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise JaxdreamError(f"output folder {folder}: {existing} is not writable; choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -183,7 +188,7 @@ def deepdream(
     channel: Annotated[int, typer.Option(help="Channel for the channel/neuron objectives.")] = 0,
     guide: Annotated[Path | None, typer.Option(help="Guide image for the guide objective.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
@@ -332,7 +337,7 @@ def sweep(
     range_: Annotated[int, typer.Option("--range", help="Layer range per iteration.")] = 1,
     weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed, the same for every cell.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Dream one image under a grid of settings: writes <image>_sweep.png (a labelled contact sheet) and
@@ -394,7 +399,7 @@ def lucid(
         = True,
     rounds: Annotated[int, typer.Option(help="Rounds; one image is written after each.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: the current folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
     stats: Annotated[Path | None, typer.Option(help="Write timings as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,

@@ -41,8 +41,7 @@ def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["iterations"] == 12 and stats["image_size"] == [352, 448] and stats["compile_seconds"] > 0
     first = names[0].read_bytes()
-    again = tmp_path / "again"
-    again.mkdir()
+    again = tmp_path / "again" / "nested"  # created by the command
     assert run(*[again if a == tmp_path else a for a in args]).returncode == 0
     assert (again / names[0].name).read_bytes() == first  # deterministic for a seed
 
@@ -57,7 +56,7 @@ def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
         ({"extra": ["-rate", "nan"]}, "--rate nan is not a finite number"),
         ({"extra": ["-rate", "-1"]}, "--rate -1.0 must be at least 0"),
         ({"extra": ["-zoom", "0"]}, "--zoom 0.0 must be greater than 0"),
-        ({"extra": ["--out", "/nonexistent/dir"]}, "does not exist"),
+        ({"extra": ["--out", "notimage.jpg/dreams"]}, "notimage.jpg is a file, not a folder"),
     ],
 )
 def test_bad_input_gives_one_clear_error_and_no_output(shared, yolo, tmp_path, change, message):
