@@ -27,6 +27,8 @@ def write_atomically(
     naming the file and the fix.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise error(f"{path}: cannot write {what}: the folder {path.parent} does not exist")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:

@@ -49,6 +49,11 @@ def test_a_failed_image_write_keeps_the_finished_image(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["dream.png"]
 
 
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(ImageError, match=r"out\.png: cannot write the image: the folder .*nowhere does not exist"):
+        save_image(tmp_path / "nowhere" / "out.png", _noise(4, 4))
+
+
 def test_a_failed_converted_write_leaves_no_temp_file(tmp_path):
     """HDF5 writing to disk itself crashed the process (SIGSEGV) at this limit; in-memory HDF5 must not."""
     cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
