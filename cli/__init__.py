@@ -547,8 +547,19 @@ def main() -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         app(argv, prog_name="jaxdream")
-    except JaxdreamError as err:
-        if debug:
+    except (JaxdreamError, RuntimeError) as err:
+        message = str(err) if isinstance(err, JaxdreamError) else _out_of_memory(err)
+        if debug or message is None:
             raise
-        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _out_of_memory(err: RuntimeError) -> str | None:
+    """One line of advice for XLA running out of (device) memory; None for any other error."""
+    from jax.errors import JaxRuntimeError
+
+    if not isinstance(err, JaxRuntimeError) or "RESOURCE_EXHAUSTED" not in str(err):
+        return None
+    return (f"out of memory ({str(err).strip().splitlines()[0]}): use a smaller image (batch: --size), a smaller "
+            "--batch-size, fewer --octaves or an earlier layer; a batch run goes on from here with --resume")

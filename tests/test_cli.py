@@ -72,6 +72,20 @@ def test_bad_input_gives_one_clear_error_and_no_output(shared, yolo, tmp_path, c
     assert not list(tmp_path.glob("dog_*"))
 
 
+def test_out_of_memory_becomes_one_line_of_advice():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdream import cli
+
+    with pytest.raises(jax.errors.JaxRuntimeError) as caught:  # a real XLA allocation failure: 4 PB
+        jax.jit(lambda a: jnp.broadcast_to(a, (2**50,)) * 2)(jnp.float32(1)).block_until_ready()
+    message = cli._out_of_memory(caught.value)
+    assert message.startswith("out of memory (RESOURCE_EXHAUSTED") and "--batch-size" in message
+    assert "\n" not in message
+    assert cli._out_of_memory(RuntimeError("RESOURCE_EXHAUSTED but not from XLA")) is None
+
+
 def test_weights_info_and_convert(shared, tmp_path):
     cfg = shared / "models" / "tiny-darknet" / "tiny.cfg"
     out = tmp_path / "tiny.h5"
