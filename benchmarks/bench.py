@@ -19,8 +19,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("JAXDREAM_SHARED", "../shared")))
     args = parser.parse_args()
     shared = args.shared if args.shared.is_dir() else None
-    os.environ["JAXDREAM_PRECISION"] = args.precision
-    bench.run(args.device, tuple(args.cases.split(",")), args.out, shared)
+    bench.run(args.device, tuple(args.cases.split(",")), args.out, shared, precision=args.precision)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ unchanged.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -21,16 +22,21 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from jaxdream.errors import JaxdreamError
-from jaxdream.files import write_atomically
 
 OUT_HELP = "Output folder, created if missing (default: the current folder)."
 
 app = typer.Typer(
-    help="Faithful, compiled DeepDream: Darknet's nightmare and friends in JAX.", no_args_is_help=True,
-    pretty_exceptions_enable=False, add_completion=False,
+    help="Faithful, compiled DeepDream: Darknet's nightmare and friends in JAX.\n\nAnywhere on a command line: "
+         "--debug (tracebacks instead of one-line errors), --no-cache (keep compiled programs in memory only; "
+         "or set JAXDREAM_NO_CACHE=1).",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
 )
 weights_app = typer.Typer(help="Convert, inspect and fetch model weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+cache_app = typer.Typer(
+    help="The compiled-program cache ($JAXDREAM_HOME/programs, default ~/.cache/jaxdream/programs): a second run "
+         "of a command loads its programs instead of tracing and compiling them again.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 err_console = Console(stderr=True)
 
 # Darknet spells options with one dash; these are rewritten to two before parsing.
@@ -45,14 +51,17 @@ def _darknet_argv(argv: list[str]) -> list[str]:
     return [f"-{a}" if a.startswith("-") and not a.startswith("--") and a[1:] in DARKNET_OPTIONS else a for a in argv]
 
 
-def _setup_jax() -> None:
-    """Persistent compilation cache, so a second run of the same command starts fast."""
-    import jax
+class _NoticeHandler(logging.Handler):
+    """The library's notices (e.g. a cache entry rebuilt) as one line each on stderr."""
 
-    from jaxdream.zoo import cache_dir
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[yellow]note:[/yellow] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+def _notices() -> None:
+    log = logging.getLogger("jaxdream")
+    if not any(isinstance(h, _NoticeHandler) for h in log.handlers):
+        log.addHandler(_NoticeHandler(logging.WARNING))
 
 
 class _DownloadBar:
@@ -128,6 +137,7 @@ def nightmare(
     import jax
 
     from jaxdream import dream
+    from jaxdream.files import write_atomically
     from jaxdream.image import load_image, save_image
 
     if format_ not in ("jpg", "png"):
@@ -135,7 +145,6 @@ def nightmare(
     folder = _output_folder(out or prefix)
     x = load_image(image)
     model = _load(cfg, weights, quiet)
-    _setup_jax()
     stem = image.name.split(".", 1)[0]
     names = [folder / f"{stem}_{model.name}_{layer}_{r:06d}.{format_}" for r in range(rounds)]
     run_stats = dream.RunStats()
@@ -204,7 +213,6 @@ def deepdream(
     folder = _output_folder(out)
     x = load_image(image)
     loaded = _load(model, weights, quiet)
-    _setup_jax()
     frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
                              objective=objective, channel=channel, guide=load_image(guide) if guide else None,
                              seed=seed)
@@ -300,7 +308,6 @@ def batch(
     process = _distributed(coordinator, num_processes, process_id)
     files = batch_lib.discover(inputs)
     loaded = _load(model, weights, quiet)
-    _setup_jax()
     tag = str(options.get("layer", "")) if mode != "lucid" else \
         "-".join(p.split(":")[0].strip().replace(" ", "_") for p in str(class_).split(",") if p.strip())
     job = batch_lib.Job(mode, loaded.name, options, seed, wh, format_)
@@ -317,8 +324,13 @@ def batch(
         summary = batch_lib.run_batch(loaded, job, files, out, batch_size, tag, process, resume, advance)
     if process[1] > 1 and process[0] == 0:
         batch_lib.merge_manifests(out, process[1])
+    run = summary.stats
     err_console.print(f"{summary.done} dreamed, {summary.skipped} already done, {len(summary.errors)} failed "
                       f"in {summary.seconds:.1f}s -> {out}", highlight=False)
+    if not quiet and summary.done:
+        err_console.print(f"  {summary.sizes} distinct size(s); {run.programs_compiled} program(s) compiled in "
+                          f"{run.compile_seconds:.1f}s, {run.programs_loaded} loaded from the cache in "
+                          f"{run.load_seconds:.1f}s; dreaming {run.run_seconds:.1f}s", highlight=False)
     for _source, message in summary.errors:
         err_console.print(f"  failed: {escape(message)}", highlight=False)
     if not summary.ok:
@@ -351,7 +363,6 @@ def sweep(
     rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
     octave_list = [int(v) for v in sweep_lib.parse_floats(octaves, "octaves")]
     loaded = _load(model, weights, quiet)
-    _setup_jax()
     start = time.perf_counter()
     cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed)
     stem = image.name.split(".", 1)[0]
@@ -370,8 +381,8 @@ def classify(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Top classes of each image with the model's own preprocessing (Darknet: letterbox, gray fill)."""
+    from jaxdream.dream.lucid_mode import top_classes
     from jaxdream.image import load_image
-    from jaxdream.lucid_dream import top_classes
 
     loaded = _load(model, weights, quiet=json_)
     results = [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
@@ -412,15 +423,15 @@ def lucid(
     Writes <image>_<model>_<class>_<round:06d>.<format> for every image and round.
     """
     from jaxdream import dream
-    from jaxdream import lucid_dream as lucid_lib
+    from jaxdream.dream import lucid_mode
+    from jaxdream.files import write_atomically
     from jaxdream.image import load_image, save_image
 
     if format_ not in ("jpg", "png"):
         raise JaxdreamError(f"--format {format_!r}: use jpg or png")
     folder = _output_folder(out)
     loaded = _load(model, weights, quiet)
-    lucid_lib.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
-    _setup_jax()
+    lucid_mode.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
     tag = "-".join(p.split(":")[0].strip().replace(" ", "_") for p in class_.split(",") if p.strip())
     run_stats = dream.RunStats()
     start = time.perf_counter()
@@ -433,7 +444,7 @@ def lucid(
             if not quiet:
                 err_console.print(f"{stem} round {r + 1}/{rounds}: {time.perf_counter() - start:.1f}s -> {name}")
 
-        lucid_lib.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
+        lucid_mode.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
                         octaves=octaves, jitter=jitter, rounds=rounds, seed=seed, on_round=write, stats=run_stats)
     if stats:
         write_atomically(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
@@ -512,17 +523,44 @@ def bench(
 ) -> None:
     """Throughput suite: compile and run times apart, GFLOP/s against the measured matmul rate, baselines."""
     from jaxdream import bench as bench_lib
-    from jaxdream.nn import PRECISION_ENV, compute_mode
-
-    os.environ[PRECISION_ENV] = precision
-    compute_mode()  # a clear error for an unknown mode
 
     if device not in ("cpu", "gpu", "all"):
         raise JaxdreamError(f"--device {device!r}: use cpu, gpu or all")
     shared = Path(os.environ.get("JAXDREAM_SHARED", "../shared"))
     bench_lib.run(device, tuple(c.strip() for c in cases.split(",") if c.strip()), out,
-                  shared if shared.is_dir() else None, log=lambda line: err_console.print(line, highlight=False))
+                  shared if shared.is_dir() else None, log=lambda line: err_console.print(line, highlight=False),
+                  precision=precision)
     err_console.print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Where the cache is, what it holds (one row per compiled program) and its size."""
+    from jaxdream.dream.store import DISABLE_ENV, ProgramStore
+    from jaxdream.zoo import cache_dir
+
+    store = ProgramStore(cache_dir() / "programs")
+    entries = store.entries()
+    table = Table(title=f"compiled programs in {store.folder}")
+    for column in ("program", "model", "argument shapes", "MB"):
+        table.add_column(column, justify="right" if column == "MB" else "left")
+    for entry in entries:
+        table.add_row(entry.name, entry.model, entry.shapes, f"{entry.bytes / 1e6:.1f}")
+    Console().print(table)
+    state = "off ($" + DISABLE_ENV + " is set)" if os.environ.get(DISABLE_ENV, "") not in ("", "0") else "on"
+    Console().print(f"{len(entries)} program(s), {sum(e.bytes for e in entries) / 1e6:.1f} MB; cache {state}; "
+                    f"limit {store.max_bytes / 1e9:.0f} GB (least recently used dropped first)", highlight=False)
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Remove every compiled program from the cache (the next run of each command compiles again)."""
+    from jaxdream.dream.store import ProgramStore
+    from jaxdream.zoo import cache_dir
+
+    store = ProgramStore(cache_dir() / "programs")
+    freed = store.clear()
+    err_console.print(f"cleared {store.folder} ({freed / 1e6:.1f} MB freed)", highlight=False)
 
 
 @app.command()
@@ -544,7 +582,10 @@ def main() -> None:
     """Console entry point: Darknet-style options, one-line errors (tracebacks with --debug)."""
     argv = _darknet_argv(sys.argv[1:])
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    if "--no-cache" in argv:
+        os.environ["JAXDREAM_NO_CACHE"] = "1"
+    argv = [a for a in argv if a not in ("--debug", "--no-cache")]
+    _notices()
     try:
         app(argv, prog_name="jaxdream")
     except (JaxdreamError, RuntimeError) as err:

@@ -26,13 +26,17 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxdream import dream, image
+from jaxdream import image
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.dream import core
+from jaxdream.dream.nightmare_mode import nightmare
+from jaxdream.dream.runner import RunStats, program_peak_bytes
 from jaxdream.files import image_bytes, write_atomically
 from jaxdream.model import Model, model_from_bytes
+from jaxdream.nn import check_precision
 from jaxdream.weights import ARCHITECTURES
 
 LAYER = 10
@@ -59,7 +63,7 @@ def timed(fn: Callable, *args: Any, runs: int = 5) -> dict[str, float]:
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - start)
     return {"compile_s": compile_s, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "program_peak_bytes": dream.program_peak_bytes(compiled)}
+            "program_peak_bytes": program_peak_bytes(compiled)}
 
 
 def forward_flops(cfg: C.Cfg, height: int, width: int, upto: int) -> float:
@@ -89,34 +93,34 @@ def vgg_conv(seed: int = 1000) -> Model:
     return model_from_bytes(cfg, random_weights_bytes(cfg, seed, bias_std=0.0), "vgg-conv")
 
 
-def _round_fn(model: Model, config: dream.DreamConfig) -> Callable:
-    program = dream.random_round_program(model, config)
-    return lambda params, images, key: program(params, images, key, jnp.float32(0.04), jnp.float32(1.0))
+def _round_fn(model: Model, config: core.DreamConfig) -> Callable:
+    program = core.drawn_round(model, config)
+    return lambda params, images: program(params, images, 0, 0, jnp.float32(0.04), jnp.float32(1.0))[0]
 
 
-def _step_config(iters: int) -> dream.DreamConfig:
-    return dream.DreamConfig(LAYER, 1, iters, 1, "std", False)
+def _step_config(iters: int, precision: str) -> core.DreamConfig:
+    return core.DreamConfig(layer=LAYER, iters=iters, octaves=1, jitter=False, precision=precision)
 
 
-def step_case(model: Model, height: int, width: int, iters: int = 5) -> dict[str, Any]:
+def step_case(model: Model, height: int, width: int, precision: str, iters: int = 5) -> dict[str, Any]:
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
-    t = timed(_round_fn(model, _step_config(iters)), jax.device_put(model.params), images, dream.round_key(0, 0))
+    t = timed(_round_fn(model, _step_config(iters, precision)), jax.device_put(model.params), images)
     flops = 2 * forward_flops(model.cfg, height, width, LAYER)
     per_iter = t["median_s"] / iters
     return {"case": f"step {width}x{height} layer {LAYER}", **t, "s_per_iter": per_iter,
             "gflop_per_iter": flops / 1e9, "gflops": flops / per_iter / 1e9}
 
 
-def eager_case(model: Model, height: int, width: int) -> dict[str, Any]:
+def eager_case(model: Model, height: int, width: int, precision: str) -> dict[str, Any]:
     """The same iteration op by op (jit disabled): what compilation buys."""
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
-    fn = _round_fn(model, _step_config(1))
+    fn = _round_fn(model, _step_config(1, precision))
     params = jax.device_put(model.params)
     times = []
     with jax.disable_jit():
         for _ in range(3):
             start = time.perf_counter()
-            jax.block_until_ready(fn(params, images, dream.round_key(0, 0)))
+            jax.block_until_ready(fn(params, images))
             times.append(time.perf_counter() - start)
     flops = 2 * forward_flops(model.cfg, height, width, LAYER)
     median = statistics.median(times)
@@ -163,19 +167,20 @@ def torch_case(height: int, width: int) -> dict[str, Any] | None:
 
 
 def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, rounds: int, rate: float,
-               out: Path) -> dict[str, Any]:
+               out: Path, precision: str) -> dict[str, Any]:
     """The command end to end: load the image, dream every round, write each round's JPEG."""
-    stats = dream.RunStats()
+    stats = RunStats()
     start = time.perf_counter()
     x = image.load_image(scream) if scream else np.full((448, 352, 3), 0.5, np.float32)
 
     def write(r: int, frames: np.ndarray) -> None:
         image.save_image(out / f"bench_round_{r:06d}.jpg", frames[0])
 
-    dream.nightmare(model, x, LAYER, rounds=rounds, iters=iters, layer_range=layer_range, rate=rate, on_round=write,
-                    stats=stats)
+    nightmare(model, x, LAYER, rounds=rounds, iters=iters, layer_range=layer_range, rate=rate, on_round=write,
+              stats=stats, precision=precision)
     total = time.perf_counter() - start
-    flops = drawn_flops(model, dream.DreamConfig(LAYER, layer_range, iters), rounds, x.shape[0], x.shape[1])
+    flops = drawn_flops(model, core.DreamConfig(layer=LAYER, layer_range=layer_range, iters=iters), rounds,
+                        x.shape[0], x.shape[1])
     name = f"round scream {x.shape[1]}x{x.shape[0]}: {rounds} x {iters} iters, range {layer_range}, rate {rate}"
     return {"case": name, "compile_s": stats.compile_seconds, "median_s": total - stats.compile_seconds,
             "run_s": stats.run_seconds, "io_and_host_s": total - stats.compile_seconds - stats.run_seconds,
@@ -183,32 +188,33 @@ def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, 
             "gflops": flops / stats.run_seconds / 1e9}
 
 
-def drawn_flops(model: Model, config: dream.DreamConfig, rounds: int, height: int, width: int, seed: int = 0) -> float:
+def drawn_flops(model: Model, config: core.DreamConfig, rounds: int, height: int, width: int, seed: int = 0) -> float:
     """FLOPs of the iterations a seed's rounds really run: each draws its own layer and octave size."""
     total = 0.0
     for r in range(rounds):
-        for layer, octave, *_ in np.asarray(dream.draw_schedule(dream.round_key(seed, r), config)).tolist():
-            total += 2 * forward_flops(model.cfg, *dream.octave_size(height, width, octave), layer)
+        for layer, octave, *_ in np.asarray(core.draw_schedule(core.round_key(seed, r), config)).tolist():
+            total += 2 * forward_flops(model.cfg, *core.octave_size(height, width, octave), layer)
     return total
 
 
-def batch_case(model: Model, batch: int, iters: int = 3) -> dict[str, Any]:
+def batch_case(model: Model, batch: int, precision: str, iters: int = 3) -> dict[str, Any]:
     images = jnp.full((batch, 224, 224, 3), 0.5, jnp.float32)
-    t = timed(_round_fn(model, _step_config(iters)), jax.device_put(model.params), images, dream.round_key(0, 0))
+    t = timed(_round_fn(model, _step_config(iters, precision)), jax.device_put(model.params), images)
     flops = 2 * forward_flops(model.cfg, 224, 224, LAYER) * batch * iters
     return {"case": f"batch {batch} at 224x224 (vmapped)", **t, "images_per_s": batch * iters / t["median_s"],
             "gflops": flops / t["median_s"] / 1e9}
 
 
-def lucid_case(tiny: Model, iters: int = 5) -> dict[str, Any]:
+def lucid_case(tiny: Model, precision: str, iters: int = 5) -> dict[str, Any]:
     """Class-targeted iterations on Tiny Darknet at 224x224."""
-    from jaxdream.lucid_dream import class_objective, target_vector
+    from jaxdream.dream.lucid_mode import target_vector
 
-    config = dream.DreamConfig(tiny.logits_layer, 1, iters, 1, "std", True, class_objective, 0.0)
-    program = dream.random_round_program(tiny, config)
+    config = core.DreamConfig(layer=tiny.logits_layer, iters=iters, octaves=1, objective="class", gray_pull=0.0,
+                              precision=precision)
+    program = core.drawn_round(tiny, config)
     target = jnp.asarray(target_vector({9: 1.0}, tiny.num_classes, 100.0))
-    fn = lambda params, images, key: program(params, images, key, jnp.float32(0.02), target)
-    t = timed(fn, jax.device_put(tiny.params), jnp.full((1, 224, 224, 3), 0.5), dream.round_key(0, 0))
+    fn = lambda params, images: program(params, images, 0, 0, jnp.float32(0.02), target)[0]
+    t = timed(fn, jax.device_put(tiny.params), jnp.full((1, 224, 224, 3), 0.5))
     flops = 2 * forward_flops(tiny.cfg, 224, 224, tiny.logits_layer)
     return {"case": "lucid Tiny Darknet 224x224", **t, "iterations_per_s": iters / t["median_s"],
             "gflops": flops * iters / t["median_s"] / 1e9}
@@ -248,8 +254,8 @@ def peak_memory_bytes(device: jax.Device) -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if device.platform == "cpu" else None
 
 
-def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None,
-           log: Callable[[str], None]) -> dict[str, Any]:
+def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log: Callable[[str], None],
+           precision: str = "f32") -> dict[str, Any]:
     """Every requested case on one device."""
     rows: list[dict[str, Any]] = []
     with jax.default_device(device):
@@ -261,30 +267,30 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None,
         model = vgg_conv()
         cpu = device.platform == "cpu"
         if "step" in cases:  # on the CPU, one iteration per call where one takes seconds: the suite stays < 10 min
-            rows += [step_case(model, h, w, iters=1 if cpu and h * w > 448 * 352 else 5)
+            rows += [step_case(model, h, w, precision, iters=1 if cpu and h * w > 448 * 352 else 5)
                      for h, w in ((448, 352), (224, 224), (768, 1024))]
         if "eager" in cases:
-            rows.append(eager_case(model, 448, 352))
+            rows.append(eager_case(model, 448, 352, precision))
         if "torch" in cases and device.platform == "cpu" and (row := torch_case(448, 352)):
             rows.append(row)
         if "round" in cases:
             scream = shared / "data" / "images" / "scream.jpg" if shared else None
             scream = scream if scream and scream.exists() else None
             with tempfile.TemporaryDirectory() as scratch:  # the rounds' JPEGs are timed, not kept
-                ten = round_case(model, scream, 10, 1, 1, 0.04, Path(scratch))
-                special = round_case(model, scream, 20, 3, 4, 0.01, Path(scratch))
-                single20 = round_case(model, scream, 20, 1, 1, 0.04, Path(scratch))
+                ten = round_case(model, scream, 10, 1, 1, 0.04, Path(scratch), precision)
+                special = round_case(model, scream, 20, 3, 4, 0.01, Path(scratch), precision)
+                single20 = round_case(model, scream, 20, 1, 1, 0.04, Path(scratch), precision)
             single20["ratio_to_10_iters"] = single20["run_s"] / ten["run_s"]
             rows += [ten, single20, special]
         if "batch" in cases:
             batches = (1, 4, 8, 32) if cpu else (1, 4, 8, 32, 128)  # a GPU keeps gaining past 32 (H100: +57 % 8->32)
-            results = [batch_case(model, b, iters=2 if cpu else 3) for b in batches]
+            results = [batch_case(model, b, precision, iters=2 if cpu else 3) for b in batches]
             one_by_one = results[0]["images_per_s"]
             for row in results:
                 row["speedup_vs_one_by_one"] = row["images_per_s"] / one_by_one
             rows += results
         if "lucid" in cases:
-            rows.append(lucid_case(tiny_darknet(shared)))
+            rows.append(lucid_case(tiny_darknet(shared), precision))
         for row in rows:
             log(f"  {row['case']}: {row['median_s'] * 1000:.1f} ms" + (
                 f", {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""))
@@ -292,9 +298,7 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None,
                 row["fraction_of_f32_matmul"] = row["gflops"] / rates["f32_matmul_gflops"]
                 if "bf16_matmul_gflops" in rates:
                     row["fraction_of_bf16_matmul"] = row["gflops"] / rates["bf16_matmul_gflops"]
-    from jaxdream.nn import compute_mode
-
-    return {"device": device.device_kind, "platform": device.platform, "compute": compute_mode(), **rates,
+    return {"device": device.device_kind, "platform": device.platform, "compute": precision, **rates,
             "peak_memory_bytes": peak_memory_bytes(device), "rows": rows}
 
 
@@ -364,8 +368,10 @@ def bar_chart(report: dict[str, Any], path: Path) -> None:
 
 
 def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("benchmarks/out/results.json"),
-        shared: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the suite; writes ``out`` (JSON), the same name with .md (table) and .png (chart)."""
+        shared: Path | None = None, log: Callable[[str], None] = print, precision: str = "f32") -> dict[str, Any]:
+    """Run the suite in compute mode ``precision``; writes ``out`` (JSON), the same name with .md (table) and .png
+    (chart)."""
+    check_precision(precision)
     unknown = set(cases) - set(CASES)
     if unknown:
         from jaxdream.errors import OptionError
@@ -379,7 +385,7 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
         except RuntimeError:
             log(f"no {p} device here; skipped")
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = [run_on(d, cases, shared, log) for d in devices]
+    results = [run_on(d, cases, shared, log, precision) for d in devices]
     _ratios(results)
     report = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
               "jax": jax.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results,

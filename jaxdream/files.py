@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from PIL import Image
 
 from jaxdream.errors import JaxdreamError
 
+_UMASK = os.umask(0o022)  # read once at import (the only way to read it), then restored
+os.umask(_UMASK)
+
 
 def write_atomically(
     path: str | Path, data: bytes | str, what: str, error: type[JaxdreamError] = JaxdreamError
@@ -24,14 +28,18 @@ def write_atomically(
     """Write ``data`` (str as UTF-8) to a temp file beside ``path`` and rename it to ``path`` once complete.
 
     On failure the temp file is removed, whatever ``path`` held before stays as it was, and ``error`` is raised
-    naming the file and the fix.
+    naming the file and the fix. The temp file has an unpredictable name and is created exclusively (mkstemp), so
+    a symlink planted in a shared folder is never followed; the rename replaces a link at ``path`` itself.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise error(f"{path}: cannot write {what}: the folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp: Path | None = None
     try:
-        with open(tmp, "wb") as handle:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename: a power cut then leaves the old file or the new
@@ -40,7 +48,8 @@ def write_atomically(
         raise error(f"{path}: cannot write {what} ({err.strerror or err}); check that the folder is writable and "
                     "has free space") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -6,6 +6,8 @@ its bilinear resize is align-corners, separable, with a truncated last row; shif
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -18,26 +20,45 @@ from jaxdream.files import image_bytes, write_atomically
 
 Array = jax.Array
 MAX_PIXELS = 1 << 28  # refuse absurd sizes (decompression bombs) with a clear error
+EXIF_ORIENTATION = 0x0112
 
 
 def load_image(path: str | Path) -> np.ndarray:
     """Float32 (H, W, 3) RGB in [0, 1] as Darknet computes it (byte / 255 in double, stored as float)."""
     path = Path(path)
+    with _opened(path) as im:
+        data = _to_rgb8(ImageOps.exif_transpose(im))
+    if data.size == 0:
+        raise ImageError(f"{path}: the image has no pixels")
+    return (data.astype(np.float64) / 255.0).astype(np.float32)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of the image ``load_image`` returns, read from the header without decoding the pixels."""
+    path = Path(path)
+    with _opened(path) as im:
+        width, height = im.size
+        if im.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # the transposing orientations
+            width, height = height, width
+    if not width or not height:
+        raise ImageError(f"{path}: the image has no pixels")
+    return height, width
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """The image open for reading; every way it can fail becomes one ImageError naming the file."""
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageError(f"{path}: {im.width}x{im.height} pixels is too large; resize it first")
-            im = ImageOps.exif_transpose(im)
-            data = _to_rgb8(im)
+            yield im
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (JPEG, PNG, BMP, TIFF, WebP ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageError(f"{path}: cannot decode the image ({err}); the file may be truncated or corrupt") from None
-    if data.size == 0:
-        raise ImageError(f"{path}: the image has no pixels")
-    return (data.astype(np.float64) / 255.0).astype(np.float32)
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:

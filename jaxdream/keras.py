@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,32 +130,33 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _conv(x: Array, kernel: Array, layer: KLayer, groups: int) -> Array:
+def _conv(x: Array, kernel: Array, layer: KLayer, groups: int, precision: str) -> Array:
     if layer.padding == "same":
         pads = [_same_pads(x.shape[i], layer.kernel[i - 1], layer.strides[i - 1]) for i in (1, 2)]
     else:
         pads = [(0, 0), (0, 0)]
-    return conv(x, kernel, layer.strides, pads, groups)
+    return conv(x, kernel, layer.strides, pads, groups, precision)
 
 
 class KerasNetwork(nn.Module):
     """The chain of layers; returns {index: activation}, or the logits (the final softmax's input)."""
 
     layers: tuple[KLayer, ...]
+    precision: str = "f32"  # compute mode of every convolution and dense layer (nn.COMPUTE_MODES)
 
     def _layer(self, layer: KLayer, x: Array, strip_softmax: bool) -> Array:
         p = functools.partial(self.param, init_fn=nn.initializers.zeros)
         act = "linear" if strip_softmax and layer.activation == "softmax" else layer.activation
         if layer.kind == "Conv2D":
             kernel = p(f"{layer.name}/kernel", shape=(*layer.kernel, x.shape[-1], layer.filters))
-            y = _conv(x, kernel, layer, 1)
+            y = _conv(x, kernel, layer, 1, self.precision)
         elif layer.kind == "DepthwiseConv2D":
             c = x.shape[-1]
             kernel = p(f"{layer.name}/depthwise_kernel", shape=(*layer.kernel, c, layer.depth_multiplier))
-            y = _conv(x, kernel.reshape(*layer.kernel, 1, c * layer.depth_multiplier), layer, c)
+            y = _conv(x, kernel.reshape(*layer.kernel, 1, c * layer.depth_multiplier), layer, c, self.precision)
         elif layer.kind == "Dense":
             kernel = p(f"{layer.name}/kernel", shape=(x.shape[-1], layer.units))
-            y = dense(x, kernel)
+            y = dense(x, kernel, self.precision)
         elif layer.kind == "BatchNormalization":
             c = x.shape[-1]
             mean, var = p(f"{layer.name}/moving_mean", shape=(c,)), p(f"{layer.name}/moving_variance", shape=(c,))
@@ -207,10 +208,6 @@ class KerasModel(ModelBase):
     input_hw: tuple[int, int]
     preprocessing: str  # 'caffe' (VGG: BGR, mean subtracted, 0-255) or 'tf' (x / 127.5 - 1)
     labels: tuple[str, ...] | None = None
-    network: KerasNetwork = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "network", KerasNetwork(self.layers))
 
     @property
     def num_layers(self) -> int:
@@ -261,11 +258,11 @@ class KerasModel(ModelBase):
             return x[..., ::-1] * 255.0 - jnp.asarray(VGG_BGR_MEAN, x.dtype)
         return x * 2.0 - 1.0
 
-    def apply(self, params: Params, x: Array, layers: tuple[int, ...]) -> dict[int, Array]:
-        return self.network.apply({"params": params}, x, layers)
+    def apply(self, params: Params, x: Array, layers: tuple[int, ...], precision: str = "f32") -> dict[int, Array]:
+        return KerasNetwork(self.layers, precision).apply({"params": params}, x, layers)
 
-    def apply_logits(self, params: Params, x: Array) -> Array:
-        return self.network.apply({"params": params}, self.preprocess(x), logits=True)
+    def apply_logits(self, params: Params, x: Array, precision: str = "f32") -> Array:
+        return KerasNetwork(self.layers, precision).apply({"params": params}, self.preprocess(x), logits=True)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:
         architecture = json.dumps({"input_hw": self.input_hw, "preprocessing": self.preprocessing,
@@ -329,8 +326,9 @@ def _attach(layers: tuple[KLayer, ...], weights: dict[str, dict[str, np.ndarray]
 
 
 def _check_shapes(model: KerasModel, source: str) -> None:
-    expected = jax.eval_shape(lambda: model.network.init(jax.random.key(0), jnp.zeros((1, *model.input_hw, 3)),
-                                                          tuple(range(model.num_layers))))["params"]
+    probe = np.zeros((1, *model.input_hw, 3), np.float32)
+    network = KerasNetwork(model.layers)
+    expected = jax.eval_shape(lambda: network.init(jax.random.key(0), probe, tuple(range(model.num_layers))))["params"]
     for name, want in expected.items():
         have = np.shape(model.params[name])
         if tuple(have) != tuple(want.shape):

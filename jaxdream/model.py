@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdream import converted, zoo
@@ -18,7 +18,7 @@ from jaxdream.darknet.shapes import input_shapes, layer_shapes
 from jaxdream.darknet.weights import Entry, Params, file_layout, layer_key, parse_weights, read_weights
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
 from jaxdream.image import letterbox
-from jaxdream.nn import Network, compute_mode
+from jaxdream.nn import Network, check_precision, default_precision
 
 
 class ModelBase:
@@ -48,32 +48,55 @@ class ModelBase:
         """Output (h, w, c) of layers 0 .. upto for an input of height x width; JaxdreamError if one is empty."""
         raise NotImplementedError
 
-    def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...]) -> dict[int, jax.Array]:
+    def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...], precision: str = "f32"
+              ) -> dict[int, jax.Array]:
         raise NotImplementedError
 
-    def apply_logits(self, params: Params, x: jax.Array) -> jax.Array:
+    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
         raise NotImplementedError
+
+    def to_converted(self, source_sha256: str) -> converted.Converted:
+        raise NotImplementedError
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the kind and architecture (not the parameters): what compiled programs depend on."""
+        stored = self.to_converted("")
+        return hashlib.sha256(f"{stored.kind}\n{stored.architecture}".encode()).hexdigest()
 
     def normalize(self, x: jax.Array) -> jax.Array:
         """The network's value mapping of [0, 1] images (Darknet: none); sizes are left alone."""
         return x
 
-    def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,)) -> dict[int, jax.Array]:
+    def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,), precision: str | None = None
+                ) -> dict[int, jax.Array]:
         """Activations (NHWC) of the requested layers for float32 NHWC images in [0, 1]."""
+        from jaxdream.dream import core, runner
+
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
         layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
         for layer in layers:
             self.check_layer(layer)
-        return _jitted_apply(self, layers, compute_mode())(self.params, self.normalize(_batch(x)))
+        mode = check_precision(precision) if precision else default_precision()
+        images = runner.as_batch(x)
+        program = runner.Program("forward", self, (layers, mode), lambda: core.forward_layers(self, layers, mode))
+        return runner.program_cache()(program, runner.placed_params(self, images), images)
 
-    def logits(self, x: Any) -> jax.Array:
+    def logits(self, x: Any, precision: str | None = None) -> jax.Array:
         """(N, classes): the input of the final softmax, for images of any size in [0, 1]."""
-        self.num_classes  # noqa: B018 - raises for a network that is not a classifier
-        return _jitted_logits(self, compute_mode())(self.params, _batch(x))
+        from jaxdream.dream import core, runner
 
-    def predict(self, x: Any) -> jax.Array:
+        self.num_classes  # noqa: B018 - raises for a network that is not a classifier
+        mode = check_precision(precision) if precision else default_precision()
+        images = runner.as_batch(x)
+        program = runner.Program("logits", self, mode, lambda: core.logits(self, mode))
+        return runner.program_cache()(program, runner.placed_params(self, images), images)
+
+    def predict(self, x: Any, precision: str | None = None) -> np.ndarray:
         """(N, classes) class probabilities."""
-        return jax.nn.softmax(self.logits(x), axis=-1)
+        z = np.asarray(self.logits(x, precision), np.float64)
+        z = np.exp(z - z.max(axis=-1, keepdims=True))
+        return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     def class_names(self) -> tuple[str, ...]:
         """The labels, or the class indices as text when the model carries none."""
@@ -89,12 +112,11 @@ class Model(ModelBase):
     params: Params
     labels: tuple[str, ...] | None = None
 
-    @functools.cached_property
-    def network(self) -> Network:
+    def network(self, precision: str = "f32") -> Network:
+        """The Flax module in compute mode ``precision`` (built while tracing only, so it is not kept)."""
         ins = input_shapes(self.cfg)
-        return Network(
-            self.cfg, in_channels=tuple(s[2] for s in ins), in_features=tuple(s[0] * s[1] * s[2] for s in ins)
-        )
+        return Network(self.cfg, in_channels=tuple(s[2] for s in ins),
+                       in_features=tuple(s[0] * s[1] * s[2] for s in ins), precision=precision)
 
     @property
     def num_layers(self) -> int:
@@ -125,9 +147,10 @@ class Model(ModelBase):
             )
         return spec
 
-    def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...]) -> dict[int, jax.Array]:
+    def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...], precision: str = "f32"
+              ) -> dict[int, jax.Array]:
         """Pure forward: the function the compiled dream loop differentiates."""
-        return self.network.apply({"params": params}, x, layers)
+        return self.network(precision).apply({"params": params}, x, layers)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:
         return converted.Converted(self.name, self.cfg.text, self.params, source_sha256, self.labels)
@@ -145,10 +168,10 @@ class Model(ModelBase):
         to the [net] size with Darknet's resize and gray fill. Differentiable, so dreams can see through it."""
         return letterbox(x, self.cfg.net.height, self.cfg.net.width)
 
-    def apply_logits(self, params: Params, x: jax.Array) -> jax.Array:
+    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
         """Pure: (N, H, W, 3) images in [0, 1] -> (N, classes) logits, preprocessing included."""
         layer = self.logits_layer
-        out = self.apply(params, self.preprocess(x), (layer,))[layer]
+        out = self.apply(params, self.preprocess(x), (layer,), precision)[layer]
         return out.reshape(out.shape[0], -1)
 
 
@@ -163,22 +186,6 @@ class Model(ModelBase):
              "line": s.line}
             for s in self.cfg.layers
         ]
-
-
-def _batch(x: Any) -> jax.Array:
-    x = jnp.asarray(x, jnp.float32)
-    return x[None] if x.ndim == 3 else x
-
-
-# The compute mode is part of the key: it is read when a program is traced, and jit's own cache does not see it.
-@functools.lru_cache(maxsize=32)
-def _jitted_apply(model: ModelBase, layers: tuple[int, ...], mode: str):
-    return jax.jit(lambda params, x: model.apply(params, x, layers))
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_logits(model: ModelBase, mode: str):
-    return jax.jit(lambda params, x: model.apply_logits(params, x))  # jit's traces of a bound method are shared
 
 
 def darknet_imagenet_labels(cfg: C.Cfg) -> tuple[str, ...] | None:

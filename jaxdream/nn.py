@@ -22,43 +22,48 @@ from jaxdream.errors import OptionError
 Array = jax.Array
 DARKNET_BN_EPSILON = 1e-6
 _DIMS = ("NHWC", "HWIO", "NHWC")
-# Compute modes for convolutions and dense layers, read when a program is traced (JAXDREAM_PRECISION or
-# `--precision`). f32, the default, is full float32: on GPUs the TF32 default moves one nightmare step by up to
-# 5e-2 from Darknet's result (measured on an H100, benchmarks/NOTES.md) where f32 matches it to 1e-7. tf32 and
-# bf16 trade that for speed on GPUs; accumulation stays float32.
+# Compute modes for convolutions and dense layers: a static argument of every program (part of its cache key).
+# f32, the default, is full float32: on GPUs the TF32 default moves one nightmare step by up to 5e-2 from
+# Darknet's result (measured on an H100, benchmarks/NOTES.md) where f32 matches it to 1e-7. tf32 and bf16 trade
+# that for speed on GPUs; accumulation stays float32.
 COMPUTE_MODES = ("f32", "tf32", "bf16")
 PRECISION_ENV = "JAXDREAM_PRECISION"
 
 
-def compute_mode() -> str:
-    mode = os.environ.get(PRECISION_ENV, "f32")
+def check_precision(mode: str, source: str = "--precision ") -> str:
+    """``mode`` if it is a compute mode, else one clear error naming where it came from."""
     if mode not in COMPUTE_MODES:
-        raise OptionError(f"{PRECISION_ENV}={mode!r}: use one of {', '.join(COMPUTE_MODES)}")
+        raise OptionError(f"{source}{mode!r}: use one of {', '.join(COMPUTE_MODES)}")
     return mode
 
 
-def _operands(*arrays: Array) -> tuple[tuple[Array, ...], dict]:
-    mode = compute_mode()
-    if mode == "bf16":
+def default_precision() -> str:
+    """The compute mode a call uses when it names none: $JAXDREAM_PRECISION, else f32 (read when a config or a
+    call is made, never while a program is traced)."""
+    return check_precision(os.environ.get(PRECISION_ENV, "f32"), f"{PRECISION_ENV}=")
+
+
+def _operands(precision: str, *arrays: Array) -> tuple[tuple[Array, ...], dict]:
+    if precision == "bf16":
         return tuple(a.astype(jnp.bfloat16) for a in arrays), {}
-    return arrays, {"precision": lax.Precision.HIGHEST if mode == "f32" else lax.Precision.DEFAULT}
+    return arrays, {"precision": lax.Precision.HIGHEST if precision == "f32" else lax.Precision.DEFAULT}
 
 
 def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
-         groups: int = 1) -> Array:
-    """Every convolution of every model goes through here, in the current compute mode; float32 out.
+         groups: int = 1, precision: str = "f32") -> Array:
+    """Every convolution of every model goes through here, in compute mode ``precision``; float32 out.
 
     In bf16 the convolution itself returns bfloat16 (cuDNN accumulates in float32 either way): XLA:GPU has no
     convolution with bf16 operands and a float32 result, and its float normalization turns one into a float32
     (TF32) convolution, which is what the first H100 bf16 run measured (benchmarks/NOTES.md).
     """
-    (x, kernel), options = _operands(x, kernel)
+    (x, kernel), options = _operands(precision, x, kernel)
     return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), dimension_numbers=_DIMS,
                                     feature_group_count=groups, **options).astype(jnp.float32)
 
 
-def dense(x: Array, kernel: Array) -> Array:
-    (x, kernel), options = _operands(x, kernel)
+def dense(x: Array, kernel: Array, precision: str = "f32") -> Array:
+    (x, kernel), options = _operands(precision, x, kernel)
     return jnp.matmul(x, kernel, preferred_element_type=jnp.float32, **options)
 
 
@@ -88,32 +93,32 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def _plain_conv(x: Array, kernel: Array, pad: int) -> Array:
-    return conv(x, kernel, (1, 1), ((pad, pad), (pad, pad)))
+def _plain_conv(x: Array, kernel: Array, pad: int, precision: str) -> Array:
+    return conv(x, kernel, (1, 1), ((pad, pad), (pad, pad)), precision=precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def same_conv(x: Array, kernel: Array, pad: int) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def same_conv(x: Array, kernel: Array, pad: int, precision: str = "f32") -> Array:
     """A stride-1, ungrouped convolution whose input gradient is an ordinary forward convolution.
 
     Why: XLA:CPU runs the input-gradient convolution that autodiff derives (window-reversed) 5-6x slower inside a
     while loop than outside it, and the dream loop is a while loop. Expressing it as a forward convolution with the
     kernel flipped and transposed explicitly gives bit-identical gradients at full speed (benchmarks/NOTES.md).
     """
-    return _plain_conv(x, kernel, pad)
+    return _plain_conv(x, kernel, pad, precision)
 
 
-def _same_conv_fwd(x: Array, kernel: Array, pad: int) -> tuple[Array, tuple[Array, Array]]:
-    return _plain_conv(x, kernel, pad), (x, kernel)
+def _same_conv_fwd(x: Array, kernel: Array, pad: int, precision: str) -> tuple[Array, tuple[Array, Array]]:
+    return _plain_conv(x, kernel, pad, precision), (x, kernel)
 
 
-def _same_conv_bwd(pad: int, residuals: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+def _same_conv_bwd(pad: int, precision: str, residuals: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     x, kernel = residuals
     size = kernel.shape[0]
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = _plain_conv(dy, flipped, size - 1 - pad) if x.shape[1:3] == dy.shape[1:3] else \
-        jax.vjp(lambda z: _plain_conv(z, kernel, pad), x)[1](dy)[0]
-    dkernel = jax.vjp(lambda k: _plain_conv(x, k, pad), kernel)[1](dy)[0]  # dropped by XLA when unused
+    dx = _plain_conv(dy, flipped, size - 1 - pad, precision) if x.shape[1:3] == dy.shape[1:3] else \
+        jax.vjp(lambda z: _plain_conv(z, kernel, pad, precision), x)[1](dy)[0]
+    dkernel = jax.vjp(lambda k: _plain_conv(x, k, pad, precision), kernel)[1](dy)[0]  # dropped by XLA when unused
     return dx, dkernel
 
 
@@ -145,6 +150,7 @@ def nchw_flat(x: Array) -> Array:
 class DarknetConv(nn.Module):
     spec: C.Conv
     in_channels: int
+    precision: str = "f32"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -152,15 +158,16 @@ class DarknetConv(nn.Module):
         shape = (s.size, s.size, self.in_channels // s.groups, s.filters)
         kernel = self.param("kernel", nn.initializers.he_normal(), shape).astype(x.dtype)
         if s.stride == 1 and s.groups == 1 and s.size % 2 == 1:
-            y = same_conv(x, kernel, s.pad)
+            y = same_conv(x, kernel, s.pad, self.precision)
         else:
-            y = conv(x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)), s.groups)
+            y = conv(x, kernel, (s.stride, s.stride), ((s.pad, s.pad), (s.pad, s.pad)), s.groups, self.precision)
         return ACTIVATION_FUNCTIONS[s.activation](_bias_or_norm(self, y, s.batch_normalize))
 
 
 class DarknetConnected(nn.Module):
     spec: C.Connected
     in_features: int
+    precision: str = "f32"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -172,7 +179,7 @@ class DarknetConnected(nn.Module):
                 f"connected layer {s.index} was built for {self.in_features} inputs and got {flat.shape[-1]}: "
                 "classifier heads with connected layers only run at the cfg's [net] width and height"
             )
-        y = _bias_or_norm(self, dense(flat, kernel), s.batch_normalize)
+        y = _bias_or_norm(self, dense(flat, kernel, self.precision), s.batch_normalize)
         return ACTIVATION_FUNCTIONS[s.activation](y)[:, None, None, :]
 
 
@@ -290,6 +297,7 @@ class Network(nn.Module):
     cfg: C.Cfg
     in_channels: tuple[int, ...]  # per layer, at the [net] size (what parameter shapes depend on)
     in_features: tuple[int, ...]
+    precision: str = "f32"  # compute mode of every convolution and connected layer (COMPUTE_MODES)
 
     @nn.compact
     def __call__(self, x: Array, layers: Sequence[int]) -> dict[int, Array]:
@@ -299,9 +307,9 @@ class Network(nn.Module):
             i = spec.index
             name = f"layer_{i}"
             if isinstance(spec, C.Conv):
-                x = DarknetConv(spec, self.in_channels[i], name=name)(x)
+                x = DarknetConv(spec, self.in_channels[i], self.precision, name=name)(x)
             elif isinstance(spec, C.Connected):
-                x = DarknetConnected(spec, self.in_features[i], name=name)(x)
+                x = DarknetConnected(spec, self.in_features[i], self.precision, name=name)(x)
             elif isinstance(spec, C.MaxPool):
                 x = maxpool(x, spec)
             elif isinstance(spec, C.AvgPool):

@@ -54,3 +54,28 @@ LAYER_OBJECTIVES = {
     "darknet": nightmare_objective, "l2": l2_objective, "channel": channel_objective, "neuron": neuron_objective,
     "guide": guide_objective,
 }
+
+
+def _bce(logits: Array, target: Array) -> Array:
+    return jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def class_objective(logits: Array, target: Array) -> Array:
+    """-BCE-with-logits(logits, target), summed over classes: the published single-target lucid recipe."""
+    return -jnp.sum(_bce(logits, target))
+
+
+def class_mix_objective(logits: Array, target: Array) -> Array:
+    """For several classes: the log-likelihood of the target's shares under the softmax, sum_k share_k *
+    log softmax(logits)_k. Its gradient, share - softmax, pulls a class back once it holds more than its share,
+    so the class the network reaches most easily cannot take everything (plain BCE ends at ~100 % of it).
+
+    The objective alone does not settle (one normalised step can swing a classifier from one class to the other),
+    so mixed dreams also anneal the step and draw the end of the round without jitter (lucid_mode.MIX_SETTLE);
+    the measurements behind that are in benchmarks/NOTES.md.
+    """
+    shares = target / jnp.sum(target)
+    return jnp.sum(shares * jax.nn.log_softmax(logits))
+
+
+LOGIT_OBJECTIVES = {"class": class_objective, "class_mix": class_mix_objective}

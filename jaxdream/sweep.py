@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxdream import dream
+from jaxdream.dream import core
+from jaxdream.dream.nightmare_mode import validate
+from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
 from jaxdream.errors import OptionError
 from jaxdream.files import hdf5_bytes, image_bytes, write_atomically
 from jaxdream.image import to_uint8
@@ -57,32 +57,31 @@ def parse_floats(text: str, name: str) -> list[float]:
 def sweep(
     model: ModelBase, x: Any, layers: list[int], rates: list[float], threshs: list[float] = (1.0,),
     octaves: list[int] = (4,), iters: int = 10, layer_range: int = 1, seed: int = 0,
-    stats: dream.RunStats | None = None,
+    stats: RunStats | None = None,
 ) -> list[Cell]:
     """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves)."""
-    image, _ = dream.as_batch(x)
+    image = as_batch(x)
     if image.shape[0] != 1:
         raise OptionError("a sweep dreams one image")
     if not (layers and rates and threshs and octaves):
         raise OptionError("a sweep needs at least one layer, rate, threshold and octave count")
     for rate in rates:
-        dream._check_finite("rate", rate, 0.0)
+        core.check_number("rate", rate, 0.0)
     for thresh in threshs:
-        dream._check_finite("thresh", thresh)
+        core.check_number("thresh", thresh)
+    seed = core.check_seed(seed)
     grid = list(itertools.product(rates, threshs))
-    rate_axis = jnp.asarray(np.array([r for r, _ in grid], np.float32))
-    thresh_axis = jnp.asarray(np.array([t for _, t in grid], np.float32))
-    stats = stats if stats is not None else dream.RunStats()
-    params = dream.placed_params(model, image)
-    key = dream.round_key(seed, 0)
+    rate_axis = np.array([r for r, _ in grid], np.float32)
+    thresh_axis = np.array([t for _, t in grid], np.float32)
+    stats = stats if stats is not None else RunStats()
+    params, cache = placed_params(model, image), program_cache()
     cells = []
     for layer, n_octaves in itertools.product(layers, octaves):
-        config = dream.DreamConfig(layer, layer_range, iters, n_octaves)
-        dream.validate(model, config, image.shape[1], image.shape[2])
-        round_fn = dream.random_round_program(model, config, trace=True)
-        over_grid = jax.vmap(round_fn, in_axes=(None, None, None, 0, 0))
-        program = dream._Compiled(over_grid, stats)
-        images, values = (np.asarray(a) for a in program(params, image, key, rate_axis, thresh_axis))
+        config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves)
+        validate(model, config, image.shape[1], image.shape[2])
+        program = Program("grid_round", model, config, lambda config=config: core.grid_round(model, config))
+        images, values = (np.asarray(a) for a in cache(program, params, image, np.uint32(seed), np.int32(0),
+                                                        rate_axis, thresh_axis, stats=stats))
         stats.iterations += iters * len(grid)
         for g, (rate, thresh) in enumerate(grid):
             cells.append(Cell(layer, n_octaves, rate, thresh, images[g, 0], values[g, :, 0]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxdream.darknet.cfg import Cfg, load_cfg
@@ -15,8 +16,38 @@ ROOT = Path(__file__).resolve().parent.parent
 # bf16 tests see the numbers a GPU computes: XLA:CPU has no bf16 convolution, runs it in float32 and by default skips
 # rounding its result back to bf16 ("excess precision"). Read when the backend starts, i.e. before any test runs.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_allow_excess_precision=false".strip()
+# Compiled programs stay in memory unless a test turns the disk store on (tests/test_program_cache.py): the suite
+# never writes into the user's cache, and a test's compile counts do not depend on what an earlier run stored.
+os.environ["JAXDREAM_NO_CACHE"] = "1"
 # The golden README's generated weight files: cfg name -> PCG64 seed.
 GOLDEN_SEEDS = {"vgg-conv": 1001, "jnet-conv": 1002, "tiny": 1003}
+
+
+class ProgramEvents:
+    """Counts of JAX traces and XLA compiles (jax.monitoring events) while a ``with`` block runs."""
+
+    def __init__(self) -> None:
+        self.traces: list[str] = []
+        self.compiles: list[str] = []
+
+    def _listen(self, event: str, duration: float, **kwargs: object) -> None:
+        if event.endswith("jaxpr_trace_duration"):
+            self.traces.append(str(kwargs.get("fun_name")))
+        elif event.endswith("backend_compile_duration"):
+            self.compiles.append(str(kwargs.get("fun_name")))
+
+    def __enter__(self) -> ProgramEvents:
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+@pytest.fixture
+def program_events() -> type[ProgramEvents]:
+    """``with program_events() as seen: ...`` then ``seen.traces`` / ``seen.compiles`` (function names)."""
+    return ProgramEvents
 
 
 @pytest.fixture(scope="session")

@@ -94,22 +94,24 @@ def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
 
 def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     root, _ = reference
-    process = batch(yolo, [root / "in"], tmp_path, wait=False)
-    manifest = tmp_path / "manifest.jsonl"
+    slow = ("--iters", "60")  # batches of ~0.1 s: the kill lands between the first record and the last
+    process = batch(yolo, [root / "in"], tmp_path / "killed", *slow, wait=False)
+    manifest = tmp_path / "killed" / "manifest.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         lines = manifest.read_text().splitlines() if manifest.exists() else []
-        if sum('"done"' in line for line in lines) >= 3:
+        if any('"done"' in line for line in lines):
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    partial = len(outputs(tmp_path))
+    partial = len(outputs(tmp_path / "killed"))
     assert 0 < partial < 10
-    resumed = batch(yolo, [root / "in"], tmp_path, "--resume")
+    resumed = batch(yolo, [root / "in"], tmp_path / "killed", *slow, "--resume")
     assert resumed.returncode == 1
     assert "already done" in resumed.stderr
-    assert outputs(tmp_path) == outputs(root / "out")
+    whole = batch(yolo, [root / "in"], tmp_path / "whole", *slow)
+    assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
 
 
 def test_four_devices_give_the_same_images_as_one(reference, yolo, tmp_path):

@@ -28,7 +28,7 @@ def test_octave_sizes_cost_what_darknet_counted():
 
 def test_round_flops_follow_the_drawn_octaves():
     model = bench.vgg_conv()
-    config = dream.DreamConfig(10, 1, 20)
+    config = dream.DreamConfig(layer=10, iters=20)
     octaves = [row[1] for r in range(2) for row in np.asarray(dream.draw_schedule(dream.round_key(0, r), config))]
     assert len(set(octaves)) > 1
     per_octave = [64.49, 36.28, 20.55, 11.58]  # forward GFLOP to layer 10 at 448x352 and its octaves (tests above)

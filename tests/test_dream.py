@@ -11,6 +11,7 @@ from jaxdream import dream
 from jaxdream import image as I
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.dream import core
 from jaxdream.errors import OptionError
 from jaxdream.model import model_from_bytes
 from jaxdream.weights import ARCHITECTURES
@@ -28,8 +29,8 @@ def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
 
 def _loop_count(model, iters: int) -> tuple[int, int]:
     config = dream.DreamConfig(layer=4, layer_range=3, iters=iters, octaves=2)
-    program = dream.random_round_program(model, config)
-    text = jax.jit(program).lower(model.params, jnp.zeros((1, 40, 48, 3)), jax.random.key(0),
+    program = core.drawn_round(model, config)
+    text = jax.jit(program).lower(model.params, jnp.zeros((1, 40, 48, 3)), np.uint32(0), np.int32(0),
                                   jnp.float32(0.04), jnp.float32(1.0)).as_text()
     return text.count("stablehlo.while"), text.count("stablehlo.convolution")
 
@@ -111,7 +112,7 @@ def _darknet_smooth(recon: np.ndarray, update: np.ndarray, lam: float, num: int)
 @pytest.mark.parametrize("num", [1, 2])
 def test_smoothing_matches_darknets_loops(num):
     recon, update = _image(9, 7, 9), _image(10, 7, 9) - 0.5
-    ours = dream._smooth(jnp.asarray(update), jnp.asarray(recon), 0.05, num)
+    ours = core.smooth(jnp.asarray(update), jnp.asarray(recon), 0.05, num)
     np.testing.assert_allclose(ours, _darknet_smooth(recon, update, 0.05, num), atol=2e-6)
 
 

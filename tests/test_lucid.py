@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import jaxdream as jd
+from jaxdream.dream.lucid_mode import parse_classes, target_vector, top_classes
 from jaxdream.errors import OptionError
 from jaxdream.image import to_uint8
-from jaxdream.lucid_dream import parse_classes, target_vector, top_classes
 
 # Darknet's published `classifier predict ... tiny.weights data/dog.jpg` output (shared/models/SOURCES.md).
 DARKNET_DOG_TOP5 = [("malamute", 14.51), ("Newfoundland", 6.09), ("dogsled", 5.59), ("standard schnauzer", 4.55),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 import jaxdream as jd
-from jaxdream.lucid_dream import top_classes
+from jaxdream.dream.lucid_mode import top_classes
 
 SEEDS = range(8)
 

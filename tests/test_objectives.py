@@ -76,5 +76,5 @@ def test_objective_errors(tiny, photo):
         jd.nightmare(tiny, photo, LAYER, iters=1, objective="channel", channel=999)
     with pytest.raises(OptionError, match="needs a guide image"):
         jd.nightmare(tiny, photo, LAYER, iters=1, objective="guide")
-    with pytest.raises(OptionError, match="unknown objective 'dots'"):
+    with pytest.raises(OptionError, match="--objective 'dots': use one of darknet"):
         jd.nightmare(tiny, photo, LAYER, iters=1, objective="dots")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import h5py
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,27 +21,17 @@ def scream(shared):
     return jd.load_image(shared / "data" / "images" / "scream.jpg")[::4, ::4].copy()
 
 
-def _count_compiles(run) -> tuple[int, object]:
-    compiles = []
-    listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        result = run()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    return len(compiles), result
-
-
-def test_three_rates_by_two_thresholds_compile_once(yolo, scream):
-    # warm-up on another layer with the same grid size: only the dream program itself is left to compile
-    sweep.sweep(yolo, scream, [4], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3)
-    count, cells = _count_compiles(
-        lambda: sweep.sweep(yolo, scream, [6], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=3))
+def test_three_rates_by_two_thresholds_compile_once(yolo, scream, program_events):
+    with program_events() as seen:
+        cells = sweep.sweep(yolo, scream, [6], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=3)
     assert len(cells) == 6
-    assert count == 1  # the whole 3 x 2 grid is one compiled program
-    count, cells = _count_compiles(
-        lambda: sweep.sweep(yolo, scream, [6, 5], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=3))
-    assert len(cells) == 12 and count == 2  # one more per layer, none per rate or threshold
+    assert len(seen.compiles) == 1  # the whole 3 x 2 grid is one compiled program
+    with program_events() as seen:
+        cells = sweep.sweep(yolo, scream, [6, 5], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=9)
+    assert len(cells) == 12 and len(seen.compiles) == 1  # layer 6's program is reused, layer 5's is new
+    with program_events() as seen:
+        sweep.sweep(yolo, scream, [6, 5], [0.02, 0.03, 0.05], [0.1, 2.0], octaves=[2], iters=3, seed=4)
+    assert seen.traces == [] and seen.compiles == []  # other rates, thresholds and seed: the same programs
 
 
 def test_each_cell_equals_a_single_nightmare_run(yolo, scream):

@@ -10,18 +10,19 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxdream.dream import DreamConfig, RunStats, as_batch, check_round_options, run_dream
+from jaxdream.dream import core
+from jaxdream.dream.nightmare_mode import check_round_options, run_dream
+from jaxdream.dream.runner import RunStats, as_batch
 from jaxdream.errors import OptionError
-from jaxdream.model import Model
 
-Array = jax.Array
-MIX_SETTLE = 0.5  # share of a mixed dream's iterations drawn without jitter (see mixed_class_objective)
+if TYPE_CHECKING:
+    from jaxdream.model import ModelBase
+
+MIX_SETTLE = 0.5  # share of a mixed dream's iterations drawn without jitter (objectives.class_mix_objective)
 ClassSpec = str | int | Mapping[str | int, float]
 
 
@@ -86,58 +87,29 @@ def target_vector(classes: Mapping[int, float], num_classes: int, target_scale: 
     return target
 
 
-def _bce(logits: Array, target: Array) -> Array:
-    return jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-
-
-def class_objective(model: Model, params: Any, image: Array, layer: int, target: Array) -> Array:
-    """-BCE-with-logits(logits, target), summed over classes: the published single-target recipe."""
-    del layer  # the logits layer is fixed by the model
-    return -jnp.sum(_bce(model.apply_logits(params, image[None])[0], target))
-
-
-def mixed_class_objective(model: Model, params: Any, image: Array, layer: int, target: Array) -> Array:
-    """For several classes: the log-likelihood of the target's shares under the softmax, sum_k share_k *
-    log softmax(logits)_k. Its gradient, share - softmax, pulls a class back once it holds more than its share, so
-    the class the network reaches most easily cannot take everything.
-
-    The objective alone does not settle: one normalised step can swing a real classifier from 99 % ostrich to
-    99 % pelican, and a jittered step optimises a shifted, flipped view rather than the image that gets classified.
-    So mixed dreams anneal the step size linearly to 0 and draw the second half of the round without jitter
-    (``MIX_SETTLE``). Measured on dog.jpg, ostrich:0.5,pelican:0.5, both real classifiers, seeds 0-7: both
-    classes in the top 2 in 32 of 32 runs at 20 and 40 iterations (annealing alone: 23 of 36 at 20-60; a quarter
-    unjittered: 47 of 48). Plain BCE ends at ~100 % ostrich; per-class normalised BCE left ostrich at 83-95 %; a
-    penalty on the logit gap let unrelated classes win.
-    """
-    del layer
-    shares = target / jnp.sum(target)
-    return jnp.sum(shares * jax.nn.log_softmax(model.apply_logits(params, image[None])[0]))
-
-
 def lucid(
-    model: Model, x: Any, classes: ClassSpec, iters: int = 40, rate: float = 0.02, target_scale: float = 100.0,
+    model: ModelBase, x: Any, classes: ClassSpec, iters: int = 40, rate: float = 0.02, target_scale: float = 100.0,
     octaves: int = 1, jitter: bool = True, rounds: int = 1, zoom: float = 1.0, rotate: float = 0.0, seed: int = 0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """Dream images (H, W, 3) or (N, H, W, 3) toward ``classes`` -> (rounds, N, H, W, 3)."""
-    images, _ = as_batch(x)
+    images = as_batch(x)
     labels = model.class_names()
     chosen = parse_classes(classes, labels)
+    core.check_number("target-scale", target_scale, 0.0, strict=True)
     target = target_vector(chosen, len(labels), target_scale)
-    if not np.isfinite(target_scale) or target_scale <= 0:
-        raise OptionError(f"--target-scale {target_scale} must be a positive number")
+    if not np.isfinite(target).all():
+        raise OptionError(f"--target-scale {target_scale} is too large for float32 targets")
     check_round_options(rate, rounds, zoom, rotate)
-    if iters < 0 or octaves < 1:
-        raise OptionError("--iters must be >= 0 and --octaves >= 1")
     mixed = len(chosen) > 1
-    config = DreamConfig(model.logits_layer, 1, iters, octaves, "std", bool(jitter),
-                         mixed_class_objective if mixed else class_objective, 0.0,
-                         anneal=mixed, settle=MIX_SETTLE if mixed else 0.0)
-    return run_dream(model, images, config, rate, jnp.asarray(target), rounds, zoom, rotate, seed, None,
-                     on_round, stats)
+    config = core.DreamConfig(layer=model.logits_layer, iters=iters, octaves=octaves, jitter=jitter,
+                              objective="class_mix" if mixed else "class", gray_pull=0.0, anneal=mixed,
+                              settle=MIX_SETTLE if mixed else 0.0, **({"precision": precision} if precision else {}))
+    return run_dream(model, images, config, rate, target, rounds, zoom, rotate, seed, None, on_round, stats)
 
 
-def top_classes(model: Model, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:
+def top_classes(model: ModelBase, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:
     """Per image, the ``top`` classes as {"index", "name", "prob"}, highest first."""
     probs = np.asarray(model.predict(x))
     names = model.class_names()

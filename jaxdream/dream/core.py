@@ -1,0 +1,332 @@
+"""The pure dream programs: no I/O, no caches, no host state.
+
+A round is a ``lax.fori_loop`` over the iterations. Each iteration's random choices (layer in the range, octave,
+shift, flip) come from a schedule drawn from a jax.random key inside the same program (or given explicitly, to
+replay Darknet's own draws). The layer/octave choice picks a branch of ``lax.switch``: each branch is a
+fixed-shape program (resize to the octave, flip, gradient of the objective, back). The choices are shared by the
+whole batch, so under vmap the switch stays a switch instead of running every branch.
+
+Every function here returns a function of arrays only; ``runner`` compiles and caches them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxdream import image as I
+from jaxdream.errors import OptionError
+from jaxdream.nn import check_precision, default_precision
+from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES, reconstruction_objective
+
+if TYPE_CHECKING:
+    from jaxdream.model import ModelBase
+
+Array = jax.Array
+OCTAVE_BASE = 1.33333333  # Darknet's literal
+GRAY_PULL = 0.1
+SHIFT_RANGE = 8  # dx, dy in [-8, 7]
+NORMS = ("std", "mean_abs", "none")  # Darknet's normalize_array, Google's mean |g|, or the raw update
+OBJECTIVES = (*LAYER_OBJECTIVES, *LOGIT_OBJECTIVES)
+MAX_SEED = 2**32 - 1
+
+
+def check_number(name: str, value: float, minimum: float | None = None, strict: bool = False) -> float:
+    """``value`` as a float if it is finite (and above ``minimum``), else one error naming the option."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"--{name} {value!r} is not a number") from None
+    if not math.isfinite(value):
+        raise OptionError(f"--{name} {value} is not a finite number")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise OptionError(f"--{name} {value} must be {'greater than' if strict else 'at least'} {minimum}")
+    return value
+
+
+def check_count(name: str, value: int, minimum: int) -> int:
+    """``value`` if it is a whole number of at least ``minimum``, else one error naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise OptionError(f"--{name} {value!r} must be a whole number of at least {minimum}")
+    return int(value)
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
+        raise OptionError(f"--seed {seed!r} must be a whole number from 0 to {MAX_SEED}")
+    return int(seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DreamConfig:
+    """What a round computes: everything that decides the compiled program besides the argument shapes.
+
+    Checked when built, so a bad value fails here with one clear message, never later inside a trace.
+    """
+
+    layer: int
+    layer_range: int = 1
+    iters: int = 10
+    octaves: int = 4
+    norm: str = "std"  # one of NORMS
+    jitter: bool = True
+    objective: str = "darknet"  # one of OBJECTIVES
+    gray_pull: float = GRAY_PULL
+    anneal: bool = False  # step size falls linearly to 0 over the round (lets a mixed target settle)
+    settle: float = 0.0  # final fraction of the round drawn without jitter: steps on the view that gets classified
+    precision: str = field(default_factory=default_precision)  # compute mode of convolutions (nn.COMPUTE_MODES)
+
+    def __post_init__(self) -> None:
+        check_count("layer", self.layer, 0)
+        check_count("range", self.layer_range, 1)
+        check_count("iters", self.iters, 0)
+        check_count("octaves", self.octaves, 1)
+        if self.norm not in NORMS:
+            raise OptionError(f"norm {self.norm!r}: use one of {', '.join(NORMS)}")
+        if self.objective not in OBJECTIVES:
+            raise OptionError(f"--objective {self.objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
+        check_number("gray-pull", self.gray_pull)
+        if not 0.0 <= check_number("settle", self.settle) <= 1.0:
+            raise OptionError(f"settle {self.settle} must be between 0 and 1")
+        check_precision(self.precision)
+        object.__setattr__(self, "jitter", bool(self.jitter))
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Darknet draws ``layer + rand() % range - range / 2``."""
+        first = self.layer - self.layer_range // 2
+        return tuple(range(first, first + self.layer_range))
+
+    @property
+    def octave_count(self) -> int:
+        """Octaves the schedule can draw (1 without jitter)."""
+        return self.octaves if self.jitter else 1
+
+
+def octave_size(height: int, width: int, octave: int) -> tuple[int, int]:
+    """(int)(size * scale) with Darknet's float scale = 1 / 1.33333333^octave."""
+    scale = np.float32(1.0 / math.pow(OCTAVE_BASE, octave))
+    return int(np.float32(height) * scale), int(np.float32(width) * scale)
+
+
+def round_key(seed: Array | int, round_index: Array | int) -> Array:
+    """The key a round's schedule is drawn from: the same for every image, batch, device and process."""
+    return jax.random.fold_in(jax.random.key(seed), round_index)
+
+
+def draw_schedule(key: Array, config: DreamConfig) -> Array:
+    """(iters, 5) int32 rows of layer, octave, dx, dy, flip — Darknet's draws, from a JAX key."""
+    k_layer, k_octave, k_dx, k_dy, k_flip = jax.random.split(key, 5)
+    n = config.iters
+    layer = config.layers[0] + jax.random.randint(k_layer, (n,), 0, config.layer_range)
+    if not config.jitter:
+        zeros = jnp.zeros((n,), jnp.int32)
+        return jnp.stack([layer, zeros, zeros, zeros, zeros], axis=1).astype(jnp.int32)
+    octave = jax.random.randint(k_octave, (n,), 0, config.octaves)
+    dx = jax.random.randint(k_dx, (n,), -SHIFT_RANGE, SHIFT_RANGE)
+    dy = jax.random.randint(k_dy, (n,), -SHIFT_RANGE, SHIFT_RANGE)
+    flip = jax.random.randint(k_flip, (n,), 0, 2)
+    jitter = jnp.stack([octave, dx, dy, flip], axis=1)
+    still = jnp.arange(n) >= n - round(n * config.settle)
+    return jnp.concatenate([layer[:, None], jnp.where(still[:, None], 0, jitter)], axis=1).astype(jnp.int32)
+
+
+Objective = Callable[[Any, Array, int, Any], Array]  # (params, image (h, w, 3), layer, aux) -> scalar
+
+
+def objective_function(model: ModelBase, name: str, precision: str) -> Objective:
+    """The scalar a dream ascends: a layer objective on that layer's output (aux: the threshold, a channel or the
+    guide's features), or a logit objective on the classifier's logits (aux: the target vector)."""
+    if name in LOGIT_OBJECTIVES:
+        on_logits = LOGIT_OBJECTIVES[name]
+        return lambda params, image, layer, aux: on_logits(model.apply_logits(params, image[None], precision)[0], aux)
+    on_layer = LAYER_OBJECTIVES[name]
+
+    def objective(params: Any, image: Array, layer: int, aux: Any) -> Array:
+        return on_layer(model.apply(params, model.normalize(image[None]), (layer,), precision)[layer][0], aux)
+
+    return objective
+
+
+def _gradient_branch(objective: Objective, layer: int, size: tuple[int, int], full: tuple[int, int]) -> Callable:
+    """Input gradient of the objective at one (layer, octave): resize, flip, grad, un-flip, resize back."""
+
+    def branch(params: Any, shifted: Array, flip: Array, aux: Any) -> tuple[Array, Array]:
+        small = I.flip_if(I.darknet_resize(shifted, *size), flip)
+        value, grad = jax.value_and_grad(lambda img: objective(params, img, layer, aux))(small)
+        return value, I.darknet_resize(I.flip_if(grad, flip), *full)
+
+    return branch
+
+
+def nightmare_step(
+    model: ModelBase, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
+) -> tuple[Array, Array]:
+    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip);
+    returns the new image and the objective's value before the step."""
+    h, w = image.shape[0], image.shape[1]
+    objective = objective_function(model, config.objective, config.precision)
+    n_octaves = config.octave_count
+    branches = [
+        _gradient_branch(objective, layer, octave_size(h, w, octave), (h, w))
+        for layer in config.layers for octave in range(n_octaves)
+    ]
+    layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
+    index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
+    value, grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
+    update = I.shift(grad, -dx, -dy) + I.rounded(config.gray_pull * (0.5 - image))
+    if config.norm == "std":
+        mean = jnp.mean(update)
+        update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
+    elif config.norm == "mean_abs":
+        update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
+    return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0), value
+
+
+def scheduled_round(model: ModelBase, config: DreamConfig) -> Callable:
+    """(params, images (N,H,W,3), schedule (iters,5), rate, aux) -> (images, objective values (iters, N))."""
+
+    def run(params: Any, images: Array, schedule: Array, rate: Array, aux: Any) -> tuple[Array, Array]:
+        def body(i: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+            imgs, values = carry
+            step_rate = rate * (1.0 - i / config.iters) if config.anneal else rate
+            step = lambda img: nightmare_step(model, config, params, img, schedule[i], step_rate, aux)
+            imgs, value = jax.vmap(step)(imgs)
+            return imgs, values.at[i].set(value)
+
+        values = jnp.zeros((config.iters, images.shape[0]), jnp.float32)
+        if config.iters:  # tracing the body indexes the empty schedule, so -iters 0 (Darknet: no steps) skips it
+            images, values = lax.fori_loop(0, config.iters, body, (images, values))
+        return images, values
+
+    return run
+
+
+def drawn_round(model: ModelBase, config: DreamConfig) -> Callable:
+    """The round with its schedule drawn inside the program from (seed, round index):
+    (params, images, seed uint32, round int32, rate, aux) -> (images, objective values)."""
+    run = scheduled_round(model, config)
+    return lambda params, images, seed, index, rate, aux: run(
+        params, images, draw_schedule(round_key(seed, index), config), rate, aux
+    )
+
+
+def grid_round(model: ModelBase, config: DreamConfig) -> Callable:
+    """A drawn round vmapped over a grid of (rate, aux) pairs: one program for a sweep's rates x thresholds."""
+    return jax.vmap(drawn_round(model, config), in_axes=(None, None, None, None, 0, 0))
+
+
+def between_rounds(zoom: float, rotate: float) -> Callable:
+    """Darknet's rotate, then zoom, applied to the images between rounds."""
+
+    def post(images: Array) -> Array:
+        if rotate:
+            images = I.rotate(images, rotate)
+        return I.zoom(images, zoom) if zoom != 1.0 else images
+
+    return post
+
+
+def pyramid_octave(model: ModelBase, config: DreamConfig, size: tuple[int, int]) -> Callable:
+    """One octave of Google's pyramid at ``size``: (params, images (full), detail (previous octave's size), seed,
+    rate, aux) -> the detail the dream adds at this size."""
+    run = drawn_round(model, config)
+
+    def octave(params: Any, images: Array, detail: Array, seed: Array, rate: Array, aux: Any) -> Array:
+        shape = (images.shape[0], *size, 3)
+        base = jax.image.resize(images, shape, "linear")
+        start = jnp.clip(base + jax.image.resize(detail, shape, "linear"), 0.0, 1.0)
+        dreamed, _ = run(params, start, seed, 0, rate, aux)
+        return dreamed - base
+
+    return octave
+
+
+def pyramid_finish(images: Array, detail: Array) -> Array:
+    """The full-size images with the last octave's detail added."""
+    return jnp.clip(images + jax.image.resize(detail, images.shape, "linear"), 0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructConfig:
+    """Darknet's ``-reconstruct`` options (checked when built)."""
+
+    layer: int  # the target layer (Darknet's max_layer - 1)
+    iters: int = 10
+    rate: float = 0.04
+    momentum: float = 0.9
+    lam: float = 0.01
+    smooth: int = 1
+    precision: str = field(default_factory=default_precision)
+
+    def __post_init__(self) -> None:
+        check_count("iters", self.iters, 0)
+        check_count("smooth", self.smooth, 0)
+        for name, value in (("rate", self.rate), ("momentum", self.momentum), ("lambda", self.lam)):
+            check_number(name, value, 0.0)
+        check_precision(self.precision)
+
+
+def reconstruct_target(model: ModelBase, config: ReconstructConfig, net_hw: tuple[int, int]) -> Callable:
+    """(params, images) -> (letterboxed images, their features at the target layer)."""
+
+    def prepare(params: Any, images: Array) -> tuple[Array, Array]:
+        boxed = I.letterbox(images, *net_hw)
+        return boxed, model.apply(params, model.normalize(boxed), (config.layer,), config.precision)[config.layer]
+
+    return prepare
+
+
+def reconstruct_round(model: ModelBase, config: ReconstructConfig) -> Callable:
+    """(params, images, update, features) -> (images, update): ascent toward the features with momentum."""
+    layer = config.layer
+
+    def one(params: Any, img: Array, upd: Array, feat: Array) -> tuple[Array, Array]:
+        objective = lambda im: reconstruction_objective(
+            model.apply(params, model.normalize(im[None]), (layer,), config.precision)[layer][0], feat
+        )
+        upd = upd + jax.grad(objective)(img)
+        if config.lam and config.smooth:
+            upd = smooth(upd, img, config.lam, config.smooth)
+        img = jnp.clip(img + config.rate * upd, 0.0, 1.0)
+        return img, config.momentum * upd
+
+    def run(params: Any, recon: Array, update: Array, feats: Array) -> tuple[Array, Array]:
+        step = jax.vmap(lambda img, upd, feat: one(params, img, upd, feat))
+        return lax.fori_loop(0, config.iters, lambda _, carry: step(carry[0], carry[1], feats), (recon, update))
+
+    return run
+
+
+def smooth(update: Array, recon: Array, lam: float, size: int) -> Array:
+    """Darknet's ``smooth``: update += lam * sum over the (2*size+1)^2 window inside the image of (nb - self)."""
+    window = (2 * size + 1, 2 * size + 1, 1)
+    pad = ((size, size), (size, size), (0, 0))
+    total = lax.reduce_window(recon, 0.0, lax.add, window, (1, 1, 1), pad)
+    # The neighbours inside the image, as rows x columns: summing a window over ones instead is constant-folded by
+    # XLA at compile time, seconds (and a logged alarm) at network sizes.
+    count = _inside(recon.shape[0], size)[:, None, None] * _inside(recon.shape[1], size)[None, :, None]
+    return update + lam * (total - count * recon)
+
+
+def _inside(n: int, size: int) -> Array:
+    """How many of the positions i - size .. i + size lie in 0 .. n - 1, for each i."""
+    i = jnp.arange(n)
+    return (jnp.minimum(i + size, n - 1) - jnp.maximum(i - size, 0) + 1).astype(jnp.float32)
+
+
+def forward_layers(model: ModelBase, layers: tuple[int, ...], precision: str) -> Callable:
+    """(params, images in [0, 1]) -> {layer: activation}."""
+    return lambda params, x: model.apply(params, model.normalize(x), layers, precision)
+
+
+def logits(model: ModelBase, precision: str) -> Callable:
+    """(params, images in [0, 1]) -> (N, classes) logits, the model's preprocessing included."""
+    return lambda params, x: model.apply_logits(params, x, precision)

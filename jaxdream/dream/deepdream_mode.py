@@ -1,0 +1,58 @@
+"""Google's DeepDream: an octave pyramid from small to full size, the detail carried up from octave to octave."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jaxdream.dream import core
+from jaxdream.dream.nightmare_mode import objective_input, validate
+from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
+from jaxdream.errors import OptionError
+from jaxdream.objectives import LAYER_OBJECTIVES
+
+if TYPE_CHECKING:
+    from jaxdream.model import ModelBase
+
+
+def pyramid_sizes(height: int, width: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:
+    """The octave sizes, smallest first, the last one the image's own."""
+    core.check_count("octaves", octaves, 1)
+    core.check_number("octave-scale", octave_scale, 1.0, strict=True)
+    return [(max(1, round(height / octave_scale**k)), max(1, round(width / octave_scale**k)))
+            for k in range(octaves)][::-1]
+
+
+def deepdream(
+    model: ModelBase, x: Any, layer: int, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
+    rate: float = 0.01, objective: str = "l2", channel: int = 0, guide: Any = None, jitter: bool = True,
+    seed: int = 0, stats: RunStats | None = None, precision: str | None = None,
+) -> np.ndarray:
+    """Google's DeepDream on (H, W, 3) or (N, H, W, 3) images -> (1, N, H, W, 3): each octave runs the compiled
+    round loop at its size, each step normalised by the gradient's mean absolute value.
+
+    Jitter is Darknet's edge-clamped shift of up to 8 px and a flip, where Google rolls the image.
+    """
+    images = as_batch(x)
+    core.check_number("rate", rate, 0.0)
+    seed = core.check_seed(seed)
+    if objective not in LAYER_OBJECTIVES:
+        raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
+    config = core.DreamConfig(layer=layer, iters=iters, octaves=1, norm="mean_abs", jitter=jitter,
+                              objective=objective, gray_pull=0.0, **({"precision": precision} if precision else {}))
+    sizes = pyramid_sizes(images.shape[1], images.shape[2], octaves, octave_scale)
+    for size in sizes:
+        validate(model, config, *size)
+    aux = objective_input(model, config, 0.0, channel, guide)
+    stats = stats if stats is not None else RunStats()
+    params, cache = placed_params(model, images), program_cache()
+    detail = np.zeros((images.shape[0], *sizes[0], 3), np.float32)
+    for k, size in enumerate(sizes):
+        octave = Program("pyramid_octave", model, (config, size),
+                         lambda size=size: core.pyramid_octave(model, config, size))
+        detail = cache(octave, params, images, detail, np.uint32((seed + k) % (core.MAX_SEED + 1)),
+                       np.float32(rate), aux, stats=stats)
+        stats.iterations += iters
+    finish = Program("pyramid_finish", None, (), lambda: core.pyramid_finish)
+    return np.asarray(cache(finish, images, detail, stats=stats))[None]

@@ -1,0 +1,142 @@
+"""Darknet's nightmare: rounds of the compiled round program, with Darknet's zoom and rotate between rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jaxdream.dream import core
+from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache, run_rounds
+from jaxdream.errors import JaxdreamError, OptionError
+from jaxdream.objectives import LAYER_OBJECTIVES
+
+if TYPE_CHECKING:
+    from jaxdream.model import ModelBase
+
+MAX_ZOOMED_SIDE = 1 << 16  # a zoom that would crop more than this many pixels per side is refused
+
+
+def check_round_options(rate: float, rounds: int, zoom: float, rotate: float) -> None:
+    """The options of the round loop, each checked on its own (one error naming the option)."""
+    core.check_number("rate", rate, 0.0)
+    core.check_number("zoom", zoom, 0.0, strict=True)
+    core.check_number("rotate", rotate)
+    core.check_count("rounds", rounds, 1)
+
+
+def check_zoom(zoom: float, rounds: int, height: int, width: int) -> None:
+    """Darknet's zoom crops int(size * zoom) pixels: at least one, and not absurdly many."""
+    if rounds < 2 or zoom == 1.0:
+        return
+    side = min(int(height * zoom), int(width * zoom))
+    if side < 1 or max(height, width) * zoom > MAX_ZOOMED_SIDE:
+        raise OptionError(f"--zoom {zoom} on a {width}x{height} image crops {int(width * zoom)}x{int(height * zoom)} "
+                          f"pixels between rounds; use a zoom between {1 / min(height, width):.3g} and "
+                          f"{MAX_ZOOMED_SIDE / max(height, width):.3g}")
+
+
+def validate(model: ModelBase, config: core.DreamConfig, height: int, width: int) -> None:
+    """Every layer the run may visit exists, can run, and has a non-empty output at every octave size."""
+    for layer in config.layers:
+        model.check_layer(layer, "layer" if config.layer_range == 1 else f"layer (from --range {config.layer_range})")
+    for octave in range(config.octave_count):
+        oh, ow = core.octave_size(height, width, octave)
+        try:
+            fits = min(oh, ow) >= 1 and bool(model.layer_output_shapes(oh, ow, max(config.layers)))
+        except JaxdreamError:
+            fits = False
+        if not fits:
+            raise OptionError(
+                f"the {width}x{height} image is too small: at octave {octave} ({ow}x{oh}) layer {max(config.layers)} "
+                "of the network has no output; use a larger image, fewer --octaves or an earlier layer"
+            )
+
+
+def objective_input(model: ModelBase, config: core.DreamConfig, thresh: float, channel: int, guide: Any) -> Any:
+    """The ``aux`` argument each layer objective takes, checked against the layers it may run on."""
+    if config.objective == "darknet":
+        return np.float32(core.check_number("thresh", thresh))
+    if config.objective in ("channel", "neuron"):
+        for layer in config.layers:
+            channels = model.layer_output_shapes(*model.input_size, layer)[-1][2]
+            if not 0 <= channel < channels:
+                raise OptionError(
+                    f"--channel {channel} is out of range: layer {layer} has channels 0 .. {channels - 1}"
+                )
+        return np.int32(channel)
+    if config.objective == "guide":
+        if guide is None:
+            raise OptionError("the guide objective needs a guide image (--guide FILE)")
+        if config.layer_range != 1:
+            raise OptionError("the guide objective needs --range 1: the guide's features belong to one layer")
+        features = model.forward(as_batch(guide)[:1], config.layer, config.precision)[config.layer][0]
+        return features.reshape(-1, features.shape[-1])
+    return np.float32(0)
+
+
+def check_schedule(schedule: Any, config: core.DreamConfig) -> np.ndarray:
+    """An explicit (iters, 5) schedule of layer, octave, dx, dy, flip rows that fits the config."""
+    schedule = np.asarray(schedule, np.int64)
+    if schedule.shape != (config.iters, 5):
+        raise OptionError(f"schedule must have shape (iters, 5) = ({config.iters}, 5), got {schedule.shape}")
+    layers, octaves = schedule[:, 0], schedule[:, 1]
+    if not np.isin(layers, config.layers).all():
+        raise OptionError(f"schedule layers {sorted(set(layers.tolist()))} are outside the range {config.layers}")
+    if len(octaves) and (octaves.min() < 0 or octaves.max() >= config.octaves):
+        raise OptionError(f"schedule octaves must be in 0 .. {config.octaves - 1}")
+    return schedule.astype(np.int32)
+
+
+def run_dream(
+    model: ModelBase, images: Any, config: core.DreamConfig, rate: float, aux: Any, rounds: int = 1,
+    zoom: float = 1.0, rotate: float = 0.0, seed: int = 0, schedule: Any = None,
+    on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+) -> np.ndarray:
+    """The rounds of any objective through one cached round program (options already validated)."""
+    stats = stats if stats is not None else RunStats()
+    check_zoom(zoom, rounds, images.shape[1], images.shape[2])
+    seed, rate_a = core.check_seed(seed), np.float32(rate)
+    params = placed_params(model, images)
+    cache = program_cache()
+    if schedule is not None:
+        fixed = check_schedule(schedule, config)
+        program = Program("scheduled_round", model, config, lambda: core.scheduled_round(model, config))
+        arguments = lambda r: (fixed,)
+    else:
+        program = Program("drawn_round", model, config, lambda: core.drawn_round(model, config))
+        arguments = lambda r: (np.uint32(seed), np.int32(r))
+
+    def step(imgs: Any, r: int) -> Any:
+        stats.iterations += config.iters
+        return cache(program, params, imgs, *arguments(r), rate_a, aux, stats=stats)[0]
+
+    return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
+
+
+def nightmare(
+    model: ModelBase, x: Any, layer: int, rounds: int = 1, iters: int = 10, layer_range: int = 1, octaves: int = 4,
+    rate: float = 0.04, thresh: float = 1.0, zoom: float = 1.0, rotate: float = 0.0, norm: bool = True,
+    jitter: bool = True, seed: int = 0, schedule: Any = None, objective: str = "darknet", channel: int = 0,
+    guide: Any = None, on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+    precision: str | None = None,
+) -> np.ndarray:
+    """Darknet's nightmare on an image (H, W, 3) or batch (N, H, W, 3) in [0, 1] -> (rounds, N, H, W, 3).
+
+    ``schedule``: optional (iters, 5) int rows of layer, octave, dx, dy, flip replacing the random draws
+    (used for every round). ``objective``: 'darknet' (thresholded L2, the default), 'l2', 'channel' or 'neuron'
+    (with ``channel``), or 'guide' (with ``guide``, an image whose features at ``layer`` the dream moves toward).
+    ``on_round(round, images)`` is called after each round, before zoom/rotate. ``precision``: f32 (default, or
+    $JAXDREAM_PRECISION), tf32 or bf16.
+    """
+    images = as_batch(x)
+    if objective not in LAYER_OBJECTIVES:
+        raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
+    config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=octaves,
+                              norm="std" if norm else "none", jitter=jitter, objective=objective,
+                              **({"precision": precision} if precision else {}))
+    check_round_options(rate, rounds, zoom, rotate)
+    validate(model, config, images.shape[1], images.shape[2])
+    aux = objective_input(model, config, thresh, channel, guide)
+    return run_dream(model, images, config, rate, aux, rounds, zoom, rotate, seed, schedule, on_round, stats)

@@ -1,0 +1,51 @@
+"""Darknet's ``-reconstruct`` mode: ascend toward the features of the letterboxed image, with momentum."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jaxdream.dream import core
+from jaxdream.dream.nightmare_mode import check_round_options, check_zoom
+from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache, run_rounds
+
+if TYPE_CHECKING:
+    from jaxdream.model import ModelBase
+
+
+def reconstruct(
+    model: ModelBase, x: Any, layer: int, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
+    lam: float = 0.01, smooth: int = 1, zoom: float = 1.0, rotate: float = 0.0,
+    on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+    precision: str | None = None,
+) -> np.ndarray:
+    """Letterbox to the network size, then ascend toward layer ``layer - 1``'s features of that image with
+    momentum. Returns (rounds, N, net_h, net_w, 3).
+
+    Darknet parses ``-lambda``/``-smooth`` but its call to ``smooth`` is commented out; here the smoothing is
+    applied, so the options do what they say (``lam=0`` reproduces Darknet exactly).
+    """
+    target = layer - 1  # Darknet sets net->n = max_layer, so the features are those of layer max_layer - 1
+    model.check_layer(target, "layer - 1 (reconstruct uses the layer before LAYER)")
+    config = core.ReconstructConfig(layer=target, iters=iters, rate=rate, momentum=momentum, lam=lam, smooth=smooth,
+                                    **({"precision": precision} if precision else {}))
+    check_round_options(rate, rounds, zoom, rotate)
+    images = as_batch(x)
+    net_hw = model.input_size
+    check_zoom(zoom, rounds, *net_hw)
+    stats = stats if stats is not None else RunStats()
+    params, cache = placed_params(model, images), program_cache()
+    prepare = Program("reconstruct_target", model, (config, net_hw),
+                      lambda: core.reconstruct_target(model, config, net_hw))
+    boxed, features = cache(prepare, params, images, stats=stats)
+    program = Program("reconstruct_round", model, config, lambda: core.reconstruct_round(model, config))
+    momentum_state = [np.zeros(boxed.shape, np.float32)]  # Darknet keeps the update across rounds
+
+    def step(imgs: Any, _: int) -> Any:
+        stats.iterations += iters
+        imgs, momentum_state[0] = cache(program, params, imgs, momentum_state[0], features, stats=stats)
+        return imgs
+
+    return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats)
