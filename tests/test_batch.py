@@ -110,7 +110,7 @@ def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     resumed = batch(yolo, [root / "in"], tmp_path / "killed", *slow, "--resume")
     assert resumed.returncode == 1
     assert "already done" in resumed.stderr
-    whole = batch(yolo, [root / "in"], tmp_path / "whole", *slow)
+    batch(yolo, [root / "in"], tmp_path / "whole", *slow)
     assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
 
 
@@ -156,3 +156,55 @@ def test_discover_folders_globs_and_lists(tmp_path):
     assert len(discover([str(tmp_path / "in")])) == 12
     with pytest.raises(OptionError, match="no such file, folder or matching glob"):
         discover([str(tmp_path / "missing")])
+
+
+def _small_model(filters: int):
+    """A two-conv network of its own architecture (so its programs are compiled fresh in each test)."""
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.weights import random_weights_bytes
+    from jaxdream.model import model_from_bytes
+
+    text = (f"[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters={filters}\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n[maxpool]\nsize=2\nstride=2\n[convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n")
+    cfg = parse_cfg(text, f"small{filters}")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, filters), f"small{filters}")
+
+
+def _pictures(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
+    rng = np.random.default_rng(len(sizes))
+    folder.mkdir(parents=True)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(_photo(rng, h, w)).save(folder / f"p{i:03d}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def test_a_batch_of_one_size_traces_its_round_program_once(tmp_path, program_events):
+    from jaxdream.batch import Job, run_batch
+
+    model = _small_model(5)
+    files = _pictures(tmp_path / "in", [(24, 32)] * 16)
+    job = Job("nightmare", model.name, {"layer": 2, "iters": 2, "octaves": 2}, 0, None, "png")
+    with program_events() as seen:
+        summary = run_batch(model, job, files, tmp_path / "out", batch_size=2)
+    assert summary.done == 16 and summary.sizes == 1
+    assert len(seen.traces) == 1 and len(seen.compiles) == 1  # eight batches, one program
+    assert summary.stats.programs_compiled == 1 and summary.stats.run_seconds > 0
+    mixed = _pictures(tmp_path / "mixed", [(24, 32), (20, 28), (24, 32), (30, 22), (20, 28)])
+    with program_events() as seen:
+        summary = run_batch(model, job, mixed, tmp_path / "out-mixed", batch_size=2)
+    assert summary.done == 5 and summary.sizes == 3
+    assert len(seen.compiles) == 2  # 24x32 is already compiled; one program for each new size
+
+
+def test_memory_holds_only_the_batches_in_flight(tmp_path):
+    """200 inputs, batch size 4, prefetch 2: decoded images alive at once stay within the pipeline's bound
+    (the batches being decoded ahead, the one dreaming, the writer's queue and the one being written)."""
+    from jaxdream.batch import Job, run_batch
+
+    model = _small_model(6)
+    files = _pictures(tmp_path / "in", [(16, 16)] * 200)
+    job = Job("nightmare", model.name, {"layer": 2, "iters": 1, "octaves": 1}, 0, None, "png")
+    summary = run_batch(model, job, files, tmp_path / "out", batch_size=4, prefetch=2)
+    assert summary.done == 200 and len(list((tmp_path / "out").glob("*.png"))) == 200
+    assert 4 <= summary.peak_decoded <= (2 * 2 + 2) * 4

@@ -1,0 +1,188 @@
+"""Compile once: a second call with the same shapes traces and compiles nothing, in the process and across
+processes (the disk store), and a stale or foreign store entry is rebuilt, never used. Counted with jax.monitoring
+events, not timed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxdream as jd
+from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.dream.runner import Program, ProgramCache
+from jaxdream.dream.store import ProgramStore
+from jaxdream.errors import OptionError
+from jaxdream.model import model_from_bytes
+from jaxdream.weights import ARCHITECTURES
+
+
+@pytest.fixture(scope="module")
+def small_vgg():
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 5), "vgg-conv")
+
+
+def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (h, w, 3)).astype(np.float32)
+
+
+CALLS = {
+    "nightmare": lambda m, x: jd.nightmare(m, x, 4, rounds=2, iters=2, octaves=2, zoom=1.1, rotate=0.1),
+    "deepdream": lambda m, x: jd.deepdream(m, x, 4, octaves=2, iters=2),
+    "reconstruct": lambda m, x: jd.reconstruct(m, x, 5, iters=2),
+    "forward": lambda m, x: m.forward(x[None], (2, 4)),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(CALLS))
+def test_a_second_call_with_the_same_shapes_traces_and_compiles_nothing(small_vgg, mode, program_events):
+    first = CALLS[mode](small_vgg, _image(1))
+    with program_events() as seen:
+        second = CALLS[mode](small_vgg, _image(2))  # other pixels, same shapes
+    assert seen.traces == [] and seen.compiles == []
+    assert np.shape(jax_tree_first(first)) == np.shape(jax_tree_first(second))
+
+
+def jax_tree_first(out):
+    return next(iter(out.values())) if isinstance(out, dict) else out
+
+
+def test_a_second_lucid_call_and_a_reloaded_model_reuse_the_program(shared, program_events):
+    folder = shared / "models" / "tiny-darknet"
+    tiny = jd.load_model(folder / "tiny.cfg", folder / "tiny.weights")
+    x = _image(3, 64, 64)
+    jd.lucid(tiny, x, "ostrich", iters=2)
+    again = jd.load_model(folder / "tiny.cfg", folder / "tiny.weights")  # the same architecture, a new object
+    with program_events() as seen:
+        jd.lucid(again, x, "pelican", iters=2, rate=0.05, seed=4)  # another class, rate and seed: arguments only
+        again.logits(x[None])
+        again.logits(_image(4, 64, 64)[None])
+    assert seen.traces.count("<lambda>") == 1 and len(seen.compiles) == 1  # only logits is new
+    assert len(jd.program_cache().info()) >= 2
+
+
+def test_the_cache_is_bounded_and_inspectable(small_vgg):
+    cache = ProgramCache(capacity=2, store=None)
+    double = Program("double", None, (), lambda: lambda x: 2 * x)
+    for n in (3, 4, 5):
+        np.testing.assert_array_equal(cache(double, np.ones(n, np.float32)), np.full(n, 2.0))
+    held = cache.info()
+    assert [h.args for h in held] == ["", ""] and len(held) == 2  # the oldest (n=3) was dropped
+    assert all(h.name == "double" and h.source == "compiled" for h in held)
+    cache.clear()
+    assert cache.info() == []
+
+
+def test_config_is_keyword_only_and_checked_when_built():
+    with pytest.raises(TypeError):
+        jd.DreamConfig(10, 1, 20)  # the old positional form
+    with pytest.raises(OptionError, match="norm 'std2': use one of std, mean_abs, none"):
+        jd.DreamConfig(layer=1, norm="std2")
+    with pytest.raises(OptionError, match="--iters -1 must be a whole number of at least 0"):
+        jd.DreamConfig(layer=1, iters=-1)
+    with pytest.raises(OptionError, match=r"--octaves 1\.7 must be a whole number"):
+        jd.DreamConfig(layer=1, octaves=1.7)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXDREAM_NO_CACHE", raising=False)
+    monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "home"))
+    return ProgramStore(tmp_path / "home" / "programs")
+
+
+def _forward(cache: ProgramCache, model, x: np.ndarray, layer: int) -> np.ndarray:
+    program = Program("forward", model, ((layer,), "f32"), lambda: lambda p, im: model.apply(p, im, (layer,))[layer])
+    return np.asarray(cache(program, model.params, x))
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "other model", "not a program", "empty"])
+def test_a_damaged_or_foreign_store_entry_is_rebuilt_not_used(small_vgg, store, damage, program_events, caplog):
+    x = _image(5)[None]
+    expected = _forward(ProgramCache(store=None), small_vgg, x, 4)
+    _forward(ProgramCache(store=store), small_vgg, x, 4)
+    jnet_cfg = parse_cfg(ARCHITECTURES["jnet-conv"], "jnet-conv")
+    jnet = model_from_bytes(jnet_cfg, random_weights_bytes(jnet_cfg, 6), "jnet-conv")
+    _forward(ProgramCache(store=store), jnet, x, 4)
+    entries = {e.model: e.path for e in store.entries()}
+    mine, other = entries[small_vgg.fingerprint[:12]], entries[jnet.fingerprint[:12]]
+    data = mine.read_bytes()
+    damaged = {"flipped byte": data[:-100] + bytes([data[-100] ^ 1]) + data[-99:], "truncated": data[: len(data) // 2],
+               "other model": other.read_bytes(), "not a program": b"hello", "empty": b""}[damage]
+    mine.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING, logger="jaxdream"), program_events() as seen:
+        got = _forward(ProgramCache(store=store), small_vgg, x, 4)
+    np.testing.assert_array_equal(got, expected)
+    assert len(seen.compiles) == 1  # rebuilt
+    assert "rebuilding it" in caplog.text and mine.name in caplog.text
+    with program_events() as seen:
+        _forward(ProgramCache(store=store), small_vgg, x, 4)  # the rebuilt entry is good again
+    assert seen.compiles == []
+
+
+def test_a_program_stored_by_one_cache_is_loaded_by_another_without_tracing(small_vgg, store, program_events):
+    x = _image(6)[None]
+    cold = _forward(ProgramCache(store=store), small_vgg, x, 4)
+    with program_events() as seen:
+        warm = _forward(ProgramCache(store=store), small_vgg, x, 4)
+    assert seen.traces == [] and seen.compiles == []
+    np.testing.assert_array_equal(warm, cold)
+
+
+COUNTING_CLI = """
+import atexit, json, sys, jax
+events = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: events.append(event.rsplit("/", 1)[-1]))
+record = sys.argv[1]
+atexit.register(lambda: open(record, "w").write(json.dumps(events)))
+sys.argv = ["jaxdream", *sys.argv[2:]]
+from jaxdream.cli import main
+main()
+"""
+
+
+def _cli(args: list[str], events: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", COUNTING_CLI, str(events), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes(shared, tmp_path):
+    folder = shared / "models" / "yolo-fastest-1.1"
+    env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
+    env["JAXDREAM_HOME"] = str(tmp_path / "home")
+    image = tmp_path / "scream.png"
+    jd.save_image(image, jd.load_image(shared / "data" / "images" / "scream.jpg")[::4, ::4])
+    args = ["nightmare", str(folder / "yolo-fastest-1.1.cfg"), str(folder / "yolo-fastest-1.1.weights"), str(image),
+            "20", "-range", "3", "-iters", "3", "-rounds", "2", "-zoom", "0.9", "--format", "png"]
+    runs = {}
+    for name in ("cold", "warm"):
+        done = _cli([*args, "--out", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")],
+                    tmp_path / f"{name}-events.json", env)
+        assert done.returncode == 0, done.stderr
+        events = json.loads((tmp_path / f"{name}-events.json").read_text())
+        stats = json.loads((tmp_path / f"{name}.json").read_text())
+        runs[name] = (events, stats, {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
+    cold_events, cold_stats, cold_files = runs["cold"]
+    warm_events, warm_stats, warm_files = runs["warm"]
+    assert cold_events.count("jaxpr_trace_duration") >= 2 and cold_stats["programs_compiled"] == 2  # round, zoom
+    assert "jaxpr_trace_duration" not in warm_events and "backend_compile_duration" not in warm_events
+    assert warm_stats["programs_compiled"] == 0 and warm_stats["programs_loaded"] == 2
+    assert len(warm_files) == 2 and warm_files == cold_files
+
+    listing = subprocess.run([sys.executable, "-c", "from jaxdream.cli import main; main()", "cache", "info"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert "drawn_round" in listing.stdout and "between_rounds" in listing.stdout
+    assert "2 program(s)" in listing.stdout
+    cleared = subprocess.run([sys.executable, "-c", "from jaxdream.cli import main; main()", "cache", "clear"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert cleared.returncode == 0 and "MB freed" in cleared.stderr
+    assert not list((tmp_path / "home" / "programs").glob("*.program"))
