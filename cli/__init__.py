@@ -134,24 +134,30 @@ def nightmare(
 
     Writes <image>_<cfg>_<layer>_<round:06d>.<format> after every round, named as Darknet names them.
     """
+    start = time.perf_counter()
     import jax
 
     from jaxdream import dream
     from jaxdream.files import write_atomically
     from jaxdream.image import load_image, save_image
 
+    phases = {"import_seconds": time.perf_counter() - start}
     if format_ not in ("jpg", "png"):
         raise JaxdreamError(f"--format {format_!r}: use jpg or png")
     folder = _output_folder(out or prefix)
     x = load_image(image)
+    loaded = time.perf_counter()
     model = _load(cfg, weights, quiet)
+    phases["model_load_seconds"] = time.perf_counter() - loaded
     stem = image.name.split(".", 1)[0]
     names = [folder / f"{stem}_{model.name}_{layer}_{r:06d}.{format_}" for r in range(rounds)]
     run_stats = dream.RunStats()
-    start = time.perf_counter()
+    phases["write_seconds"] = 0.0
 
     def write(r: int, frames) -> None:
+        written = time.perf_counter()
         save_image(names[r], frames[0])
+        phases["write_seconds"] += time.perf_counter() - written
         if not quiet:
             elapsed = time.perf_counter() - start
             err_console.print(f"round {r + 1}/{rounds}: {iters} iterations, {elapsed:.1f}s elapsed -> {names[r]}")
@@ -167,7 +173,8 @@ def nightmare(
     if stats:
         report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
-                  "machine": platform.machine(), **run_stats.as_dict()}
+                  "machine": platform.machine(), **run_stats.as_dict(), **phases,
+                  "command_seconds": time.perf_counter() - start}
         write_atomically(stats, json.dumps(report, indent=2), "the --stats report")
 
 

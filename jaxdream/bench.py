@@ -40,7 +40,7 @@ from jaxdream.nn import check_precision
 from jaxdream.weights import ARCHITECTURES
 
 LAYER = 10
-CASES = ("step", "round", "batch", "lucid", "eager", "torch")
+CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed")
 # Darknet's published timings for `nightmare vgg-conv.cfg vgg-conv.weights scream.jpg 10` (README of the site).
 DARKNET_REFERENCE = [
     {"case": "reference: Darknet CPU, scream command (published)", "median_s": 15 * 60.0, "device": "CPU"},
@@ -220,6 +220,99 @@ def lucid_case(tiny: Model, precision: str, iters: int = 5) -> dict[str, Any]:
             "gflops": flops * iters / t["median_s"] / 1e9}
 
 
+def _photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
+    """Smooth random JPEGs of the given (height, width) sizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        yy, xx = np.mgrid[0:h, 0:w]
+        phase = rng.uniform(0, 6, 3)
+        base = np.stack([np.sin(xx / 9.0 + phase[0]), np.cos(yy / 7.0 + phase[1]), np.sin((xx + yy) / 11.0 + phase[2])],
+                        -1) * 0.4 + 0.5
+        path = folder / f"photo{i:03d}.jpg"
+        write_atomically(path, image_bytes(Image.fromarray(image.to_uint8(base)), "JPEG", quality=90), "a photo")
+        paths.append(path)
+    return paths
+
+
+def pipeline_case(model: Model, precision: str, scratch: Path, batch_size: int) -> dict[str, Any]:
+    """`batch` end to end after the first compile: 32 photos 224x224, layer 10, 2 iterations. Its images/s against
+    the compiled program's own time in the same run (decoding, writing and the host loop are the difference)."""
+    from jaxdream.batch import Job, run_batch
+
+    files = _photos(scratch / "pipeline", [(224, 224)] * 32)
+    job = Job("nightmare", model.name, {"layer": LAYER, "iters": 2, "precision": precision}, 0, None, "jpg")
+    run_batch(model, job, files, scratch / "pipeline-first", batch_size)  # compiles
+    summary = run_batch(model, job, files, scratch / "pipeline-timed", batch_size)
+    program_rate = len(files) / summary.stats.run_seconds
+    rate = len(files) / summary.seconds
+    return {"case": f"batch end to end: 32 x 224x224, layer {LAYER}, 2 iters, batch {batch_size}",
+            "compile_s": summary.stats.compile_seconds, "median_s": summary.seconds,
+            "images_per_s": rate, "program_images_per_s": program_rate, "end_to_end_vs_program": rate / program_rate}
+
+
+def mixed_case(model: Model, precision: str, scratch: Path) -> dict[str, Any]:
+    """24 photos in 6 sizes: one program per size, compiled in a cold run, loaded from the store in a warm one."""
+    from jaxdream.batch import Job, run_batch
+    from jaxdream.dream.runner import program_cache
+    from jaxdream.dream.store import DISABLE_ENV
+
+    sizes = [(224, 224), (200, 256), (256, 200), (192, 240), (240, 192), (208, 208)]
+    files = _photos(scratch / "mixed", sizes * 4)
+    job = Job("nightmare", model.name, {"layer": LAYER, "iters": 2, "precision": precision}, 0, None, "jpg")
+    saved = {k: os.environ.get(k) for k in ("JAXDREAM_HOME", DISABLE_ENV)}
+    os.environ["JAXDREAM_HOME"] = str(scratch / "mixed-home")
+    os.environ.pop(DISABLE_ENV, None)
+    try:
+        program_cache().clear()
+        cold = run_batch(model, job, files, scratch / "mixed-cold", 4)
+        program_cache().clear()  # as a new process would start: only the disk store is warm
+        warm = run_batch(model, job, files, scratch / "mixed-warm", 4)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return {"case": f"mixed sizes: 24 photos in 6 sizes, layer {LAYER}, 2 iters, batch 4",
+            "compile_s": cold.stats.compile_seconds, "median_s": cold.seconds,
+            "programs_compiled": cold.stats.programs_compiled, "images_per_s": len(files) / cold.seconds,
+            "warm_images_per_s": len(files) / warm.seconds, "warm_programs_loaded": warm.stats.programs_loaded,
+            "warm_load_s": warm.stats.load_seconds}
+
+
+def startup_case(model: Model, scream: Path | None, scratch: Path) -> list[dict[str, Any]]:
+    """The seed command (`nightmare vgg-conv W scream.jpg 10`) in a fresh process with an empty and then a warm
+    program cache, split into import, model load, compile (or cache load), dream and write."""
+    import subprocess
+    import sys
+
+    from jaxdream.darknet.weights import write_weights
+
+    weights = scratch / "vgg-conv.weights"
+    write_weights(weights, model.cfg, model.params)
+    photo = scream or _photos(scratch / "startup", [(448, 352)])[0]
+    env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
+    env["JAXDREAM_HOME"] = str(scratch / "startup-home")
+    rows = []
+    for name in ("cold", "warm"):
+        stats = scratch / f"startup-{name}.json"
+        command = [sys.executable, "-c", "from jaxdream.cli import main; main()", "nightmare", "vgg-conv",
+                   str(weights), str(photo), str(LAYER), "--out", str(scratch / f"startup-{name}"), "--quiet",
+                   "--stats", str(stats)]
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True, timeout=1800)
+        wall = time.perf_counter() - start
+        s = json.loads(stats.read_text())
+        phases = {"import_s": wall - s["command_seconds"] + s["import_seconds"],
+                  "model_load_s": s["model_load_seconds"], "compile_s": s["compile_seconds"],
+                  "cache_load_s": s["load_seconds"], "dream_s": s["run_seconds"], "write_s": s["write_seconds"]}
+        rows.append({"case": f"cli {name}: nightmare vgg-conv scream.jpg {LAYER}", "median_s": wall, **phases,
+                     "over_dream_s": wall - s["run_seconds"]})
+    return rows
+
+
 def tiny_darknet(shared: Path | None) -> Model:
     """The real Tiny Darknet when ../shared is there, else the same architecture with random weights."""
     from jaxdream.model import load_model
@@ -291,6 +384,14 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
             rows += results
         if "lucid" in cases:
             rows.append(lucid_case(tiny_darknet(shared), precision))
+        with tempfile.TemporaryDirectory() as scratch:
+            if "pipeline" in cases:
+                rows.append(pipeline_case(model, precision, Path(scratch), 8 if cpu else 32))
+            if "mixed" in cases:
+                rows.append(mixed_case(model, precision, Path(scratch)))
+            if "startup" in cases and cpu:  # a fresh process runs on the default device
+                scream = shared / "data" / "images" / "scream.jpg" if shared else None
+                rows += startup_case(model, scream if scream and scream.exists() else None, Path(scratch))
         for row in rows:
             log(f"  {row['case']}: {row['median_s'] * 1000:.1f} ms" + (
                 f", {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""))
@@ -336,7 +437,9 @@ def markdown(report: dict[str, Any]) -> str:
         for row in result["rows"]:
             notes = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k in (
                 "images_per_s", "speedup_vs_one_by_one", "ratio_to_10_iters", "speedup_vs_cpu", "jitted_speedup",
-                "iterations_per_s", "io_and_host_s"))
+                "iterations_per_s", "io_and_host_s", "program_images_per_s", "end_to_end_vs_program",
+                "programs_compiled", "warm_images_per_s", "warm_programs_loaded", "warm_load_s", "import_s",
+                "model_load_s", "cache_load_s", "dream_s", "write_s", "over_dream_s"))
             lines.append(
                 f"| {row['case']} | {row.get('compile_s', 0):.2f} | {1000 * row['median_s']:.1f} | "
                 f"{1000 * row.get('min_s', row['median_s']):.1f} | {1000 * row.get('max_s', row['median_s']):.1f} | "

@@ -8,7 +8,6 @@ then (scales, rolling_mean, rolling_variance)[out] if batch-normalised.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.shapes import input_shapes
 from jaxdream.errors import WeightsError
+from jaxdream.files import write_atomically
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -168,17 +168,9 @@ def weights_bytes(cfg: C.Cfg, params: Params, header: Header = Header()) -> byte
     return b"".join(parts)
 
 
-def write_weights(path: str | Path, cfg: C.Cfg, params: Params, header: Header = Header()) -> None:
-    """Write a .weights file atomically (temp file, then rename)."""
-    path = Path(path)
-    data = weights_bytes(cfg, params, header)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise WeightsError(f"{path}: cannot write ({err.strerror or err})") from None
+def write_weights(path: str | Path, cfg: C.Cfg, params: Params, header: Header = Header()) -> Path:
+    """Write a .weights file with the one atomic writer (files.write_atomically)."""
+    return write_atomically(path, weights_bytes(cfg, params, header), "the weights", WeightsError)
 
 
 def random_weights_bytes(cfg: C.Cfg, seed: int, bias_std: float = 0.01) -> bytes:
