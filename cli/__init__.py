@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from jaxdream.errors import JaxdreamError
+from jaxdream.errors import Interrupted, JaxdreamError
 
 OUT_HELP = "Output folder, created if missing (default: the current folder)."
 
@@ -137,20 +138,18 @@ def nightmare(
     start = time.perf_counter()
     import jax
 
-    from jaxdream import dream
+    from jaxdream import dream, outputs
     from jaxdream.files import write_atomically
     from jaxdream.image import load_image, save_image
 
     phases = {"import_seconds": time.perf_counter() - start}
-    if format_ not in ("jpg", "png"):
-        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
-    folder = _output_folder(out or prefix)
+    folder = outputs.output_folder(out or prefix)
     x = load_image(image)
     loaded = time.perf_counter()
     model = _load(cfg, weights, quiet)
     phases["model_load_seconds"] = time.perf_counter() - loaded
-    stem = image.name.split(".", 1)[0]
-    names = [folder / f"{stem}_{model.name}_{layer}_{r:06d}.{format_}" for r in range(rounds)]
+    names = outputs.output_names([image], folder, model.name, str(layer), outputs.round_endings(rounds),
+                                 outputs.check_format(format_))[image]
     run_stats = dream.RunStats()
     phases["write_seconds"] = 0.0
 
@@ -178,18 +177,6 @@ def nightmare(
         write_atomically(stats, json.dumps(report, indent=2), "the --stats report")
 
 
-def _output_folder(out: Path | None) -> Path:
-    """The output folder, created (with its parents) if missing; refused before any work if it cannot be."""
-    folder = out or Path(".")
-    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise JaxdreamError(f"output folder {folder}: {existing} is a file, not a folder; choose another --out")
-    if not os.access(existing, os.W_OK):
-        raise JaxdreamError(f"output folder {folder}: {existing} is not writable; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 @app.command()
 def deepdream(
     model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
@@ -212,39 +199,20 @@ def deepdream(
 
     Writes <image>_<model>_<layer>_deepdream.<format>.
     """
-    from jaxdream import dream
+    from jaxdream import dream, outputs
     from jaxdream.image import load_image, save_image
 
-    if format_ not in ("jpg", "png"):
-        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
-    folder = _output_folder(out)
+    folder = outputs.output_folder(out)
     x = load_image(image)
     loaded = _load(model, weights, quiet)
+    name = outputs.output_names([image], folder, loaded.name, str(layer), ["deepdream"],
+                                outputs.check_format(format_))[image][0]
     frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
                              objective=objective, channel=channel, guide=load_image(guide) if guide else None,
                              seed=seed)
-    name = folder / f"{image.name.split('.', 1)[0]}_{loaded.name}_{layer}_deepdream.{format_}"
     save_image(name, frames[0, 0])
     if not quiet:
         err_console.print(f"-> {name}")
-
-
-def _distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> tuple[int, int]:
-    """Join a multi-process run when asked (options, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-    JAX_PROCESS_ID); returns (this process's index, process count)."""
-    import jax
-
-    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
-        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
-    if process_id is None and "JAX_PROCESS_ID" in os.environ:
-        process_id = int(os.environ["JAX_PROCESS_ID"])
-    if not num_processes or num_processes == 1:
-        return 0, 1
-    if coordinator is None or process_id is None:
-        raise JaxdreamError("a multi-process run needs --coordinator HOST:PORT, --num-processes and --process-id")
-    jax.distributed.initialize(coordinator, num_processes, process_id)
-    return jax.process_index(), jax.process_count()
 
 
 @app.command()
@@ -285,39 +253,15 @@ def batch(
 
     from jaxdream import batch as batch_lib
 
-    if format_ not in ("jpg", "png"):
-        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
-    wh = None
-    if size:
-        try:
-            w, h = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise JaxdreamError(f"--size {size!r}: write it as WIDTHxHEIGHT, e.g. 224x224") from None
-        wh = (h, w)
     given = {"layer": layer, "rounds": rounds, "iters": iters, "layer_range": range_, "octaves": octaves,
              "rate": rate, "thresh": thresh, "zoom": zoom, "rotate": rotate, "objective": objective,
              "channel": channel, "classes": class_, "target_scale": target_scale, "octave_scale": octave_scale}
-    allowed = {
-        "nightmare": {"layer", "rounds", "iters", "layer_range", "octaves", "rate", "thresh", "zoom", "rotate",
-                      "objective", "channel"},
-        "lucid": {"classes", "iters", "rate", "target_scale", "octaves", "rounds", "zoom", "rotate"},
-        "deepdream": {"layer", "octaves", "octave_scale", "iters", "rate", "objective", "channel"},
-    }
-    if mode not in allowed:
-        raise JaxdreamError(f"unknown mode {mode!r}; use one of {', '.join(allowed)}")
     options = {k: v for k, v in given.items() if v is not None}
-    wrong = sorted(set(options) - allowed[mode])
-    if wrong:
-        raise JaxdreamError(f"{mode} does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}")
-    needed = "classes" if mode == "lucid" else "layer"
-    if needed not in options:
-        raise JaxdreamError(f"{mode} needs --{'class' if needed == 'classes' else 'layer'}")
-    process = _distributed(coordinator, num_processes, process_id)
+    batch_lib.make_job(mode, "check", options, seed, size, format_)  # refuse bad options before any work
+    process = batch_lib.join_processes(coordinator, num_processes, process_id)
     files = batch_lib.discover(inputs)
     loaded = _load(model, weights, quiet)
-    tag = str(options.get("layer", "")) if mode != "lucid" else \
-        "-".join(p.split(":")[0].strip().replace(" ", "_") for p in str(class_).split(",") if p.strip())
-    job = batch_lib.Job(mode, loaded.name, options, seed, wh, format_)
+    job = batch_lib.make_job(mode, loaded.name, options, seed, size, format_)
     bar = Progress(TextColumn("dreaming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=err_console, disable=quiet)
     task = bar.add_task("images", total=None, speed="")
@@ -328,7 +272,7 @@ def batch(
         bar.update(task, completed=done, total=total, speed=f"{done / elapsed:.2f} img/s" if elapsed else "")
 
     with bar:
-        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, tag, process, resume, advance)
+        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, advance)
     if process[1] > 1 and process[0] == 0:
         batch_lib.merge_manifests(out, process[1])
     run = summary.stats
@@ -361,10 +305,11 @@ def sweep(
 ) -> None:
     """Dream one image under a grid of settings: writes <image>_sweep.png (a labelled contact sheet) and
     <image>_sweep.h5 (every cell's image, options and objective per iteration)."""
+    from jaxdream import outputs
     from jaxdream import sweep as sweep_lib
     from jaxdream.image import load_image
 
-    folder = _output_folder(out)
+    folder = outputs.output_folder(out)
     x = load_image(image)
     layer_list = sweep_lib.parse_layers(layers)
     rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
@@ -372,7 +317,7 @@ def sweep(
     loaded = _load(model, weights, quiet)
     start = time.perf_counter()
     cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed)
-    stem = image.name.split(".", 1)[0]
+    stem = outputs.file_stem(image)
     sheet = sweep_lib.contact_sheet(cells, folder / f"{stem}_sweep.png")
     results = sweep_lib.write_results(cells, folder / f"{stem}_sweep.h5", str(image), seed)
     if not quiet:
@@ -429,27 +374,25 @@ def lucid(
 
     Writes <image>_<model>_<class>_<round:06d>.<format> for every image and round.
     """
-    from jaxdream import dream
+    from jaxdream import dream, outputs
     from jaxdream.dream import lucid_mode
     from jaxdream.files import write_atomically
     from jaxdream.image import load_image, save_image
 
-    if format_ not in ("jpg", "png"):
-        raise JaxdreamError(f"--format {format_!r}: use jpg or png")
-    folder = _output_folder(out)
+    folder = outputs.output_folder(out)
     loaded = _load(model, weights, quiet)
     lucid_mode.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
-    tag = "-".join(p.split(":")[0].strip().replace(" ", "_") for p in class_.split(",") if p.strip())
+    names = outputs.output_names(images, folder, loaded.name, lucid_mode.class_tag(class_),
+                                 outputs.round_endings(rounds), outputs.check_format(format_))
     run_stats = dream.RunStats()
     start = time.perf_counter()
     for path in images:
-        stem = path.name.split(".", 1)[0]
 
-        def write(r: int, frames, stem: str = stem) -> None:
-            name = folder / f"{stem}_{loaded.name}_{tag}_{r:06d}.{format_}"
-            save_image(name, frames[0])
+        def write(r: int, frames, path: Path = path) -> None:
+            save_image(names[path][r], frames[0])
             if not quiet:
-                err_console.print(f"{stem} round {r + 1}/{rounds}: {time.perf_counter() - start:.1f}s -> {name}")
+                err_console.print(f"{path.name} round {r + 1}/{rounds}: {time.perf_counter() - start:.1f}s -> "
+                                  f"{names[path][r]}")
 
         lucid_mode.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
                         octaves=octaves, jitter=jitter, rounds=rounds, seed=seed, on_round=write, stats=run_stats)
@@ -593,8 +536,13 @@ def main() -> None:
         os.environ["JAXDREAM_NO_CACHE"] = "1"
     argv = [a for a in argv if a not in ("--debug", "--no-cache")]
     _notices()
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         app(argv, prog_name="jaxdream")
+    except Interrupted:
+        err_console.print("interrupted: every file written is whole; a batch goes on from here with --resume",
+                          highlight=False, soft_wrap=True)
+        sys.exit(130)
     except (JaxdreamError, RuntimeError) as err:
         message = str(err) if isinstance(err, JaxdreamError) else _out_of_memory(err)
         if debug or message is None:
@@ -603,11 +551,22 @@ def main() -> None:
         sys.exit(1)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: flag it for the dream loop (which checks between compiled calls of about a second) and stop the
+    Python code running now. Raised inside a garbage-collector callback the exception is lost, hence the flag."""
+    from jaxdream.interrupts import request_stop
+
+    request_stop()
+    raise Interrupted()
+
+
 def _out_of_memory(err: RuntimeError) -> str | None:
     """One line of advice for XLA running out of (device) memory; None for any other error."""
     from jax.errors import JaxRuntimeError
 
-    if not isinstance(err, JaxRuntimeError) or "RESOURCE_EXHAUSTED" not in str(err):
+    text = str(err)
+    if not isinstance(err, JaxRuntimeError) or not ("RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+                                                     or "out of memory" in text):
         return None
     return (f"out of memory ({str(err).strip().splitlines()[0]}): use a smaller image (batch: --size), a smaller "
             "--batch-size, fewer --octaves or an earlier layer; a batch run goes on from here with --resume")

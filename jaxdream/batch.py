@@ -27,16 +27,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxdream import dream, image
+from jaxdream import dream, image, interrupts
 from jaxdream.dream import core
+from jaxdream.dream.lucid_mode import class_tag
 from jaxdream.dream.runner import Program, RunStats, program_cache
-from jaxdream.errors import ImageError, JaxdreamError, OptionError
+from jaxdream.errors import ImageError, JaxdreamError, NumericError, OptionError
 from jaxdream.files import write_atomically
 from jaxdream.model import ModelBase
+from jaxdream.outputs import check_format, output_names, round_endings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
-MODES = ("nightmare", "lucid", "deepdream")
 
 
 def discover(inputs: list[str]) -> list[Path]:
@@ -80,14 +81,77 @@ class Job:
     def rounds(self) -> int:
         return int(self.options.get("rounds", 1))
 
+    @property
+    def tag(self) -> str:
+        """What output names carry after the model: the layer, or the classes of a lucid dream."""
+        return class_tag(self.options["classes"]) if self.mode == "lucid" else str(self.options["layer"])
 
-def output_names(job: Job, source: Path, tag: str, taken: set[str], folder: Path) -> list[Path]:
-    """<stem>_<model>_<tag>_<round:06d>.<ext>; a second input with the same stem gets a path hash added."""
-    stem = source.name.split(".", 1)[0]
-    if stem in taken:
-        stem = f"{stem}_{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]}"
-    taken.add(stem)
-    return [folder / f"{stem}_{job.model}_{tag}_{r:06d}.{job.format}" for r in range(job.rounds)]
+
+MODE_OPTIONS = {
+    "nightmare": {"layer", "rounds", "iters", "layer_range", "octaves", "rate", "thresh", "zoom", "rotate",
+                  "objective", "channel", "precision"},
+    "lucid": {"classes", "iters", "rate", "target_scale", "octaves", "rounds", "zoom", "rotate", "precision"},
+    "deepdream": {"layer", "octaves", "octave_scale", "iters", "rate", "objective", "channel", "precision"},
+}
+MAX_SIZE_PIXELS = image.MAX_PIXELS
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (height, width), each at least 1 and the whole no larger than an image may be."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise OptionError(f"--size {text!r}: write it as WIDTHxHEIGHT, e.g. 224x224") from None
+    if w < 1 or h < 1 or w * h > MAX_SIZE_PIXELS:
+        raise OptionError(f"--size {text!r}: width and height must be at least 1 and their product at most "
+                          f"{MAX_SIZE_PIXELS:,} pixels")
+    return h, w
+
+
+def make_job(mode: str, model: str, options: dict[str, Any], seed: int, size: str | None = None,
+             fmt: str = "jpg") -> Job:
+    """A batch job from a mode and its options, each checked: the options the mode takes, the one it needs, the
+    seed, the size and the format."""
+    if mode not in MODE_OPTIONS:
+        raise OptionError(f"unknown mode {mode!r}; use one of {', '.join(MODE_OPTIONS)}")
+    wrong = sorted(set(options) - MODE_OPTIONS[mode])
+    if wrong:
+        raise OptionError(f"{mode} does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}")
+    needed = "classes" if mode == "lucid" else "layer"
+    if needed not in options:
+        raise OptionError(f"{mode} needs --{'class' if needed == 'classes' else 'layer'}")
+    return Job(mode, model, dict(options), core.check_seed(seed), parse_size(size) if size else None,
+               check_format(fmt))
+
+
+def join_processes(coordinator: str | None, num_processes: int | None, process_id: int | None
+                   ) -> tuple[int, int]:
+    """Join a multi-process run when asked (arguments, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID); returns (this process's index, process count)."""
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    if not num_processes or num_processes == 1:
+        return 0, 1
+    if num_processes < 1:
+        raise OptionError(f"--num-processes {num_processes} must be at least 1")
+    if coordinator is None or process_id is None:
+        raise OptionError("a multi-process run needs --coordinator HOST:PORT, --num-processes and --process-id")
+    if not 0 <= process_id < num_processes:
+        raise OptionError(f"--process-id {process_id} must be in 0 .. {num_processes - 1} for {num_processes} "
+                          "processes")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return jax.process_index(), jax.process_count()
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError(f"{name}={text!r} is not a whole number") from None
 
 
 class Manifest:
@@ -97,13 +161,21 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()  # the dreaming and the writing thread both append
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise JaxdreamError(f"{path}: the manifest is not a regular file (a folder or a symbolic link, which "
+                                "jaxdream does not follow); remove it or choose another --out")
 
     def done(self, job_key: str) -> set[str]:
-        """Inputs already finished by this job (same options), whose outputs all still exist."""
+        """Inputs already finished by this job (the same options), each of whose outputs is still the file this
+        job wrote (its sha256 as recorded): an output overwritten since, by another run, is redone."""
         finished = set()
-        for record in read_records(self.path.parent):
-            if record.get("job") == job_key and record.get("status") == "done" and \
-                    all(Path(p).exists() for p in record.get("outputs", [])):
+        folder = self.path.parent
+        for record in read_records(folder):
+            names, hashes = record.get("outputs"), record.get("sha256")
+            if record.get("job") != job_key or record.get("status") != "done" or not isinstance(
+                    record.get("input"), str) or not _names_and_hashes(names, hashes):
+                continue
+            if all(_file_sha256(folder / name) == digest for name, digest in zip(names, hashes, strict=True)):
                 finished.add(record["input"])
         return finished
 
@@ -137,13 +209,46 @@ def _last_line_cut(handle: BinaryIO) -> bool:
     return handle.read(1) != b"\n"
 
 
+def _names_and_hashes(names: Any, hashes: Any) -> bool:
+    """A record's outputs are plain file names in the output folder, each with a sha256 (a hand-edited manifest
+    may say anything)."""
+    return (isinstance(names, list) and isinstance(hashes, list) and len(names) == len(hashes) > 0
+            and all(isinstance(n, str) and n and Path(n).name == n and n not in (".", "..") for n in names)
+            and all(isinstance(h, str) for h in hashes))
+
+
+def _file_sha256(path: Path) -> str | None:
+    """The sha256 of a regular file (not followed through a symbolic link), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
 def read_records(folder: Path) -> Iterator[dict[str, Any]]:
+    """Every readable record of the folder's manifests."""
     for path in sorted(folder.glob("manifest*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: that image is simply redone
+        yield from read_records_of(path)
+
+
+def read_records_of(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of one manifest; lines cut by a kill, not UTF-8, not JSON or not an object are passed over
+    (their images are simply redone), and so is a manifest that is a link or not a file."""
+    if path.is_symlink() or not path.is_file():
+        return
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    for line in data.splitlines():
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict):
+            yield record
 
 
 @dataclass
@@ -268,7 +373,7 @@ class _Writer:
 
 
 def run_batch(
-    model: ModelBase, job: Job, inputs: list[Path], out: Path, batch_size: int = 4, tag: str = "",
+    model: ModelBase, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
     process: tuple[int, int] = (0, 1), resume: bool = False,
     progress: Callable[[int, int], None] | None = None, prefetch: int = 2, decoders: int = 2,
 ) -> Summary:
@@ -278,8 +383,6 @@ def run_batch(
     next ``prefetch`` batches while one dreams; a writer thread encodes and writes what is done. Memory holds
     only the batches in flight, whatever the number of inputs.
     """
-    if job.mode not in MODES:
-        raise OptionError(f"unknown mode {job.mode!r}; use one of {', '.join(MODES)}")
     core.check_count("batch-size", batch_size, 1)
     core.check_count("prefetch", prefetch, 1)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,8 +390,7 @@ def run_batch(
     mine = inputs[index::count]
     manifest = Manifest(out / (f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))
     finished = manifest.done(job.key()) if resume else set()
-    taken: set[str] = set()
-    names = {path: output_names(job, path, tag, taken, out) for path in inputs}  # names from the whole list
+    names = output_names(inputs, out, job.model, job.tag, round_endings(job.rounds), job.format)  # whole list
     summary = Summary(skipped=sum(str(p.resolve()) in finished for p in mine))
     todo = [p for p in mine if str(p.resolve()) not in finished]
     start = time.perf_counter()
@@ -307,12 +409,18 @@ def run_batch(
 
     def write(group: list[Path], frames: np.ndarray) -> None:
         for i, path in enumerate(group):
-            for r, target in enumerate(names[path]):
-                image.save_image(target, frames[r, i])
-            manifest.append({"input": str(path.resolve()), "outputs": [str(t) for t in names[path]],
-                             "status": "done", **record})
-            summary.done += 1
             counter.add(-1)
+            try:
+                files = [image.encode_image(target, frames[r, i]) for r, target in enumerate(names[path])]
+            except NumericError as err:  # this image overflowed; the others go on
+                failed(path, str(err))
+            else:
+                for target, data in zip(names[path], files, strict=True):
+                    write_atomically(target, data, "the image", ImageError)
+                manifest.append({"input": str(path.resolve()), "outputs": [t.name for t in names[path]],
+                                 "sha256": [hashlib.sha256(data).hexdigest() for data in files], "status": "done",
+                                 **record})
+                summary.done += 1
             if progress:
                 progress(summary.done + len(summary.errors), len(todo))
 
@@ -324,6 +432,7 @@ def run_batch(
         for group in batches[:prefetch]:
             pending.append([pool.submit(_decode, p, job.size, counter) for p in group])
         for b, group in enumerate(batches):
+            interrupts.check()
             decoded = [future.result() for future in pending.popleft()]
             if b + prefetch < len(batches):
                 pending.append([pool.submit(_decode, p, job.size, counter) for p in batches[b + prefetch]])
@@ -355,14 +464,12 @@ def merge_manifests(out: Path, count: int, timeout: float = 3600.0) -> Path:
     deadline = time.monotonic() + timeout
     parts = [out / f"manifest.part{i}.jsonl" for i in range(count)]
 
-    def finished(part: Path) -> bool:
-        return part.exists() and any(json.loads(line).get("status") == "end"
-                                     for line in part.read_text().splitlines() if line.strip())
+    def records(part: Path) -> list[dict[str, Any]]:
+        return list(read_records_of(part))
 
-    while not all(finished(p) for p in parts):
+    while not all(any(r.get("status") == "end" for r in records(p)) for p in parts):
         if time.monotonic() > deadline:
             raise JaxdreamError(f"{out}: not every process finished within {timeout:.0f}s; merge again later")
         time.sleep(0.2)
-    lines = [line for p in parts for line in p.read_text().splitlines()
-             if line.strip() and json.loads(line).get("status") != "end"]
+    lines = [json.dumps(r, sort_keys=True) for p in parts for r in records(p) if r.get("status") != "end"]
     return write_atomically(out / "manifest.jsonl", "".join(line + "\n" for line in lines), "the merged manifest")

@@ -25,3 +25,12 @@ class OptionError(JaxdreamError):
 
 class FetchError(JaxdreamError):
     """A download that failed or delivered the wrong bytes."""
+
+
+class NumericError(JaxdreamError):
+    """A result with NaN or infinite values, refused before it is written."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised where the work can stop cleanly (a BaseException, as KeyboardInterrupt, so that no handler
+    of ordinary errors swallows it; not a KeyboardInterrupt, which the CLI framework would turn into exit 1)."""

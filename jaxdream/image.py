@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from jaxdream.errors import ImageError
+from jaxdream.errors import ImageError, NumericError
 from jaxdream.files import image_bytes, write_atomically
 
 Array = jax.Array
@@ -62,6 +63,13 @@ def _opened(path: Path) -> Iterator[Image.Image]:
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:
+    if im.mode == "F":  # 32-bit float gray (TIFF): Pillow's own conversion truncates [0, 1] to zeros
+        values = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("the float image has NaN or infinite pixels")
+        top = next(t for t in (1.0, 255.0, 65535.0, max(values.max(), 1.0)) if values.max() <= t)
+        gray = np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: scale to 8 bits instead of clipping
         wide = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
@@ -81,14 +89,28 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 def save_image(path: str | Path, x: np.ndarray, quality: int = 80) -> Path:
     """Write (H, W, 3) float [0, 1] atomically; the format follows the suffix (JPEG at ``quality``, as Darknet)."""
+    return write_atomically(path, encode_image(path, x, quality), "the image", ImageError)
+
+
+def encode_image(path: str | Path, x: Any, quality: int = 80) -> bytes:
+    """The file ``save_image`` writes: (H, W, 3) float [0, 1], encoded as the suffix of ``path`` says. Refuses
+    anything else, and NaN or infinite values (a dream that overflowed), before a byte is written."""
     path = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
            ".webp": "WEBP"}.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(f"{path}: unknown image suffix {path.suffix!r}; use .jpg, .png, .bmp, .tif or .webp")
-    image = Image.fromarray(to_uint8(x), "RGB")
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[-1] != 3 or not np.issubdtype(x.dtype, np.floating):
+        raise ImageError(f"{path}: not written: images are float (H, W, 3) RGB arrays in [0, 1], got {x.dtype} "
+                         f"{x.shape}")
+    if not np.isfinite(x).all():
+        raise NumericError(
+            f"{path}: not written: the image has NaN or infinite values; the dream overflowed (check the weights, "
+            "the input image, and options such as --thresh, --zoom, --rate or the class weights)"
+        )
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    return write_atomically(path, image_bytes(image, fmt, **options), "the image", ImageError)
+    return image_bytes(Image.fromarray(to_uint8(x), "RGB"), fmt, **options)
 
 
 def rounded(product: Array) -> Array:

@@ -88,7 +88,7 @@ def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
     assert errors == {"truncated.jpg", "notanimage.png"}
     assert all(r["options"]["layer"] == 6 and r["seed"] == 0 for r in records)
     exif = next(r for r in records if r["input"].endswith("exif.jpg"))
-    with Image.open(exif["outputs"][0]) as im:
+    with Image.open(root / "out" / exif["outputs"][0]) as im:  # names in the output folder
         assert im.size == (64, 48)  # EXIF orientation applied
 
 

@@ -126,3 +126,26 @@ def test_lucid_refuses_an_unknown_class_before_writing(shared, tmp_path):
     assert done.returncode == 1
     assert "closest: 384 (ostrich)" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_stops_a_long_round_within_two_seconds_and_leaves_no_file(shared, yolo, tmp_path):
+    import os
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
+    env["JAXDREAM_HOME"] = str(tmp_path / "home")  # the stored program tells the test that dreaming has begun
+    process = subprocess.Popen([*CLI, "nightmare", *map(str, yolo), str(shared / "data" / "images" / "dog.jpg"),
+                                "20", "-iters", "100000", "--out", str(tmp_path / "out")],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "home").rglob("*.program")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 2.0
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and "Exception ignored" not in err
+    assert list((tmp_path / "out").iterdir()) == []  # no image, no temp file

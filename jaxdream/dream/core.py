@@ -190,32 +190,45 @@ def nightmare_step(
     return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0), value
 
 
-def scheduled_round(model: ModelBase, config: DreamConfig) -> Callable:
-    """(params, images (N,H,W,3), schedule (iters,5), rate, aux) -> (images, objective values (iters, N))."""
+def scheduled_iterations(model: ModelBase, config: DreamConfig) -> Callable:
+    """Iterations ``start`` .. ``stop - 1`` of a round: (params, images (N,H,W,3), objective values (iters, N),
+    schedule (iters, 5), start, stop, rate, aux) -> (images, values). The host calls it in chunks, so a long round
+    can be interrupted between them; the chunks give the same bytes as one call."""
 
-    def run(params: Any, images: Array, schedule: Array, rate: Array, aux: Any) -> tuple[Array, Array]:
+    def run(params: Any, images: Array, values: Array, schedule: Array, start: Array, stop: Array, rate: Array,
+            aux: Any) -> tuple[Array, Array]:
         def body(i: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
-            imgs, values = carry
+            imgs, vals = carry
             step_rate = rate * (1.0 - i / config.iters) if config.anneal else rate
             step = lambda img: nightmare_step(model, config, params, img, schedule[i], step_rate, aux)
             imgs, value = jax.vmap(step)(imgs)
-            return imgs, values.at[i].set(value)
+            return imgs, vals.at[i].set(value)
 
-        values = jnp.zeros((config.iters, images.shape[0]), jnp.float32)
-        if config.iters:  # tracing the body indexes the empty schedule, so -iters 0 (Darknet: no steps) skips it
-            images, values = lax.fori_loop(0, config.iters, body, (images, values))
-        return images, values
+        if not config.iters:  # tracing the body indexes the empty schedule, so -iters 0 (Darknet: no steps) skips it
+            return images, values
+        return lax.fori_loop(start, stop, body, (images, values))
 
     return run
 
 
-def drawn_round(model: ModelBase, config: DreamConfig) -> Callable:
-    """The round with its schedule drawn inside the program from (seed, round index):
-    (params, images, seed uint32, round int32, rate, aux) -> (images, objective values)."""
-    run = scheduled_round(model, config)
-    return lambda params, images, seed, index, rate, aux: run(
-        params, images, draw_schedule(round_key(seed, index), config), rate, aux
+def drawn_iterations(model: ModelBase, config: DreamConfig) -> Callable:
+    """``scheduled_iterations`` with the round's schedule drawn inside the program from (seed, round index):
+    (params, images, values, seed uint32, round int32, start, stop, rate, aux) -> (images, values)."""
+    run = scheduled_iterations(model, config)
+    return lambda params, images, values, seed, index, start, stop, rate, aux: run(
+        params, images, values, draw_schedule(round_key(seed, index), config), start, stop, rate, aux
     )
+
+
+def drawn_round(model: ModelBase, config: DreamConfig) -> Callable:
+    """A whole drawn round in one call: (params, images, seed, round, rate, aux) -> (images, objective values)."""
+    run = drawn_iterations(model, config)
+
+    def whole(params: Any, images: Array, seed: Array, index: Array, rate: Array, aux: Any) -> tuple[Array, Array]:
+        values = jnp.zeros((config.iters, images.shape[0]), jnp.float32)
+        return run(params, images, values, seed, index, 0, config.iters, rate, aux)
+
+    return whole
 
 
 def grid_round(model: ModelBase, config: DreamConfig) -> Callable:
@@ -284,8 +297,9 @@ def reconstruct_target(model: ModelBase, config: ReconstructConfig, net_hw: tupl
     return prepare
 
 
-def reconstruct_round(model: ModelBase, config: ReconstructConfig) -> Callable:
-    """(params, images, update, features) -> (images, update): ascent toward the features with momentum."""
+def reconstruct_iterations(model: ModelBase, config: ReconstructConfig) -> Callable:
+    """(params, images, update, features, count) -> (images, update): ``count`` steps of ascent toward the features
+    with momentum (the host calls it in chunks)."""
     layer = config.layer
 
     def one(params: Any, img: Array, upd: Array, feat: Array) -> tuple[Array, Array]:
@@ -298,9 +312,9 @@ def reconstruct_round(model: ModelBase, config: ReconstructConfig) -> Callable:
         img = jnp.clip(img + config.rate * upd, 0.0, 1.0)
         return img, config.momentum * upd
 
-    def run(params: Any, recon: Array, update: Array, feats: Array) -> tuple[Array, Array]:
+    def run(params: Any, recon: Array, update: Array, feats: Array, count: Array) -> tuple[Array, Array]:
         step = jax.vmap(lambda img, upd, feat: one(params, img, upd, feat))
-        return lax.fori_loop(0, config.iters, lambda _, carry: step(carry[0], carry[1], feats), (recon, update))
+        return lax.fori_loop(0, count, lambda _, carry: step(carry[0], carry[1], feats), (recon, update))
 
     return run
 

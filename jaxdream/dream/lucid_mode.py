@@ -78,6 +78,16 @@ def parse_classes(spec: ClassSpec, labels: tuple[str, ...]) -> dict[int, float]:
     return classes
 
 
+def class_tag(spec: ClassSpec) -> str:
+    """The classes of a spec as output names carry them: 'ostrich:0.7,great white shark' ->
+    'ostrich-great_white_shark'."""
+    if isinstance(spec, Mapping):
+        parts = [str(k) for k in spec]
+    else:
+        parts = [p.rpartition(":")[0] if re.search(r":\s*[\d.eE+-]+$", p) else p for p in str(spec).split(",")]
+    return "-".join(re.sub(r"[^\w.-]+", "_", p.strip()) for p in parts if p.strip())
+
+
 def target_vector(classes: Mapping[int, float], num_classes: int, target_scale: float) -> np.ndarray:
     """Scaled target: ``target_scale`` times each class's share of the weights; 0 elsewhere."""
     total = sum(classes.values())

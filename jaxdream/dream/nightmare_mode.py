@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxdream.dream import core
-from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache, run_rounds
+from jaxdream.dream.runner import (
+    Program,
+    RunStats,
+    as_batch,
+    placed_params,
+    program_cache,
+    run_in_chunks,
+    run_rounds,
+)
 from jaxdream.errors import JaxdreamError, OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
 
@@ -102,15 +110,18 @@ def run_dream(
     cache = program_cache()
     if schedule is not None:
         fixed = check_schedule(schedule, config)
-        program = Program("scheduled_round", model, config, lambda: core.scheduled_round(model, config))
+        program = Program("scheduled_iterations", model, config, lambda: core.scheduled_iterations(model, config))
         arguments = lambda r: (fixed,)
     else:
-        program = Program("drawn_round", model, config, lambda: core.drawn_round(model, config))
+        program = Program("drawn_iterations", model, config, lambda: core.drawn_iterations(model, config))
         arguments = lambda r: (np.uint32(seed), np.int32(r))
 
     def step(imgs: Any, r: int) -> Any:
         stats.iterations += config.iters
-        return cache(program, params, imgs, *arguments(r), rate_a, aux, stats=stats)[0]
+        values = np.zeros((config.iters, imgs.shape[0]), np.float32)
+        chunk = lambda state, start, stop: cache(program, params, *state, *arguments(r), np.int32(start),
+                                                 np.int32(stop), rate_a, aux, stats=stats)
+        return run_in_chunks(chunk, (imgs, values), config.iters)[0]
 
     return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
 

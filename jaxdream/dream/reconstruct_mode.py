@@ -9,7 +9,15 @@ import numpy as np
 
 from jaxdream.dream import core
 from jaxdream.dream.nightmare_mode import check_round_options, check_zoom
-from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache, run_rounds
+from jaxdream.dream.runner import (
+    Program,
+    RunStats,
+    as_batch,
+    placed_params,
+    program_cache,
+    run_in_chunks,
+    run_rounds,
+)
 
 if TYPE_CHECKING:
     from jaxdream.model import ModelBase
@@ -40,12 +48,14 @@ def reconstruct(
     prepare = Program("reconstruct_target", model, (config, net_hw),
                       lambda: core.reconstruct_target(model, config, net_hw))
     boxed, features = cache(prepare, params, images, stats=stats)
-    program = Program("reconstruct_round", model, config, lambda: core.reconstruct_round(model, config))
+    program = Program("reconstruct_iterations", model, config, lambda: core.reconstruct_iterations(model, config))
     momentum_state = [np.zeros(boxed.shape, np.float32)]  # Darknet keeps the update across rounds
 
     def step(imgs: Any, _: int) -> Any:
         stats.iterations += iters
-        imgs, momentum_state[0] = cache(program, params, imgs, momentum_state[0], features, stats=stats)
+        chunk = lambda state, start, stop: cache(program, params, *state, features, np.int32(stop - start),
+                                                 stats=stats)
+        imgs, momentum_state[0] = run_in_chunks(chunk, (imgs, momentum_state[0]), iters)
         return imgs
 
     return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats)

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxdream import interrupts
 from jaxdream.dream import core
 from jaxdream.dream.store import ProgramStore, default_store, environment
 from jaxdream.errors import OptionError
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 Array = jax.Array
 DEFAULT_CAPACITY = 64
+CHUNK_SECONDS = 1.0  # a long round runs as calls of about this long, so Ctrl-C is seen within about a second
 
 
 @dataclass
@@ -127,6 +129,7 @@ class ProgramCache:
 
     def __call__(self, program: Program, *args: Any, stats: RunStats | None = None) -> Any:
         """Run ``program`` on ``args`` (compiling or loading it on first use) and wait for the result."""
+        interrupts.check()
         compiled = self.compiled(program, args, stats)
         start = time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
@@ -225,6 +228,20 @@ def as_batch(x: Any) -> Any:
     if min(x.shape) < 1:
         raise OptionError(f"images must not be empty, got shape {x.shape}")
     return x if x.dtype == np.float32 else x.astype(np.float32)
+
+
+def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int) -> Any:
+    """``call(state, start, stop)`` over 0 .. count in chunks of about CHUNK_SECONDS each (the first of one step),
+    so that an interrupt (``interrupts.request_stop``, the command line's Ctrl-C) is seen between chunks."""
+    start, chunk = 0, 1
+    while start < count:
+        stop = min(count, start + chunk)
+        began = time.perf_counter()
+        state = call(state, start, stop)
+        took = time.perf_counter() - began
+        chunk = max(1, int((stop - start) * CHUNK_SECONDS / max(took, 1e-9)))
+        start = stop
+    return state
 
 
 def run_rounds(

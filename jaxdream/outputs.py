@@ -1,0 +1,76 @@
+"""Where outputs go and what they are called: the one place every command takes its folder, format and names from.
+
+Names follow Darknet's: ``<image stem>_<model>_<tag>_<ending>.<format>``, where the stem is the file name up to
+its first dot (Darknet's ``basecfg``) and the ending is the round (``000003``) or a mode's word (``deepdream``).
+Every name of a run is planned at once from the whole input list, so two inputs never share an output, whatever
+their folders and names, and a resumed or multi-process run plans the same names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxdream.errors import OptionError
+
+FORMATS = ("jpg", "png")
+
+
+def file_stem(path: str | Path) -> str:
+    """Darknet's ``basecfg``: the file name up to its first dot."""
+    return Path(path).name.split(".", 1)[0]
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise OptionError(f"--format {fmt!r}: use {' or '.join(FORMATS)}")
+    return fmt
+
+
+def output_folder(folder: str | Path | None) -> Path:
+    """The output folder (default: the current one), created with its parents; refused before any work, naming
+    the path in the way, when it cannot be."""
+    folder = Path(folder) if folder is not None else Path(".")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OptionError(f"output folder {folder}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise OptionError(f"output folder {folder}: {existing} is not writable; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OptionError(f"output folder {folder}: cannot create it ({err.strerror or err}); choose another --out"
+                          ) from None
+    return folder
+
+
+def output_names(sources: Sequence[Path], folder: Path, model: str, tag: str, endings: Sequence[str],
+                 fmt: str) -> dict[Path, list[Path]]:
+    """Each source's output paths, ``folder / <stem>_<model>_<tag>_<ending>.<fmt>`` for every ending; a source
+    whose names would meet an earlier source's gets a hash of its resolved path after the stem (and a counter in
+    the unlikely case that still meets one)."""
+    check_format(fmt)
+    taken: set[str] = set()
+    planned: dict[Path, list[Path]] = {}
+    for source in sources:
+        stem = file_stem(source)
+        names = _names(stem, model, tag, endings, fmt)
+        if taken & set(names):
+            digest = hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
+            names, n = _names(f"{stem}_{digest}", model, tag, endings, fmt), 1
+            while taken & set(names):
+                names, n = _names(f"{stem}_{digest}-{n}", model, tag, endings, fmt), n + 1
+        taken.update(names)
+        planned[source] = [folder / name for name in names]
+    return planned
+
+
+def _names(stem: str, model: str, tag: str, endings: Sequence[str], fmt: str) -> list[str]:
+    return [f"{stem}_{model}_{tag}_{ending}.{fmt}" for ending in endings]
+
+
+def round_endings(rounds: int) -> list[str]:
+    """Darknet's per-round endings: 000000, 000001, ..."""
+    return [f"{r:06d}" for r in range(rounds)]
