@@ -313,7 +313,7 @@ def sweep(
     x = load_image(image)
     layer_list = sweep_lib.parse_layers(layers)
     rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
-    octave_list = [int(v) for v in sweep_lib.parse_floats(octaves, "octaves")]
+    octave_list = sweep_lib.parse_ints(octaves, "octaves")
     loaded = _load(model, weights, quiet)
     start = time.perf_counter()
     cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -48,18 +47,39 @@ def discover(inputs: list[str]) -> list[Path]:
         if path.is_dir():
             found += [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-            lines = [line.strip() for line in path.read_text().splitlines()]
-            found += [(path.parent / line) for line in lines if line and not line.startswith("#")]
+            found += [path.parent / line for line in _list_lines(path)]
         elif path.is_file():
             found.append(path)
         elif any(ch in item for ch in "*?["):
-            found += [Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file()]
+            found += _glob(item)
         else:
             raise OptionError(f"{item}: no such file, folder or matching glob")
     unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: str(p.resolve()))
     if not unique:
         raise OptionError(f"no images found in {', '.join(inputs)}")
     return unique
+
+
+def _list_lines(path: Path) -> list[str]:
+    """The paths a list file names, one a line ('#' starts a comment)."""
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise OptionError(f"{path}:{number}: the line is not UTF-8 text; save the list as UTF-8") from None
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Files matching ``pattern`` (``**`` for any depth). pathlib's glob does not descend into symlinked folders,
+    so a link to a parent (``s1 -> .``) cannot make the search endless."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    root = Path(*parts[:first]) if first else Path(".")
+    return [p for p in root.glob(str(Path(*parts[first:]))) if p.is_file()]
 
 
 @dataclass(frozen=True)

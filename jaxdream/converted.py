@@ -62,8 +62,11 @@ def read_converted(path: str | Path) -> Converted:
                     f"{path}: not a jaxdream model file (no format={FORMAT!r} attribute); make one with "
                     "`jaxdream weights convert CFG WEIGHTS -o FILE.h5`"
                 )
-            if int(f.attrs["version"]) > VERSION:
-                raise WeightsError(f"{path}: written by a newer jaxdream (format version {f.attrs['version']})")
+            version = f.attrs["version"]
+            if not isinstance(version, int | np.integer) or version < 1:
+                raise WeightsError(f"{path}: format version {version!r} is not a version jaxdream wrote")
+            if version > VERSION:
+                raise WeightsError(f"{path}: written by a newer jaxdream (format version {version})")
             kind = str(f.attrs.get("kind", "darknet"))
             nested = {layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
                       for layer, group in f["params"].items()}
@@ -73,5 +76,5 @@ def read_converted(path: str | Path) -> Converted:
                 if "labels" in f else None
             return Converted(str(f.attrs["name"]), str(f.attrs["architecture"]), params, str(f.attrs["source_sha256"]),
                              labels, kind)
-    except (OSError, KeyError) as err:
-        raise WeightsError(f"{path}: cannot read as an HDF5 model file ({err})") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as err:
+        raise WeightsError(f"{path}: cannot read as a jaxdream model file ({type(err).__name__}: {err})") from None

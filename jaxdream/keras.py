@@ -8,10 +8,12 @@ after the InputLayer, from 0, like Darknet's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,22 @@ class KLayer:
     target_shape: tuple[int, ...] = ()
     units: int = 0
 
+    def __post_init__(self) -> None:
+        """Values a hand-edited file may get wrong, refused here instead of failing inside a trace."""
+        if self.kind not in SUPPORTED:
+            raise ValueError(f"layer {self.name!r}: unknown type {self.kind!r}")
+        sizes = {"kernel size": self.kernel, "strides": self.strides, "target shape": self.target_shape or (1,),
+                 "filters": (self.filters or 1,), "units": (self.units or 1,),
+                 "depth multiplier": (self.depth_multiplier,)}
+        for what, values in sizes.items():
+            if not all(isinstance(v, int) and v >= 1 for v in values):
+                raise ValueError(f"layer {self.name!r}: {what} {values} must be positive whole numbers")
+        if self.padding not in ("valid", "same") or min(v for pair in self.zero_pad for v in pair) < 0:
+            raise ValueError(f"layer {self.name!r}: padding {self.padding!r} / {self.zero_pad} is not valid")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"layer {self.name!r}: activation {self.activation!r}; supported: "
+                             f"{', '.join(ACTIVATIONS)}")
+
     def param_names(self) -> tuple[str, ...]:
         if self.kind in ("Conv2D", "Dense"):
             return ("kernel", "bias") if self.use_bias else ("kernel",)
@@ -100,6 +118,9 @@ def parse_layer(entry: dict[str, Any], source: str) -> KLayer | None:
         )
     if tuple(_pair(c.get("dilation_rate", 1))) != (1, 1):
         raise WeightsError(f"{source}: layer {name!r} uses dilation, which jaxdream does not support")
+    if c.get("data_format", "channels_last") not in (None, "channels_last"):
+        raise WeightsError(f"{source}: layer {name!r} is {c['data_format']}; jaxdream reads channels_last models only "
+                           "(re-save the model with data_format='channels_last')")
     activation = c.get("activation", "linear")
     if kind == "ReLU":
         activation = "relu"
@@ -285,12 +306,40 @@ def _tuples(value: Any) -> Any:
 
 def from_converted(stored: converted.Converted, source: str) -> KerasModel:
     """A Keras model from jaxdream's own .h5 (written by `jaxdream weights convert`)."""
-    spec = json.loads(stored.architecture)
-    layers = tuple(KLayer(**{k: _tuples(v) for k, v in layer.items()}) for layer in spec["layers"])
-    model = KerasModel(stored.name, layers, stored.params, tuple(spec["input_hw"]), spec["preprocessing"],
-                       stored.labels)
-    _check_shapes(model, source)
+    with _reading(source):
+        spec = json.loads(stored.architecture)
+        layers = tuple(KLayer(**{k: _tuples(v) for k, v in layer.items()}) for layer in spec["layers"])
+        if spec["preprocessing"] not in ("caffe", "tf"):
+            raise ValueError(f"unknown preprocessing {spec['preprocessing']!r}")
+        model = KerasModel(stored.name, _nonempty(layers), stored.params, _input_hw(spec["input_hw"]),
+                           spec["preprocessing"], stored.labels)
+        _check_shapes(model, source)
     return model
+
+
+@contextlib.contextmanager
+def _reading(source: str) -> Iterator[None]:
+    """Whatever a damaged or hand-edited file makes the reader trip over becomes one error naming the file."""
+    try:
+        yield
+    except JaxdreamError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as err:
+        raise WeightsError(f"{source}: not a Keras model jaxdream can read ({type(err).__name__}: {err})") from None
+
+
+def _nonempty(layers: tuple[KLayer, ...]) -> tuple[KLayer, ...]:
+    if not layers:
+        raise ValueError("the model has no layers")
+    return layers
+
+
+def _input_hw(shape: Any) -> tuple[int, int]:
+    """(height, width) from a Keras input shape (batch, h, w, c) or a stored (h, w); both positive."""
+    hw = tuple(shape[1:3]) if len(shape) == 4 else tuple(shape)
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):
+        raise ValueError(f"input shape {shape} needs a fixed positive height and width")
+    return hw
 
 
 def _read_weight_groups(group: h5py.Group, names: list[str], source: str) -> dict[str, dict[str, np.ndarray]]:
@@ -367,7 +416,9 @@ def _full_model_layers(f: h5py.File, source: str) -> tuple[str, tuple[KLayer, ..
     _check_chain(entries, source)
     layers = tuple(layer for layer in (parse_layer(e, source) for e in entries) if layer is not None)
     shape = entries[0]["config"].get("batch_input_shape") or entries[0]["config"].get("batch_shape")
-    return config["config"]["name"], layers, (int(shape[1]), int(shape[2]))
+    if len(shape) != 4 or shape[3] != 3:
+        raise ValueError(f"input shape {shape} is not (batch, height, width, 3)")
+    return str(config["config"]["name"]), _nonempty(layers), _input_hw(shape)
 
 
 def _architecture(architecture: str, names: list[str]) -> tuple[str, tuple[KLayer, ...], tuple[int, int]]:
@@ -388,25 +439,23 @@ def load_keras(path: str | Path, architecture: str | None = None) -> KerasModel:
     """A full Keras model file, or a weights-only file with ``architecture``: a built-in Keras name (vgg-16, vgg-19)
     or the path of a full model file whose layers it fills (e.g. a no-top file with the full model)."""
     path, source = Path(path), str(path)
-    try:
-        with h5py.File(path, "r") as f:
-            group = f.get("model_weights", f)
-            if "layer_names" not in group.attrs:
-                raise WeightsError(f"{source}: an HDF5 file with no Keras layers (no layer_names attribute)")
-            names = _names(group)
-            weights = _read_weight_groups(group, names, source)
-            if "model_config" in f.attrs and architecture is None:
-                name, layers, input_hw = _full_model_layers(f, source)
-            elif architecture is None:
-                raise WeightsError(
-                    f"{source}: a weights-only Keras file; pair it with an architecture: a built-in name "
-                    f"({', '.join(KERAS_ARCHITECTURES)}) or a full Keras model file"
-                )
-            else:
-                name, layers, input_hw = _architecture(architecture, names)
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{source}: cannot read as a Keras HDF5 model ({err})") from None
-    return build(name, layers, weights, input_hw, source)
+    with _reading(source), h5py.File(path, "r") as f:
+        group = f.get("model_weights", f)
+        if "layer_names" not in group.attrs:
+            raise WeightsError(f"{source}: an HDF5 file with no Keras layers (no layer_names attribute)")
+        names = _names(group)
+        weights = _read_weight_groups(group, names, source)
+        if "model_config" in f.attrs and architecture is None:
+            name, layers, input_hw = _full_model_layers(f, source)
+        elif architecture is None:
+            raise WeightsError(
+                f"{source}: a weights-only Keras file; pair it with an architecture: a built-in name "
+                f"({', '.join(KERAS_ARCHITECTURES)}) or a full Keras model file"
+            )
+        else:
+            name, layers, input_hw = _architecture(architecture, names)
+    with _reading(source):
+        return build(name, layers, weights, input_hw, source)
 
 
 def _check_chain(entries: list[dict[str, Any]], source: str) -> None:

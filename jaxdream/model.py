@@ -245,8 +245,22 @@ def load_model(
     ``weights``: a Darknet ``.weights`` file, a converted ``.h5``, a Keras weights ``.h5`` (with a built-in Keras
     architecture such as ``vgg-19``, or a full Keras model file as the architecture), or a zoo name; a built-in
     name with no weights fetches its official weights into the cache on first use (``progress(done, total)``
-    follows the download).
+    follows the download). Parameters with NaN or infinite values are refused, naming the first such entry.
     """
+    model = _load_model(name_or_path, weights, progress)
+    check_finite(model.params, str(weights or name_or_path))
+    return model
+
+
+def check_finite(params: Any, source: str) -> None:
+    """One clear error for the first parameter with NaN or infinite values (a damaged or hand-edited file)."""
+    for path, array in jax.tree_util.tree_leaves_with_path(params):
+        if not np.isfinite(np.asarray(array)).all():
+            where = "/".join(str(getattr(k, "key", k)) for k in path)
+            raise WeightsError(f"{source}: parameter {where} has NaN or infinite values; the file is damaged")
+
+
+def _load_model(name_or_path: str | Path, weights: str | Path | None, progress: zoo.Progress | None) -> ModelBase:
     from jaxdream import keras
 
     text = str(name_or_path)

@@ -47,6 +47,13 @@ def parse_layers(text: str) -> list[int]:
         raise OptionError(f"--layers {text!r}: write a range 4:13 or a list 4,7,10") from None
 
 
+def parse_ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise OptionError(f"--{name} {text!r}: write a comma-separated list of whole numbers") from None
+
+
 def parse_floats(text: str, name: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]

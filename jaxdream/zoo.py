@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from jaxdream import weights as builtin
 from jaxdream.errors import FetchError
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None)
+log = logging.getLogger("jaxdream")
 MIRROR_ENV = "JAXDREAM_ZOO_MIRROR"  # base URL that replaces the Darknet site, for mirrors and tests
 
 
@@ -81,6 +83,8 @@ def _total_from(response: http.client.HTTPResponse, have: int) -> int | None:
 def _receive(url: str, part: Path, progress: Progress | None, timeout: float) -> int | None:
     """One request, appending to ``part`` from where it ends; returns the total size the server announced."""
     have = part.stat().st_size if part.exists() else 0
+    if progress:
+        progress(have, None)  # shown at once: the user sees what is being waited for before the first byte
     request = Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urlopen(request, timeout=timeout)
@@ -104,20 +108,22 @@ def _receive(url: str, part: Path, progress: Progress | None, timeout: float) ->
 
 def download(
     url: str, dest: Path, valid_sizes: tuple[int, ...], progress: Progress | None = None,
-    attempts: int = 4, timeout: float = 60.0,
+    attempts: int = 4, timeout: float = 20.0,
 ) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming after dropped connections.
 
-    The final name appears only once the file is whole and its size is one of ``valid_sizes``.
+    The final name appears only once the file is whole and its size is one of ``valid_sizes``. ``timeout`` bounds
+    each wait for the server (to connect, and between bytes); each failed attempt is noticed with its reason.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     reason = "no attempt made"
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             total = _receive(url, part, progress, timeout)
         except (URLError, OSError, http.client.HTTPException) as err:
             reason = str(getattr(err, "reason", err))
+            log.warning("fetching %s: attempt %d of %d failed (%s)", url, attempt, attempts, reason)
             continue
         size = part.stat().st_size
         if total is not None and size < total:

@@ -180,7 +180,7 @@ def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes
 
     listing = subprocess.run([sys.executable, "-c", "from jaxdream.cli import main; main()", "cache", "info"],
                              env=env, capture_output=True, text=True, timeout=120)
-    assert "drawn_round" in listing.stdout and "between_rounds" in listing.stdout
+    assert "drawn_iterations" in listing.stdout and "between_rounds" in listing.stdout
     assert "2 program(s)" in listing.stdout
     cleared = subprocess.run([sys.executable, "-c", "from jaxdream.cli import main; main()", "cache", "clear"],
                              env=env, capture_output=True, text=True, timeout=120)

@@ -175,8 +175,14 @@ _TRAINING_KEYS = {
 _Reader = Callable[[str], Any]
 
 
+INT_LIMIT = 2**31 - 1  # Darknet reads ints as C ints; anything larger is a typo or an attack, never a network
+
+
 def _int(text: str) -> int:
-    return int(text.strip())
+    value = int(text.strip())
+    if abs(value) > INT_LIMIT:
+        raise ValueError("out of range")
+    return value
 
 
 def _float(text: str) -> float:
@@ -197,10 +203,13 @@ def _ints(text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         raise ValueError("empty list")
-    return tuple(int(p) for p in parts)
+    return tuple(_int(p) for p in parts)
 
 
-_TYPE_WORDS = {_int: "an integer", _float: "a number", _str: "a word", _ints: "a comma-separated list of integers"}
+_TYPE_WORDS = {
+    _int: f"an integer of at most {INT_LIMIT} in size", _float: "a number", _str: "a word",
+    _ints: f"a comma-separated list of integers of at most {INT_LIMIT} in size",
+}
 
 # Keys each section understands for inference, with their reader.
 _SCHEMA: dict[str, dict[str, _Reader]] = {

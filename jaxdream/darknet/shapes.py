@@ -72,7 +72,10 @@ def _layer_shape(cfg: C.Cfg, layer: C.Layer, shapes: list[Shape], incoming: Shap
     if isinstance(layer, C.Upsample):
         return h * layer.stride, w * layer.stride, c
     if isinstance(layer, C.Crop):
-        return (*crop_out(cfg, layer, h, w), c)
+        out_h, out_w = crop_out(cfg, layer, h, w)
+        if out_h > h or out_w > w or min(out_h, out_w) < 1:
+            raise CfgError(f"{where}: the crop is {out_w}x{out_h}, its input {w}x{h}; a crop must fit inside its input")
+        return out_h, out_w, c
     return incoming  # heads keep their input's shape; they cannot run forward anyway
 
 

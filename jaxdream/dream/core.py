@@ -36,6 +36,7 @@ SHIFT_RANGE = 8  # dx, dy in [-8, 7]
 NORMS = ("std", "mean_abs", "none")  # Darknet's normalize_array, Google's mean |g|, or the raw update
 OBJECTIVES = (*LAYER_OBJECTIVES, *LOGIT_OBJECTIVES)
 MAX_SEED = 2**32 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_number(name: str, value: float, minimum: float | None = None, strict: bool = False) -> float:
@@ -46,15 +47,27 @@ def check_number(name: str, value: float, minimum: float | None = None, strict: 
         raise OptionError(f"--{name} {value!r} is not a number") from None
     if not math.isfinite(value):
         raise OptionError(f"--{name} {value} is not a finite number")
+    if abs(value) > FLOAT32_MAX:  # the programs compute in float32, where it would become infinite
+        raise OptionError(f"--{name} {value} is too large (at most {FLOAT32_MAX:.3g} in size)")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         raise OptionError(f"--{name} {value} must be {'greater than' if strict else 'at least'} {minimum}")
     return value
 
 
+# Upper bounds far beyond any real use, so that a typo cannot ask for exabytes (a schedule of 1e20 rows, a layer
+# range of 1e20 entries) before anything else notices.
+COUNT_LIMITS = {"layer": 100_000, "range": 1024, "iters": 10_000_000, "octaves": 64, "rounds": 1_000_000,
+                "smooth": 1024, "batch-size": 65_536, "prefetch": 64}
+
+
 def check_count(name: str, value: int, minimum: int) -> int:
-    """``value`` if it is a whole number of at least ``minimum``, else one error naming the option."""
+    """``value`` if it is a whole number of at least ``minimum`` (and at most COUNT_LIMITS[name]), else one error
+    naming the option."""
+    maximum = COUNT_LIMITS.get(name)
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise OptionError(f"--{name} {value!r} must be a whole number of at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise OptionError(f"--{name} {value} is more than jaxdream allows ({maximum:,})")
     return int(value)
 
 
@@ -184,7 +197,10 @@ def nightmare_step(
     update = I.shift(grad, -dx, -dy) + I.rounded(config.gray_pull * (0.5 - image))
     if config.norm == "std":
         mean = jnp.mean(update)
-        update = (update - mean) / jnp.sqrt(jnp.mean(jnp.square(update - mean)))
+        std = jnp.sqrt(jnp.mean(jnp.square(update - mean)))
+        # A flat update (e.g. -thresh 1000 selects nothing on a flat image) has no direction: Darknet divides by
+        # zero and writes NaN; no step is the answer that stays an image.
+        update = jnp.where(std > 0, (update - mean) / std, 0.0)
     elif config.norm == "mean_abs":
         update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
     return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0), value

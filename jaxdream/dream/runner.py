@@ -227,6 +227,8 @@ def as_batch(x: Any) -> Any:
         raise OptionError(f"images must be (H, W, 3) or (N, H, W, 3) RGB arrays, got shape {x.shape}")
     if min(x.shape) < 1:
         raise OptionError(f"images must not be empty, got shape {x.shape}")
+    if isinstance(x, np.ndarray) and not np.isfinite(x).all():  # (a device array is checked by the first output)
+        raise OptionError("images have NaN or infinite values; they must be in [0, 1]")
     return x if x.dtype == np.float32 else x.astype(np.float32)
 
 
