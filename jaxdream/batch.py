@@ -33,7 +33,7 @@ from jaxdream.dream.runner import Program, RunStats, program_cache
 from jaxdream.errors import ImageError, JaxdreamError, NumericError, OptionError
 from jaxdream.files import write_atomically
 from jaxdream.model import ModelBase
-from jaxdream.outputs import check_format, output_names, round_endings
+from jaxdream.outputs import check_format, output_folder, output_names, round_endings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -405,7 +405,7 @@ def run_batch(
     """
     core.check_count("batch-size", batch_size, 1)
     core.check_count("prefetch", prefetch, 1)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     index, count = process
     mine = inputs[index::count]
     manifest = Manifest(out / (f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))

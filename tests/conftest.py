@@ -81,6 +81,16 @@ def golden_model(darknet_cfg):
 
 
 @pytest.fixture(scope="session")
+def small_vgg() -> Model:
+    """vgg-conv (the built-in architecture) with random weights: real layer shapes, no download."""
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.weights import ARCHITECTURES
+
+    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 5), "vgg-conv")
+
+
+@pytest.fixture(scope="session")
 def yolo_fastest(shared: Path) -> Model:
     from jaxdream.model import load_model
 

@@ -9,18 +9,8 @@ import pytest
 
 from jaxdream import dream
 from jaxdream import image as I
-from jaxdream.darknet.cfg import parse_cfg
-from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.dream import core
 from jaxdream.errors import OptionError
-from jaxdream.model import model_from_bytes
-from jaxdream.weights import ARCHITECTURES
-
-
-@pytest.fixture(scope="module")
-def small_vgg():
-    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
-    return model_from_bytes(cfg, random_weights_bytes(cfg, 5), "vgg-conv")
 
 
 def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:

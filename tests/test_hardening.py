@@ -181,6 +181,11 @@ def test_nan_never_becomes_a_black_image(tmp_path, small, small_files):
         load_model(small_files[0], tmp_path / "broken.weights")
 
 
+def test_class_weights_that_overflow_are_refused(tiny_darknet):
+    with pytest.raises(OptionError, match="class weights are too large"):
+        jd.lucid(tiny_darknet, np.full((32, 32, 3), 0.5, np.float32), "ostrich:1e308,pelican:1e308", iters=1)
+
+
 def test_a_huge_threshold_on_a_flat_image_leaves_it_alone(small):
     flat = np.full((20, 24, 3), 0.5, np.float32)
     out = jd.nightmare(small, flat, 2, iters=2, thresh=1000.0)
@@ -245,9 +250,11 @@ def test_batch_sizes_are_checked(size):
         batch.parse_size(size)
 
 
-def test_an_output_folder_that_cannot_be_made_is_named():
+def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small):
     with pytest.raises(OptionError, match="cannot create it"):
         outputs.output_folder(Path("/proc/jaxdream-test/out"))
+    with pytest.raises(OptionError, match="cannot create it"):
+        batch.run_batch(small, _job(small), _photos(tmp_path / "in", 1), Path("/proc/jaxdream-test/out"))
 
 
 def test_process_options_are_checked(monkeypatch):

@@ -24,12 +24,6 @@ from jaxdream.model import model_from_bytes
 from jaxdream.weights import ARCHITECTURES
 
 
-@pytest.fixture(scope="module")
-def small_vgg():
-    cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
-    return model_from_bytes(cfg, random_weights_bytes(cfg, 5), "vgg-conv")
-
-
 def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (h, w, 3)).astype(np.float32)
 

@@ -75,6 +75,8 @@ def parse_classes(spec: ClassSpec, labels: tuple[str, ...]) -> dict[int, float]:
             raise OptionError(f"class weight {weight} for {token!r} must be a positive number")
         index = _class_index(token, labels)
         classes[index] = classes.get(index, 0.0) + float(weight)
+    if not np.isfinite(sum(classes.values())):
+        raise OptionError("class weights are too large: their sum is not a finite number; use shares such as 0.7,0.3")
     return classes
 
 
