@@ -25,6 +25,9 @@ from rich.table import Table
 from jaxdream.errors import Interrupted, JaxdreamError
 
 OUT_HELP = "Output folder, created if missing (default: the current folder)."
+TILE_HELP = ("Dream in tiles of N x N pixels (one compiled gradient program for every image size; the threshold "
+             "is per tile). Default: untiled unless the image would not fit in memory.")
+MEMORY_HELP = "Memory budget (e.g. 6G) past which the dream is tiled by itself; default: half the RAM, 80 % of a GPU."
 
 app = typer.Typer(
     help="Faithful, compiled DeepDream: Darknet's nightmare and friends in JAX.\n\nAnywhere on a command line: "
@@ -129,6 +132,8 @@ def nightmare(
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80, as Darknet) or png.")] = "jpg",
     seed: Annotated[int, typer.Option(help="Random seed: the same command gives the same images.")] = 0,
     stats: Annotated[Path | None, typer.Option(help="Write timings and sizes as JSON here.")] = None,
+    tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
+    memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Darknet's `nightmare`: `jaxdream nightmare vgg-conv vgg-conv.weights scream.jpg 10 -range 3 -iters 20`.
@@ -168,7 +173,7 @@ def nightmare(
         dream.nightmare(model, x, layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
                         thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed, objective=objective,
                         channel=channel, guide=load_image(guide) if guide else None, on_round=write,
-                        stats=run_stats)
+                        stats=run_stats, tile=tile, memory=memory)
     if stats:
         report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
@@ -193,6 +198,8 @@ def deepdream(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
+    tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
+    memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Google-style DeepDream: octave pyramid with the detail carried between octaves.
@@ -209,7 +216,7 @@ def deepdream(
                                 outputs.check_format(format_))[image][0]
     frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
                              objective=objective, channel=channel, guide=load_image(guide) if guide else None,
-                             seed=seed)
+                             seed=seed, tile=tile, memory=memory)
     save_image(name, frames[0, 0])
     if not quiet:
         err_console.print(f"-> {name}")
@@ -236,6 +243,8 @@ def batch(
     class_: Annotated[str | None, typer.Option("--class", help="lucid: class name, index or weighted mix.")] = None,
     target_scale: Annotated[float | None, typer.Option(help="lucid: BCE target of the chosen classes.")] = None,
     octave_scale: Annotated[float | None, typer.Option(help="deepdream: size ratio between octaves.")] = None,
+    tile: Annotated[int | None, typer.Option(help="nightmare/deepdream: " + TILE_HELP)] = None,
+    memory: Annotated[str | None, typer.Option(help="nightmare/deepdream: " + MEMORY_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Random seed (the same for every image).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per vmapped batch (a multiple of the devices).")] = 4,
     size: Annotated[str | None, typer.Option(help="Resize every image to WxH (one bucket) instead of by size.")] = None,
@@ -255,7 +264,8 @@ def batch(
 
     given = {"layer": layer, "rounds": rounds, "iters": iters, "layer_range": range_, "octaves": octaves,
              "rate": rate, "thresh": thresh, "zoom": zoom, "rotate": rotate, "objective": objective,
-             "channel": channel, "classes": class_, "target_scale": target_scale, "octave_scale": octave_scale}
+             "channel": channel, "classes": class_, "target_scale": target_scale, "octave_scale": octave_scale,
+             "tile": tile, "memory": memory}
     options = {k: v for k, v in given.items() if v is not None}
     batch_lib.make_job(mode, "check", options, seed, size, format_)  # refuse bad options before any work
     process = batch_lib.join_processes(coordinator, num_processes, process_id)
@@ -422,17 +432,9 @@ def weights_info(
     width: Annotated[int | None, typer.Option(help="Input width for the shapes (default: the model's).")] = None,
 ) -> None:
     """The layer table: index, type, output shape and parameters — pick a dream layer from it."""
-    from jaxdream import zoo
-    from jaxdream.darknet.cfg import load_cfg, parse_cfg
-    from jaxdream.model import Model, load_model
+    from jaxdream.model import describe_only
 
-    path = Path(model)
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        described = load_model(path)
-    elif (entry := zoo.find(model)) is not None and not path.exists():
-        described = Model(model, parse_cfg(entry.cfg_text(), entry.name), {})
-    else:
-        described = Model(model, load_cfg(path), {})
+    described = describe_only(model)
     rows = described.describe(height, width)
     default_h, default_w = described.input_size
     table = Table(title=f"{model} at {width or default_w}x{height or default_h}")
@@ -481,6 +483,32 @@ def bench(
                   shared if shared.is_dir() else None, log=lambda line: err_console.print(line, highlight=False),
                   precision=precision)
     err_console.print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+@app.command()
+def plan(
+    model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
+    layer: Annotated[int, typer.Argument(help="The dream layer.")],
+    size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")],
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 1,
+    tile: Annotated[int | None, typer.Option(help="Tile size to plan (default 256).")] = None,
+    memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
+) -> None:
+    """What a dream of this size needs before a long run: the untiled program and tiles, each with the memory its
+    compiled program plans (arguments, outputs, temporaries), against the budget. Needs no weights."""
+    from jaxdream.batch import parse_size
+    from jaxdream.dream import tiles
+    from jaxdream.model import describe_only
+
+    height, width = parse_size(size)
+    rows = tiles.plan(describe_only(model), layer, height, width, batch_size, tile, memory)
+    budget = tiles.parse_memory(memory) or tiles.device_budget()
+    table = Table(title=f"{model} layer {layer} at {width}x{height}, budget {budget / 2**30:.1f} GB")
+    for column in ("how", "planned MB", "fits", "note"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["how"], f"{row['bytes'] / 2**20:,.0f}", "yes" if row["fits"] else "no", row["note"])
+    Console().print(table)
 
 
 @cache_app.command("info")

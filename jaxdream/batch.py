@@ -109,9 +109,10 @@ class Job:
 
 MODE_OPTIONS = {
     "nightmare": {"layer", "rounds", "iters", "layer_range", "octaves", "rate", "thresh", "zoom", "rotate",
-                  "objective", "channel", "precision"},
+                  "objective", "channel", "precision", "tile", "memory"},
     "lucid": {"classes", "iters", "rate", "target_scale", "octaves", "rounds", "zoom", "rotate", "precision"},
-    "deepdream": {"layer", "octaves", "octave_scale", "iters", "rate", "objective", "channel", "precision"},
+    "deepdream": {"layer", "octaves", "octave_scale", "iters", "rate", "objective", "channel", "precision", "tile",
+                  "memory"},
 }
 MAX_SIZE_PIXELS = image.MAX_PIXELS
 

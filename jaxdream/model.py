@@ -203,11 +203,17 @@ def _model_shape(entry: Entry) -> tuple[int, ...]:
     return (shape[2], shape[3], shape[1], shape[0]) if len(shape) == 4 else (shape[1], shape[0])
 
 
-def check_params(cfg: C.Cfg, params: Params, source: str) -> Params:
-    """Every parameter the cfg needs, with the right shape, and nothing else (as float32 arrays)."""
+def param_shapes(cfg: C.Cfg) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The shape of every parameter the cfg needs, in the model's layout ({layer key: {name: shape}})."""
     expected: dict[str, dict[str, tuple[int, ...]]] = {}
     for entry in file_layout(cfg):
         expected.setdefault(layer_key(entry.layer), {})[entry.name] = _model_shape(entry)
+    return expected
+
+
+def check_params(cfg: C.Cfg, params: Params, source: str) -> Params:
+    """Every parameter the cfg needs, with the right shape, and nothing else (as float32 arrays)."""
+    expected = param_shapes(cfg)
     problems = []
     for key in sorted(set(expected) | set(params)):
         want_layer, have_layer = expected.get(key, {}), params.get(key, {})
@@ -289,6 +295,17 @@ def _load_model(name_or_path: str | Path, weights: str | Path | None, progress: 
     elif (named := zoo.find(str(weights))) is not None and not Path(weights).exists():
         weights = zoo.fetch(named, progress)
     return Model(name, cfg, _load_weights_for(cfg, weights), labels)
+
+
+def describe_only(name_or_path: str | Path) -> ModelBase:
+    """A model to describe or plan, not to run: a .h5 loads whole; a cfg or built-in name needs no weights."""
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return load_model(path)
+    entry = zoo.find(str(name_or_path))
+    if entry is not None and not path.exists():
+        return Model(entry.name, C.parse_cfg(entry.cfg_text(), entry.name), {})
+    return Model(_darknet_name(path), C.load_cfg(path), {})
 
 
 def model_from_bytes(cfg: C.Cfg, data: bytes, name: str = "model", source: str = "<weights>") -> Model:

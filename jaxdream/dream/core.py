@@ -194,6 +194,12 @@ def nightmare_step(
     layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
     index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
     value, grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
+    return apply_gradient(config, image, grad, dx, dy, rate), value
+
+
+def apply_gradient(config: DreamConfig, image: Array, grad: Array, dx: Array, dy: Array, rate: Array) -> Array:
+    """The rest of ``optimize_picture`` once the gradient (of the shifted image, at full size) is known: unshift,
+    add the pull to gray, normalise, step and clip."""
     update = I.shift(grad, -dx, -dy) + I.rounded(config.gray_pull * (0.5 - image))
     if config.norm == "std":
         mean = jnp.mean(update)
@@ -203,7 +209,7 @@ def nightmare_step(
         update = jnp.where(std > 0, (update - mean) / std, 0.0)
     elif config.norm == "mean_abs":
         update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
-    return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0), value
+    return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0)
 
 
 def scheduled_iterations(model: ModelBase, config: DreamConfig) -> Callable:
@@ -263,15 +269,25 @@ def between_rounds(zoom: float, rotate: float) -> Callable:
     return post
 
 
+def pyramid_start(size: tuple[int, int]) -> Callable:
+    """(images (full), detail (previous octave's size)) -> (the images at ``size``, where this octave's dream
+    starts: those images plus the detail carried up)."""
+
+    def start(images: Array, detail: Array) -> tuple[Array, Array]:
+        shape = (images.shape[0], *size, 3)
+        base = jax.image.resize(images, shape, "linear")
+        return base, jnp.clip(base + jax.image.resize(detail, shape, "linear"), 0.0, 1.0)
+
+    return start
+
+
 def pyramid_octave(model: ModelBase, config: DreamConfig, size: tuple[int, int]) -> Callable:
     """One octave of Google's pyramid at ``size``: (params, images (full), detail (previous octave's size), seed,
     rate, aux) -> the detail the dream adds at this size."""
-    run = drawn_round(model, config)
+    run, begin = drawn_round(model, config), pyramid_start(size)
 
     def octave(params: Any, images: Array, detail: Array, seed: Array, rate: Array, aux: Any) -> Array:
-        shape = (images.shape[0], *size, 3)
-        base = jax.image.resize(images, shape, "linear")
-        start = jnp.clip(base + jax.image.resize(detail, shape, "linear"), 0.0, 1.0)
+        base, start = begin(images, detail)
         dreamed, _ = run(params, start, seed, 0, rate, aux)
         return dreamed - base
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import jax
 import numpy as np
 
-from jaxdream.dream import core
-from jaxdream.dream.nightmare_mode import objective_input, validate
+from jaxdream.dream import core, tiles
+from jaxdream.dream.nightmare_mode import objective_input, plan_tiles, validate
 from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
@@ -27,12 +28,14 @@ def pyramid_sizes(height: int, width: int, octaves: int, octave_scale: float) ->
 def deepdream(
     model: ModelBase, x: Any, layer: int, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
     rate: float = 0.01, objective: str = "l2", channel: int = 0, guide: Any = None, jitter: bool = True,
-    seed: int = 0, stats: RunStats | None = None, precision: str | None = None,
+    seed: int = 0, stats: RunStats | None = None, precision: str | None = None, tile: int | None = None,
+    memory: str | int | None = None,
 ) -> np.ndarray:
     """Google's DeepDream on (H, W, 3) or (N, H, W, 3) images -> (1, N, H, W, 3): each octave runs the compiled
     round loop at its size, each step normalised by the gradient's mean absolute value.
 
-    Jitter is Darknet's edge-clamped shift of up to 8 px and a flip, where Google rolls the image.
+    Jitter is Darknet's edge-clamped shift of up to 8 px and a flip, where Google rolls the image. ``tile`` and
+    ``memory`` tile the octaves that need it (nightmare_mode.plan_tiles).
     """
     images = as_batch(x)
     core.check_number("rate", rate, 0.0)
@@ -49,10 +52,19 @@ def deepdream(
     params, cache = placed_params(model, images), program_cache()
     detail = np.zeros((images.shape[0], *sizes[0], 3), np.float32)
     for k, size in enumerate(sizes):
-        octave = Program("pyramid_octave", model, (config, size),
-                         lambda size=size: core.pyramid_octave(model, config, size))
-        detail = cache(octave, params, images, detail, np.uint32((seed + k) % (core.MAX_SEED + 1)),
-                       np.float32(rate), aux, stats=stats)
-        stats.iterations += iters
+        octave_seed = np.uint32((seed + k) % (core.MAX_SEED + 1))
+        shape = jax.ShapeDtypeStruct((images.shape[0], *size, 3), np.float32)
+        tile_size, per_call = plan_tiles(model, config, shape, aux, tile, memory, stats)
+        if tile_size is None:
+            octave = Program("pyramid_octave", model, (config, size),
+                             lambda size=size: core.pyramid_octave(model, config, size))
+            detail = cache(octave, params, images, detail, octave_seed, np.float32(rate), aux, stats=stats)
+            stats.iterations += iters
+            continue
+        start = Program("pyramid_start", None, size, lambda size=size: core.pyramid_start(size))
+        base, begin = cache(start, images, detail, stats=stats)
+        dreamed = tiles.tiled_round(model, config, params, begin, int(octave_seed), 0, rate, aux, tile_size,
+                                    per_call, stats)
+        detail = np.asarray(dreamed) - np.asarray(base)
     finish = Program("pyramid_finish", None, (), lambda: core.pyramid_finish)
     return np.asarray(cache(finish, images, detail, stats=stats))[None]

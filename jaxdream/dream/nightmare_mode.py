@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxdream.dream import core
+from jaxdream.dream import core, tiles
 from jaxdream.dream.runner import (
     Program,
     RunStats,
@@ -23,6 +24,7 @@ from jaxdream.objectives import LAYER_OBJECTIVES
 if TYPE_CHECKING:
     from jaxdream.model import ModelBase
 
+log = logging.getLogger("jaxdream")
 MAX_ZOOMED_SIDE = 1 << 16  # a zoom that would crop more than this many pixels per side is refused
 
 
@@ -97,17 +99,48 @@ def check_schedule(schedule: Any, config: core.DreamConfig) -> np.ndarray:
     return schedule.astype(np.int32)
 
 
+def plan_tiles(model: ModelBase, config: core.DreamConfig, images: Any, aux: Any, tile: int | None,
+               memory: str | int | None, stats: RunStats | None = None) -> tuple[int | None, int]:
+    """(tile size, tiles per call) for a run, or (None, 0) to run untiled: untiled unless ``tile`` asks for tiles
+    smaller than the image or the untiled dream would need more than the budget (``memory``, else the device's),
+    in which case tiles of DEFAULT_TILE are chosen and a one-line notice says why."""
+    tile, budget = tiles.check_tile(tile), tiles.parse_memory(memory) or tiles.device_budget()
+    height, width = images.shape[1], images.shape[2]
+    if tile is None:
+        need = tiles.untiled_bytes(model, config.layers, height, width, images.shape[0])
+        if need <= budget or max(height, width) <= tiles.DEFAULT_TILE:
+            return None, 0
+        tile = tiles.DEFAULT_TILE
+        log.warning("tiling: a %dx%d dream (batch %d) needs about %.1f GB untiled, more than the %.1f GB budget; "
+                    "tiles of %d px instead (--tile N to choose, --memory SIZE to change the budget)", width, height,
+                    images.shape[0], need / 2**30, budget / 2**30, tile)
+    if tile >= max(height, width):
+        return None, 0  # one tile would hold the whole image: that is the untiled dream, bit for bit
+    per_call, _ = tiles.tiles_per_call(model, config, tile, aux, budget, stats)
+    return tile, per_call
+
+
 def run_dream(
     model: ModelBase, images: Any, config: core.DreamConfig, rate: float, aux: Any, rounds: int = 1,
     zoom: float = 1.0, rotate: float = 0.0, seed: int = 0, schedule: Any = None,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
+    tile: int | None = None, memory: str | int | None = None,
 ) -> np.ndarray:
-    """The rounds of any objective through one cached round program (options already validated)."""
+    """The rounds of any objective through one cached round program (options already validated), or tiled
+    (``tile``, ``memory``: see ``plan_tiles``)."""
     stats = stats if stats is not None else RunStats()
     check_zoom(zoom, rounds, images.shape[1], images.shape[2])
     seed, rate_a = core.check_seed(seed), np.float32(rate)
     params = placed_params(model, images)
     cache = program_cache()
+    tile, per_call = plan_tiles(model, config, images, aux, tile, memory, stats)
+    if tile is not None:
+        if schedule is not None:
+            raise OptionError("an explicit schedule replays untiled rounds; leave out --tile")
+        stats.extra.update(tile=tile, tiles_per_call=per_call)
+        step = lambda imgs, r: tiles.tiled_round(model, config, params, imgs, seed, r, rate, aux, tile, per_call,
+                                                 stats)
+        return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
     if schedule is not None:
         fixed = check_schedule(schedule, config)
         program = Program("scheduled_iterations", model, config, lambda: core.scheduled_iterations(model, config))
@@ -131,7 +164,7 @@ def nightmare(
     rate: float = 0.04, thresh: float = 1.0, zoom: float = 1.0, rotate: float = 0.0, norm: bool = True,
     jitter: bool = True, seed: int = 0, schedule: Any = None, objective: str = "darknet", channel: int = 0,
     guide: Any = None, on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
-    precision: str | None = None,
+    precision: str | None = None, tile: int | None = None, memory: str | int | None = None,
 ) -> np.ndarray:
     """Darknet's nightmare on an image (H, W, 3) or batch (N, H, W, 3) in [0, 1] -> (rounds, N, H, W, 3).
 
@@ -139,7 +172,8 @@ def nightmare(
     (used for every round). ``objective``: 'darknet' (thresholded L2, the default), 'l2', 'channel' or 'neuron'
     (with ``channel``), or 'guide' (with ``guide``, an image whose features at ``layer`` the dream moves toward).
     ``on_round(round, images)`` is called after each round, before zoom/rotate. ``precision``: f32 (default, or
-    $JAXDREAM_PRECISION), tf32 or bf16.
+    $JAXDREAM_PRECISION), tf32 or bf16. ``tile``: dream in tiles of tile x tile pixels (dream/tiles.py says
+    what that changes); ``memory``: the budget ('6G') past which the dream is tiled by itself.
     """
     images = as_batch(x)
     if objective not in LAYER_OBJECTIVES:
@@ -150,4 +184,5 @@ def nightmare(
     check_round_options(rate, rounds, zoom, rotate)
     validate(model, config, images.shape[1], images.shape[2])
     aux = objective_input(model, config, thresh, channel, guide)
-    return run_dream(model, images, config, rate, aux, rounds, zoom, rotate, seed, schedule, on_round, stats)
+    return run_dream(model, images, config, rate, aux, rounds, zoom, rotate, seed, schedule, on_round, stats, tile,
+                     memory)

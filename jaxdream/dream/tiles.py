@@ -1,0 +1,247 @@
+"""Tiled dreaming: images of any size through one gradient program of fixed shape per dream layer.
+
+Each iteration draws Darknet's layer, octave, shift and flip as an untiled round does, plus a random roll. The
+image is shifted, resized to the octave and flipped as usual, then rolled (circularly) by the roll and cut into
+N x N tiles: along each side at 0, N, 2N, ... with the last tile overlapping the one before it, and a side shorter
+than N padded by repeating its edge. The objective's gradient of every tile (of every image of the batch) goes
+through one compiled program of shape (tiles per call, N, N, 3); the tiles' gradients are stitched, unrolled,
+unflipped and resized back, and the step is normalised over the whole image, as untiled.
+
+What changes: the objective is per tile, so Darknet's threshold (mean + thresh * std of the layer) is taken per
+tile, and the layer's receptive field stops at tile borders; the random roll moves the borders every iteration,
+so no seam stays. A tile at least as large as the image is no tiling at all: the untiled round runs.
+
+Only the small glue programs (cut, stitch) depend on the image size and octave; they compile in a fraction of a
+second. The gradient program depends on the tile size, the layer and the tiles per call only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdream import image as I
+from jaxdream.dream import core
+from jaxdream.dream.runner import Program, RunStats, program_cache, program_peak_bytes
+from jaxdream.errors import OptionError
+
+if TYPE_CHECKING:
+    from jaxdream.model import ModelBase
+
+Array = jax.Array
+DEFAULT_TILE = 256
+MAX_TILES_PER_CALL = 16
+ACTIVATION_FACTOR = 1.5  # planned bytes per activation byte: XLA reuses buffers (measured ~1.0 on vgg-conv)
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def check_tile(tile: int | None) -> int | None:
+    if tile is None:
+        return None
+    return core.check_count("tile", tile, 8)
+
+
+def parse_memory(text: str | int | None) -> int | None:
+    """'6G', '512M', '1.5g' or a byte count -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    value, unit = text.strip().lower().rstrip("b"), ""
+    if value and value[-1] in UNITS:
+        value, unit = value[:-1], value[-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise OptionError(f"--memory {text!r}: write a size such as 6G, 512M or 1500000000") from None
+    if not math.isfinite(number) or number <= 0:
+        raise OptionError(f"--memory {text!r} must be a positive size")
+    return int(number * UNITS[unit])
+
+
+def device_budget() -> int:
+    """The memory a run may plan for when no --memory is given: 80 % of a GPU's, half of the machine's RAM."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(0.8 * stats["bytes_limit"])
+    return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def untiled_bytes(model: ModelBase, layers: tuple[int, ...], height: int, width: int, batch: int) -> int:
+    """What an untiled round at this size is planned to hold: the parameters and the activations up to the deepest
+    layer (x ACTIVATION_FACTOR for the gradient's), per image; from the layer table, without compiling."""
+    shapes = model.layer_output_shapes(height, width, max(layers))
+    activations = sum(h * w * c for h, w, c in shapes) + height * width * 3
+    return _param_bytes(model) + 4 * int(ACTIVATION_FACTOR * activations * batch)
+
+
+def starts(size: int, tile: int) -> list[int]:
+    """Where the tiles along one side begin: 0, N, 2N, ..., the last one ending at the side's end."""
+    if size <= tile:
+        return [0]
+    found = list(range(0, size - tile + 1, tile))
+    return found if found[-1] + tile == size else [*found, size - tile]
+
+
+def tile_count(height: int, width: int, tile: int) -> int:
+    return len(starts(height, tile)) * len(starts(width, tile))
+
+
+def cut_program(size: tuple[int, int], tile: int) -> Callable:
+    """(images (B,H,W,3), row (5,), roll (2,)) -> tiles (B * T, N, N, 3) of the shifted, resized, flipped and
+    rolled images at octave size ``size``."""
+    rows, cols = starts(size[0], tile), starts(size[1], tile)
+
+    def cut(images: Array, row: Array, roll: Array) -> Array:
+        _, dx, dy, flip = row[1], row[2], row[3], row[4]
+        small = I.flip_if(I.darknet_resize(I.shift(images, dx, dy), *size), flip.astype(bool))
+        rolled = jnp.roll(small, (roll[0], roll[1]), axis=(1, 2))
+        padded = jnp.pad(rolled, ((0, 0), (0, max(tile - size[0], 0)), (0, max(tile - size[1], 0)), (0, 0)),
+                         mode="edge")
+        tiles = jnp.stack([padded[:, r : r + tile, c : c + tile] for r in rows for c in cols], axis=1)
+        return tiles.reshape(-1, tile, tile, 3)
+
+    return cut
+
+
+def stitch_program(config: core.DreamConfig, size: tuple[int, int], full: tuple[int, int], tile: int) -> Callable:
+    """(images, tile gradients (B * T, N, N, 3), row, roll, rate) -> the stepped images: the gradients stitched
+    (a later tile's overlap wins), unrolled, unflipped, resized back to full size, then Darknet's update."""
+    rows, cols = starts(size[0], tile), starts(size[1], tile)
+
+    def stitch(images: Array, grads: Array, row: Array, roll: Array, rate: Array) -> Array:
+        _, dx, dy, flip = row[1], row[2], row[3], row[4]
+        grads = grads.reshape(images.shape[0], len(rows) * len(cols), tile, tile, 3)
+        canvas = jnp.zeros((images.shape[0], max(size[0], tile), max(size[1], tile), 3), grads.dtype)
+        for k, (r, c) in enumerate((r, c) for r in rows for c in cols):
+            canvas = canvas.at[:, r : r + tile, c : c + tile].set(grads[:, k])
+        small = jnp.roll(canvas[:, : size[0], : size[1]], (-roll[0], -roll[1]), axis=(1, 2))
+        grad = I.darknet_resize(I.flip_if(small, flip.astype(bool)), *full)
+        return jax.vmap(lambda img, g: core.apply_gradient(config, img, g, dx, dy, rate))(images, grad)
+
+    return stitch
+
+
+def gradient_program(model: ModelBase, objective: str, layer: int, precision: str) -> Callable:
+    """(params, tiles (K, N, N, 3), aux) -> (objective values (K,), gradients (K, N, N, 3)): the one program of
+    a tiled run per layer, whatever the image sizes."""
+    function = core.objective_function(model, objective, precision)
+    per_tile = jax.value_and_grad(lambda params, x, aux: function(params, x, layer, aux), argnums=1)
+    return jax.vmap(per_tile, in_axes=(None, 0, None))
+
+
+def schedule_program(config: core.DreamConfig) -> Callable:
+    """(seed, round) -> (the round's schedule (iters, 5), uniform draws (iters, 2) for the rolls)."""
+
+    def draw(seed: Array, index: Array) -> tuple[Array, Array]:
+        key = core.round_key(seed, index)
+        return core.draw_schedule(key, config), jax.random.uniform(jax.random.fold_in(key, 1), (config.iters, 2))
+
+    return draw
+
+
+def param_structs(model: ModelBase) -> Any:
+    """The parameters' shapes (a Darknet architecture without weights: from its cfg), for compiling only."""
+    from jaxdream.model import Model, param_shapes
+
+    if not model.params and isinstance(model, Model):
+        return {k: {n: jax.ShapeDtypeStruct(shape, np.float32) for n, shape in v.items()}
+                for k, v in param_shapes(model.cfg).items()}
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), model.params)
+
+
+def _param_bytes(model: ModelBase) -> int:
+    return 4 * sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(param_structs(model)))
+
+
+def plan(model: ModelBase, layer: int, height: int, width: int, batch: int = 1, tile: int | None = None,
+         memory: str | int | None = None, iters: int = 10, octaves: int = 4) -> list[dict[str, Any]]:
+    """What each way of dreaming this size needs, from the compiled programs' memory analysis (nothing runs):
+    the untiled round, and tiles of ``tile`` (default DEFAULT_TILE) with the tiles per call the budget allows.
+    Rows: {"how", "bytes", "fits", "note"}."""
+    budget = parse_memory(memory) or device_budget()
+    config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
+    tile = check_tile(tile) or DEFAULT_TILE
+    aux = np.float32(1.0)
+    untiled = program_cache().compiled(
+        Program("drawn_round", model, config, lambda: core.drawn_round(model, config)),
+        (param_structs(model), jax.ShapeDtypeStruct((batch, height, width, 3), np.float32), np.uint32(0),
+         np.int32(0), np.float32(0.04), aux))
+    rows = [{"how": f"untiled, batch {batch}", "bytes": program_peak_bytes(untiled) or 0,
+             "note": "layer-table estimate "
+             f"{untiled_bytes(model, config.layers, height, width, batch) / 2**20:,.0f} MB"}]
+    if tile < max(height, width):
+        per_call, planned = tiles_per_call(model, config, tile, aux, budget)
+        rows.append({"how": f"tiles of {tile}, {per_call} per call", "bytes": planned,
+                     "note": f"{tile_count(height, width, tile) * batch} tiles per full-size iteration"})
+    for row in rows:
+        row["fits"] = row["bytes"] <= budget
+    return rows
+
+
+def tiles_per_call(model: ModelBase, config: core.DreamConfig, tile: int, aux: Any, budget: int,
+                   stats: RunStats | None = None) -> tuple[int, int]:
+    """The most tiles one gradient call may take within ``budget`` bytes (at most MAX_TILES_PER_CALL, a multiple
+    of the local devices), from the compiled programs' memory analysis: the largest program first, which is the
+    one that runs when it fits (one compile); otherwise its parameters once and the rest per tile give the count.
+    Returns (tiles per call, planned bytes)."""
+    devices = len(jax.local_devices())
+    count = max(MAX_TILES_PER_CALL // devices, 1) * devices
+    while True:
+        planned = _planned_bytes(model, config, tile, aux, count, stats)
+        if planned <= budget or count == devices:
+            return count, planned
+        per_tile = max(planned - _param_bytes(model), 1) / count
+        count = max(devices, min(count - devices, int((budget - _param_bytes(model)) // per_tile) // devices
+                                 * devices))
+
+
+def _planned_bytes(model: ModelBase, config: core.DreamConfig, tile: int, aux: Any, count: int,
+                   stats: RunStats | None) -> int:
+    structs = (param_structs(model), jax.ShapeDtypeStruct((count, tile, tile, 3), np.float32), aux)
+    return program_peak_bytes(program_cache().compiled(_gradient(model, config, config.layers[-1]), structs,
+                                                       stats)) or 0
+
+
+def _gradient(model: ModelBase, config: core.DreamConfig, layer: int) -> Program:
+    return Program("tile_gradient", model, (config.objective, layer, config.precision),
+                   lambda: gradient_program(model, config.objective, layer, config.precision))
+
+
+def tiled_round(model: ModelBase, config: core.DreamConfig, params: Any, images: Any, seed: int, index: int,
+                rate: float, aux: Any, tile: int, per_call: int, stats: RunStats) -> Any:
+    """One round of ``config.iters`` tiled iterations on images (B, H, W, 3); returns the new images."""
+    cache = program_cache()
+    full = (images.shape[1], images.shape[2])
+    draws = Program("tile_schedule", None, config, lambda: schedule_program(config))
+    schedule, rolls = (np.asarray(a) for a in cache(draws, np.uint32(seed), np.int32(index), stats=stats))
+    for i in range(config.iters):
+        row = schedule[i]
+        size = core.octave_size(*full, int(row[1]))
+        roll = np.array([int(rolls[i, 0] * size[0]), int(rolls[i, 1] * size[1])], np.int32)
+        cut = Program("tile_cut", None, (size, tile), lambda size=size: cut_program(size, tile))
+        tiles = np.asarray(cache(cut, images, row, roll, stats=stats))
+        grads = _tile_gradients(model, config, int(row[0]), params, tiles, aux, per_call, stats)
+        step_rate = np.float32(rate * (1.0 - i / config.iters) if config.anneal else rate)
+        stitch = Program("tile_stitch", None, (config, size, full, tile),
+                         lambda size=size: stitch_program(config, size, full, tile))
+        images = cache(stitch, images, grads, row, roll, step_rate, stats=stats)
+        stats.iterations += 1
+    return images
+
+
+def _tile_gradients(model: ModelBase, config: core.DreamConfig, layer: int, params: Any, tiles: np.ndarray, aux: Any,
+                    per_call: int, stats: RunStats) -> np.ndarray:
+    """Every tile's gradient, ``per_call`` tiles at a time (the last call padded with blank tiles)."""
+    program = _gradient(model, config, layer)
+    padded = -len(tiles) % per_call
+    if padded:
+        tiles = np.concatenate([tiles, np.zeros((padded, *tiles.shape[1:]), tiles.dtype)])
+    out = [np.asarray(program_cache()(program, params, tiles[k : k + per_call], aux, stats=stats)[1])
+           for k in range(0, len(tiles), per_call)]
+    return np.concatenate(out)[: len(tiles) - padded]
