@@ -311,6 +311,8 @@ def sweep(
     weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed, the same for every cell.")] = 0,
     out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
+    tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
+    memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Dream one image under a grid of settings: writes <image>_sweep.png (a labelled contact sheet) and
@@ -326,7 +328,8 @@ def sweep(
     octave_list = sweep_lib.parse_ints(octaves, "octaves")
     loaded = _load(model, weights, quiet)
     start = time.perf_counter()
-    cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed)
+    cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
+                            tile=tile, memory=memory)
     stem = outputs.file_stem(image)
     sheet = sweep_lib.contact_sheet(cells, folder / f"{stem}_sweep.png")
     results = sweep_lib.write_results(cells, folder / f"{stem}_sweep.h5", str(image), seed)

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxdream.dream import core
-from jaxdream.dream.nightmare_mode import validate
+from jaxdream.dream import core, tiles
+from jaxdream.dream.nightmare_mode import plan_tiles, validate
 from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
 from jaxdream.errors import OptionError
 from jaxdream.files import hdf5_bytes, image_bytes, write_atomically
@@ -64,9 +64,11 @@ def parse_floats(text: str, name: str) -> list[float]:
 def sweep(
     model: ModelBase, x: Any, layers: list[int], rates: list[float], threshs: list[float] = (1.0,),
     octaves: list[int] = (4,), iters: int = 10, layer_range: int = 1, seed: int = 0,
-    stats: RunStats | None = None,
+    stats: RunStats | None = None, tile: int | None = None, memory: str | int | None = None,
 ) -> list[Cell]:
-    """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves)."""
+    """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves).
+    Tiled (``tile``, or an image over the ``memory`` budget), the cells run one after another through the one
+    tile program of each layer."""
     image = as_batch(x)
     if image.shape[0] != 1:
         raise OptionError("a sweep dreams one image")
@@ -86,6 +88,13 @@ def sweep(
     for layer, n_octaves in itertools.product(layers, octaves):
         config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves)
         validate(model, config, image.shape[1], image.shape[2])
+        tile_size, per_call = plan_tiles(model, config, image, np.float32(threshs[0]), tile, memory, stats)
+        if tile_size is not None:
+            for rate, thresh in grid:
+                dreamed, values = tiles.tiled_round(model, config, image, seed, 0, rate, np.float32(thresh),
+                                                    tile_size, per_call, stats)
+                cells.append(Cell(layer, n_octaves, rate, thresh, np.asarray(dreamed)[0], values[:, 0]))
+            continue
         program = Program("grid_round", model, config, lambda config=config: core.grid_round(model, config))
         images, values = (np.asarray(a) for a in cache(program, params, image, np.uint32(seed), np.int32(0),
                                                         rate_axis, thresh_axis, stats=stats))

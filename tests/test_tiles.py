@@ -93,3 +93,42 @@ def test_plan_needs_no_weights_and_says_what_fits():
     assert untiled["how"] == "untiled, batch 1" and tiled["how"].startswith("tiles of 256, ")
     assert untiled["bytes"] > 300 << 20 and not untiled["fits"]
     assert tiled["bytes"] <= 300 << 20 and tiled["fits"]
+
+
+def test_a_tiled_sweep_runs_every_cell_through_the_tile_program(yolo_fastest, scream):
+    from jaxdream import sweep
+
+    x = scream[::2, ::2]
+    cells = sweep.sweep(yolo_fastest, x, [20], [0.01, 0.04], [0.5, 1.0], octaves=[1], iters=2, seed=1, tile=96)
+    assert len(cells) == 4 and all(np.isfinite(c.image).all() and c.objective.shape == (2,) for c in cells)
+    assert cells[0].objective[0] > 0 and not np.array_equal(cells[0].image, cells[3].image)
+    same = sweep.sweep(yolo_fastest, x, [20], [0.04], [1.0], octaves=[1], iters=2, seed=1, tile=96)[0]
+    np.testing.assert_array_equal(same.image, cells[3].image)  # a cell is the same dream alone or in a grid
+
+
+def test_tiles_are_sharded_over_every_local_device(shared, tmp_path):
+    """Four (forced) CPU devices share each call's tiles; the dream agrees with one device's to float rounding
+    (a device's share of the tiles is a smaller convolution batch, summed in another order)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, jax, jaxdream as jd\n"
+        "folder = sys.argv[1]\n"
+        "m = jd.load_model(folder + '/yolo-fastest-1.1.cfg', folder + '/yolo-fastest-1.1.weights')\n"
+        "x = jd.load_image(sys.argv[2])[::2, ::2]\n"
+        "np.save(sys.argv[3], jd.nightmare(m, x, 20, iters=2, tile=96, seed=1))\n"
+        "print(len(jax.local_devices()))\n"
+    )
+    outs = []
+    for count in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                                          f"--xla_force_host_platform_device_count={count}"}
+        target = tmp_path / f"{count}.npy"
+        done = subprocess.run([sys.executable, "-c", script, str(shared / "models" / "yolo-fastest-1.1"),
+                               str(shared / "data" / "images" / "scream.jpg"), str(target)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and done.stdout.split()[-1] == str(count), done.stderr
+        outs.append(np.load(target))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)

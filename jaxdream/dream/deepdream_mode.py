@@ -63,8 +63,8 @@ def deepdream(
             continue
         start = Program("pyramid_start", None, size, lambda size=size: core.pyramid_start(size))
         base, begin = cache(start, images, detail, stats=stats)
-        dreamed = tiles.tiled_round(model, config, params, begin, int(octave_seed), 0, rate, aux, tile_size,
-                                    per_call, stats)
+        dreamed, _ = tiles.tiled_round(model, config, begin, int(octave_seed), 0, rate, aux, tile_size, per_call,
+                                       stats)
         detail = np.asarray(dreamed) - np.asarray(base)
     finish = Program("pyramid_finish", None, (), lambda: core.pyramid_finish)
     return np.asarray(cache(finish, images, detail, stats=stats))[None]

@@ -138,8 +138,7 @@ def run_dream(
         if schedule is not None:
             raise OptionError("an explicit schedule replays untiled rounds; leave out --tile")
         stats.extra.update(tile=tile, tiles_per_call=per_call)
-        step = lambda imgs, r: tiles.tiled_round(model, config, params, imgs, seed, r, rate, aux, tile, per_call,
-                                                 stats)
+        step = lambda imgs, r: tiles.tiled_round(model, config, imgs, seed, r, rate, aux, tile, per_call, stats)[0]
         return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
     if schedule is not None:
         fixed = check_schedule(schedule, config)

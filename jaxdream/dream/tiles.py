@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdream import image as I
 from jaxdream.dream import core
-from jaxdream.dream.runner import Program, RunStats, program_cache, program_peak_bytes
+from jaxdream.dream.runner import Program, RunStats, placed_params, program_cache, program_peak_bytes
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
@@ -203,7 +204,13 @@ def tiles_per_call(model: ModelBase, config: core.DreamConfig, tile: int, aux: A
 
 def _planned_bytes(model: ModelBase, config: core.DreamConfig, tile: int, aux: Any, count: int,
                    stats: RunStats | None) -> int:
-    structs = (param_structs(model), jax.ShapeDtypeStruct((count, tile, tile, 3), np.float32), aux)
+    mesh = _tile_mesh()
+    sharding = NamedSharding(mesh, PartitionSpec("tiles")) if mesh is not None else None
+    params = param_structs(model)
+    if mesh is not None:
+        params = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(mesh, PartitionSpec())), params)
+    structs = (params, jax.ShapeDtypeStruct((count, tile, tile, 3), np.float32, sharding=sharding), aux)
     return program_peak_bytes(program_cache().compiled(_gradient(model, config, config.layers[-1]), structs,
                                                        stats)) or 0
 
@@ -213,35 +220,49 @@ def _gradient(model: ModelBase, config: core.DreamConfig, layer: int) -> Program
                    lambda: gradient_program(model, config.objective, layer, config.precision))
 
 
-def tiled_round(model: ModelBase, config: core.DreamConfig, params: Any, images: Any, seed: int, index: int,
-                rate: float, aux: Any, tile: int, per_call: int, stats: RunStats) -> Any:
-    """One round of ``config.iters`` tiled iterations on images (B, H, W, 3); returns the new images."""
+def tiled_round(model: ModelBase, config: core.DreamConfig, images: Any, seed: int, index: int, rate: float,
+                aux: Any, tile: int, per_call: int, stats: RunStats) -> tuple[Any, np.ndarray]:
+    """One round of ``config.iters`` tiled iterations on images (B, H, W, 3) -> (the new images, the objective
+    before each iteration (iters, B): the sum over each image's tiles)."""
     cache = program_cache()
     full = (images.shape[1], images.shape[2])
     draws = Program("tile_schedule", None, config, lambda: schedule_program(config))
     schedule, rolls = (np.asarray(a) for a in cache(draws, np.uint32(seed), np.int32(index), stats=stats))
+    values = np.zeros((config.iters, images.shape[0]), np.float32)
     for i in range(config.iters):
         row = schedule[i]
         size = core.octave_size(*full, int(row[1]))
         roll = np.array([int(rolls[i, 0] * size[0]), int(rolls[i, 1] * size[1])], np.int32)
         cut = Program("tile_cut", None, (size, tile), lambda size=size: cut_program(size, tile))
-        tiles = np.asarray(cache(cut, images, row, roll, stats=stats))
-        grads = _tile_gradients(model, config, int(row[0]), params, tiles, aux, per_call, stats)
+        pieces = np.asarray(cache(cut, images, row, roll, stats=stats))
+        tile_values, grads = _tile_gradients(model, config, int(row[0]), pieces, aux, per_call, stats)
+        values[i] = tile_values.reshape(images.shape[0], -1).sum(axis=1)
         step_rate = np.float32(rate * (1.0 - i / config.iters) if config.anneal else rate)
         stitch = Program("tile_stitch", None, (config, size, full, tile),
                          lambda size=size: stitch_program(config, size, full, tile))
         images = cache(stitch, images, grads, row, roll, step_rate, stats=stats)
         stats.iterations += 1
-    return images
+    return images, values
 
 
-def _tile_gradients(model: ModelBase, config: core.DreamConfig, layer: int, params: Any, tiles: np.ndarray, aux: Any,
-                    per_call: int, stats: RunStats) -> np.ndarray:
-    """Every tile's gradient, ``per_call`` tiles at a time (the last call padded with blank tiles)."""
-    program = _gradient(model, config, layer)
-    padded = -len(tiles) % per_call
-    if padded:
-        tiles = np.concatenate([tiles, np.zeros((padded, *tiles.shape[1:]), tiles.dtype)])
-    out = [np.asarray(program_cache()(program, params, tiles[k : k + per_call], aux, stats=stats)[1])
-           for k in range(0, len(tiles), per_call)]
-    return np.concatenate(out)[: len(tiles) - padded]
+def _tile_gradients(model: ModelBase, config: core.DreamConfig, layer: int, pieces: np.ndarray, aux: Any,
+                    per_call: int, stats: RunStats) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile's objective and gradient, ``per_call`` tiles at a time (the last call padded with blank tiles),
+    sharded over the local devices when there are several."""
+    program, count = _gradient(model, config, layer), len(pieces)
+    pieces = np.concatenate([pieces, np.zeros((-count % per_call, *pieces.shape[1:]), pieces.dtype)])
+    mesh = _tile_mesh()
+    values, grads = [], []
+    for k in range(0, len(pieces), per_call):
+        chunk = pieces[k : k + per_call]
+        if mesh is not None:
+            chunk = jax.device_put(chunk, NamedSharding(mesh, PartitionSpec("tiles")))
+        value, grad = program_cache()(program, placed_params(model, chunk), chunk, aux, stats=stats)
+        values.append(np.asarray(value))
+        grads.append(np.asarray(grad))
+    return np.concatenate(values)[:count], np.concatenate(grads)[:count]
+
+
+def _tile_mesh() -> Mesh | None:
+    devices = jax.local_devices()
+    return Mesh(np.array(devices), ("tiles",)) if len(devices) > 1 else None
