@@ -132,6 +132,8 @@ def nightmare(
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80, as Darknet) or png.")] = "jpg",
     seed: Annotated[int, typer.Option(help="Random seed: the same command gives the same images.")] = 0,
     stats: Annotated[Path | None, typer.Option(help="Write timings and sizes as JSON here.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="Compute mode: f32 (exact, the default; or $JAXDREAM_PRECISION), tf32 or bf16 (faster on GPUs).")] = None,
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
@@ -173,7 +175,7 @@ def nightmare(
         dream.nightmare(model, x, layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
                         thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed, objective=objective,
                         channel=channel, guide=load_image(guide) if guide else None, on_round=write,
-                        stats=run_stats, tile=tile, memory=memory)
+                        stats=run_stats, tile=tile, memory=memory, precision=precision)
     if stats:
         report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],

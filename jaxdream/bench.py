@@ -40,7 +40,7 @@ from jaxdream.nn import check_precision
 from jaxdream.weights import ARCHITECTURES
 
 LAYER = 10
-CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed")
+CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles")
 # Darknet's published timings for `nightmare vgg-conv.cfg vgg-conv.weights scream.jpg 10` (README of the site).
 DARKNET_REFERENCE = [
     {"case": "reference: Darknet CPU, scream command (published)", "median_s": 15 * 60.0, "device": "CPU"},
@@ -313,6 +313,90 @@ def startup_case(model: Model, scream: Path | None, scratch: Path) -> list[dict[
     return rows
 
 
+MEASURED_CLI = """
+import atexit, json, resource, sys
+record = sys.argv[1]
+atexit.register(lambda: open(record, "w").write(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+sys.argv = ["jaxdream", *sys.argv[2:]]
+from jaxdream.cli import main
+main()
+"""
+
+
+def _measured_cli(args: list[str], scratch: Path, name: str) -> dict[str, Any]:
+    """A jaxdream command in a fresh process (no program cache): its --stats, wall seconds and peak RSS."""
+    import subprocess
+    import sys
+
+    stats, rss = scratch / f"{name}.json", scratch / f"{name}.rss"
+    env = {**os.environ, "JAXDREAM_NO_CACHE": "1"}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", MEASURED_CLI, str(rss), *args, "--stats", str(stats), "--quiet"],
+                   env=env, check=True, capture_output=True, timeout=3600)
+    wall = time.perf_counter() - start
+    return {**json.loads(stats.read_text()), "wall_s": wall, "peak_rss_bytes": 1024 * json.loads(rss.read_text())}
+
+
+def tiles_cases(model: Model, scratch: Path, precision: str) -> list[dict[str, Any]]:
+    """Tiled dreaming: peak memory of a 2000x1500 dream with tiles of 256 and without, a 12-MP photo with the
+    planner's choice, tiled against untiled time at 1024x768, and 24 photos in 12 sizes tiled and untiled."""
+    from jaxdream.batch import Job, run_batch
+    from jaxdream.darknet.weights import write_weights
+    from jaxdream.dream.runner import program_cache
+    from jaxdream.dream.store import DISABLE_ENV
+
+    weights = scratch / "vgg-conv.weights"
+    write_weights(weights, model.cfg, model.params)
+    rows = []
+    big = _photos(scratch / "big", [(1500, 2000)])[0]
+    common = ["nightmare", "vgg-conv", str(weights), str(big), str(LAYER), "-iters", "2", "--out", str(scratch / "o"),
+              "--precision", precision]
+    for label, extra in (("tile 256", ["--tile", "256"]), ("untiled", [])):
+        r = _measured_cli(common + extra, scratch, f"big-{label.replace(' ', '')}")
+        rows.append({"case": f"tiles: 2000x1500 layer {LAYER}, 2 iters, {label}", "compile_s": r["compile_seconds"],
+                     "median_s": r["run_seconds"], "peak_rss_mb": r["peak_rss_bytes"] / 2**20,
+                     "program_peak_bytes": r["program_peak_bytes"], "wall_s": r["wall_s"]})
+    twelve = _photos(scratch / "twelve", [(3024, 4032)])[0]
+    r = _measured_cli(["nightmare", "vgg-conv", str(weights), str(twelve), str(LAYER), "-iters", "2", "-octaves", "1",
+                       "--out", str(scratch / "o"), "--precision", precision], scratch, "twelve")
+    rows.append({"case": f"tiles: 12 MP (4032x3024) layer {LAYER}, 2 iters at full size, planner's choice",
+                 "compile_s": r["compile_seconds"], "median_s": r["run_seconds"],
+                 "s_per_iteration": r["run_seconds"] / 2, "peak_rss_mb": r["peak_rss_bytes"] / 2**20,
+                 "program_peak_bytes": r["program_peak_bytes"], "tile": r.get("tile", 0)})
+    x = image.load_image(_photos(scratch / "mid", [(768, 1024)])[0])
+    times = {}
+    for label, tile in (("untiled", None), ("tile 256", 256)):
+        nightmare(model, x, LAYER, iters=1, octaves=1, tile=tile, precision=precision)  # compiles
+        stats = RunStats()
+        nightmare(model, x, LAYER, iters=3, octaves=1, tile=tile, precision=precision, stats=stats)
+        times[label] = stats.run_seconds / 3
+    rows.append({"case": f"tiles: 1024x768 layer {LAYER}, s per iteration, tile 256 vs untiled",
+                 "median_s": times["tile 256"], "untiled_s_per_iteration": times["untiled"],
+                 "tiled_vs_untiled": times["tile 256"] / times["untiled"]})
+    sizes = [(224 + 16 * i, 320 - 8 * i) for i in range(12)]
+    files = _photos(scratch / "sizes", sizes * 2)
+    saved = os.environ.get(DISABLE_ENV)
+    os.environ[DISABLE_ENV] = "1"
+    try:
+        for label, tile in (("untiled", None), ("tile 128", 128)):
+            options = {"layer": LAYER, "iters": 2, "precision": precision, **({"tile": tile} if tile else {})}
+            program_cache().clear()
+            summary = run_batch(model, Job("nightmare", model.name, options, 0, None, "jpg"), files,
+                                scratch / f"sizes-{label.replace(' ', '')}", 2)
+            rows.append({"case": f"tiles: 24 photos in 12 sizes, layer {LAYER}, 2 iters, {label}",
+                         "compile_s": summary.stats.compile_seconds, "median_s": summary.seconds,
+                         "programs_compiled": summary.stats.programs_compiled,
+                         "network_programs": sum(p.name in ("drawn_iterations", "tile_gradient")
+                                                 for p in program_cache().info()),
+                         "images_per_s": len(files) / summary.seconds})
+    finally:
+        if saved is None:
+            os.environ.pop(DISABLE_ENV, None)
+        else:
+            os.environ[DISABLE_ENV] = saved
+    return rows
+
+
 def tiny_darknet(shared: Path | None) -> Model:
     """The real Tiny Darknet when ../shared is there, else the same architecture with random weights."""
     from jaxdream.model import load_model
@@ -389,6 +473,8 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
                 rows.append(pipeline_case(model, precision, Path(scratch), 8 if cpu else 32))
             if "mixed" in cases:
                 rows.append(mixed_case(model, precision, Path(scratch)))
+            if "tiles" in cases and cpu:  # fresh processes run on the default device
+                rows += tiles_cases(model, Path(scratch), precision)
             if "startup" in cases and cpu:  # a fresh process runs on the default device
                 scream = shared / "data" / "images" / "scream.jpg" if shared else None
                 rows += startup_case(model, scream if scream and scream.exists() else None, Path(scratch))
@@ -439,7 +525,8 @@ def markdown(report: dict[str, Any]) -> str:
                 "images_per_s", "speedup_vs_one_by_one", "ratio_to_10_iters", "speedup_vs_cpu", "jitted_speedup",
                 "iterations_per_s", "io_and_host_s", "program_images_per_s", "end_to_end_vs_program",
                 "programs_compiled", "warm_images_per_s", "warm_programs_loaded", "warm_load_s", "import_s",
-                "model_load_s", "cache_load_s", "dream_s", "write_s", "over_dream_s"))
+                "model_load_s", "cache_load_s", "dream_s", "write_s", "over_dream_s", "peak_rss_mb", "s_per_iteration",
+                "tile", "untiled_s_per_iteration", "tiled_vs_untiled", "wall_s", "network_programs"))
             lines.append(
                 f"| {row['case']} | {row.get('compile_s', 0):.2f} | {1000 * row['median_s']:.1f} | "
                 f"{1000 * row.get('min_s', row['median_s']):.1f} | {1000 * row.get('max_s', row['median_s']):.1f} | "

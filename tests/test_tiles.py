@@ -80,7 +80,7 @@ def test_a_dream_over_the_memory_budget_tiles_itself(yolo_fastest, scream, caplo
 def test_tiles_per_call_follow_the_budget(yolo_fastest):
     config = jd.DreamConfig(layer=20, iters=1)
     roomy, planned = tiles.tiles_per_call(yolo_fastest, config, 128, np.float32(1), 1 << 40)
-    assert roomy == tiles.MAX_TILES_PER_CALL
+    assert roomy == tiles.MAX_TILES_PER_CALL["cpu"]
     tight, tight_planned = tiles.tiles_per_call(yolo_fastest, config, 128, np.float32(1), planned // 3)
     assert 1 <= tight < roomy and tight_planned <= planned // 3
 
@@ -132,3 +132,18 @@ def test_tiles_are_sharded_over_every_local_device(shared, tmp_path):
         assert done.returncode == 0 and done.stdout.split()[-1] == str(count), done.stderr
         outs.append(np.load(target))
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_a_tiled_batch_resumes_to_the_same_bytes(yolo_fastest, tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        Image.fromarray((rng.random((150, 200, 3)) * 255).astype(np.uint8)).save(tmp_path / "in" / f"p{i}.png")
+    files = batch.discover([str(tmp_path / "in")])
+    job = batch.make_job("nightmare", yolo_fastest.name, {"layer": 20, "iters": 2, "tile": 96}, 0, None, "png")
+    batch.run_batch(yolo_fastest, job, files, tmp_path / "whole", 2)
+    batch.run_batch(yolo_fastest, job, files[:2], tmp_path / "resumed", 2)  # as if stopped after two images
+    summary = batch.run_batch(yolo_fastest, job, files, tmp_path / "resumed", 2, resume=True)
+    assert summary.skipped == 2 and summary.done == 2
+    read = lambda folder: {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+    assert read(tmp_path / "resumed") == read(tmp_path / "whole") and len(read(tmp_path / "whole")) == 4

@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 
 Array = jax.Array
 DEFAULT_TILE = 256
-MAX_TILES_PER_CALL = 16
+# The most tiles one gradient call takes. A CPU gains nothing from larger batches (each activation of a batch of 16
+# 256-px tiles streams from DRAM: measured 1.9x slower per tile than untiled at 1024x768, benchmarks/NOTES.md).
+MAX_TILES_PER_CALL = {"cpu": 4}
+DEFAULT_MAX_TILES_PER_CALL = 32
 ACTIVATION_FACTOR = 1.5  # planned bytes per activation byte: XLA reuses buffers (measured ~1.0 on vgg-conv)
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -187,12 +190,14 @@ def plan(model: ModelBase, layer: int, height: int, width: int, batch: int = 1, 
 
 def tiles_per_call(model: ModelBase, config: core.DreamConfig, tile: int, aux: Any, budget: int,
                    stats: RunStats | None = None) -> tuple[int, int]:
-    """The most tiles one gradient call may take within ``budget`` bytes (at most MAX_TILES_PER_CALL, a multiple
-    of the local devices), from the compiled programs' memory analysis: the largest program first, which is the
-    one that runs when it fits (one compile); otherwise its parameters once and the rest per tile give the count.
-    Returns (tiles per call, planned bytes)."""
-    devices = len(jax.local_devices())
-    count = max(MAX_TILES_PER_CALL // devices, 1) * devices
+    """The most tiles one gradient call may take within ``budget`` bytes (at most MAX_TILES_PER_CALL for the
+    platform, a multiple of the local devices), from the compiled programs' memory analysis: the largest program
+    first, which is the one that runs when it fits (one compile); otherwise its parameters once and the rest per
+    tile give the count. Returns (tiles per call, planned bytes)."""
+    devices = jax.local_devices()
+    most = MAX_TILES_PER_CALL.get(devices[0].platform, DEFAULT_MAX_TILES_PER_CALL)
+    devices = len(devices)
+    count = max(most // devices, 1) * devices
     while True:
         planned = _planned_bytes(model, config, tile, aux, count, stats)
         if planned <= budget or count == devices:
