@@ -10,6 +10,7 @@ Darknet's published figures as reference rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,25 @@ def lucid_case(tiny: Model, precision: str, iters: int = 5) -> dict[str, Any]:
             "gflops": flops * iters / t["median_s"] / 1e9}
 
 
+@contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Environment variables set (None: unset) for the block, restored after it."""
+    saved = {key: os.environ.get(key) for key in values}
+
+    def put(items: dict[str, str | None]) -> None:
+        for key, value in items.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    put(values)
+    try:
+        yield
+    finally:
+        put(saved)
+
+
 def _photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     """Smooth random JPEGs of the given (height, width) sizes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,20 +281,11 @@ def mixed_case(model: Model, precision: str, scratch: Path) -> dict[str, Any]:
     sizes = [(224, 224), (200, 256), (256, 200), (192, 240), (240, 192), (208, 208)]
     files = _photos(scratch / "mixed", sizes * 4)
     job = Job("nightmare", model.name, {"layer": LAYER, "iters": 2, "precision": precision}, 0, None, "jpg")
-    saved = {k: os.environ.get(k) for k in ("JAXDREAM_HOME", DISABLE_ENV)}
-    os.environ["JAXDREAM_HOME"] = str(scratch / "mixed-home")
-    os.environ.pop(DISABLE_ENV, None)
-    try:
+    with _environment(**{"JAXDREAM_HOME": str(scratch / "mixed-home"), DISABLE_ENV: None}):
         program_cache().clear()
         cold = run_batch(model, job, files, scratch / "mixed-cold", 4)
         program_cache().clear()  # as a new process would start: only the disk store is warm
         warm = run_batch(model, job, files, scratch / "mixed-warm", 4)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return {"case": f"mixed sizes: 24 photos in 6 sizes, layer {LAYER}, 2 iters, batch 4",
             "compile_s": cold.stats.compile_seconds, "median_s": cold.seconds,
             "programs_compiled": cold.stats.programs_compiled, "images_per_s": len(files) / cold.seconds,
@@ -375,9 +386,7 @@ def tiles_cases(model: Model, scratch: Path, precision: str) -> list[dict[str, A
                  "tiled_vs_untiled": times["tile 256"] / times["untiled"]})
     sizes = [(224 + 16 * i, 320 - 8 * i) for i in range(12)]
     files = _photos(scratch / "sizes", sizes * 2)
-    saved = os.environ.get(DISABLE_ENV)
-    os.environ[DISABLE_ENV] = "1"
-    try:
+    with _environment(**{DISABLE_ENV: "1"}):
         for label, tile in (("untiled", None), ("tile 128", 128)):
             options = {"layer": LAYER, "iters": 2, "precision": precision, **({"tile": tile} if tile else {})}
             program_cache().clear()
@@ -389,11 +398,6 @@ def tiles_cases(model: Model, scratch: Path, precision: str) -> list[dict[str, A
                          "network_programs": sum(p.name in ("drawn_iterations", "tile_gradient")
                                                  for p in program_cache().info()),
                          "images_per_s": len(files) / summary.seconds})
-    finally:
-        if saved is None:
-            os.environ.pop(DISABLE_ENV, None)
-        else:
-            os.environ[DISABLE_ENV] = saved
     return rows
 
 
@@ -575,7 +579,10 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
         except RuntimeError:
             log(f"no {p} device here; skipped")
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = [run_on(d, cases, shared, log, precision) for d in devices]
+    from jaxdream.dream.store import DISABLE_ENV
+
+    with _environment(**{DISABLE_ENV: "1"}):  # compile times are measured, not loaded from an earlier run's store
+        results = [run_on(d, cases, shared, log, precision) for d in devices]
     _ratios(results)
     report = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
               "jax": jax.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results,
