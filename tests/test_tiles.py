@@ -147,3 +147,12 @@ def test_a_tiled_batch_resumes_to_the_same_bytes(yolo_fastest, tmp_path):
     assert summary.skipped == 2 and summary.done == 2
     read = lambda folder: {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
     assert read(tmp_path / "resumed") == read(tmp_path / "whole") and len(read(tmp_path / "whole")) == 4
+
+
+@pytest.mark.parametrize("objective", ["darknet", "l2", "channel", "neuron", "guide"])
+def test_every_objective_dreams_in_tiles_over_rounds(yolo_fastest, scream, objective):
+    x = scream[::2, ::2]
+    frames = jd.nightmare(yolo_fastest, x, 20, iters=1, rounds=2, zoom=1.1, rotate=0.05, tile=96,
+                          objective=objective, channel=3, guide=scream[::4, ::4] if objective == "guide" else None)
+    assert frames.shape == (2, 1, *x.shape) and np.isfinite(frames).all()
+    assert np.abs(frames[0, 0] - x).mean() > 1e-4 and np.abs(frames[1, 0] - frames[0, 0]).mean() > 1e-4
