@@ -25,6 +25,9 @@ from rich.table import Table
 from jaxdream.errors import Interrupted, JaxdreamError
 
 OUT_HELP = "Output folder, created if missing (default: the current folder)."
+PREPROCESS_HELP = ("ONNX models: the values the network expects: caffe (BGR, 0-255, ImageNet mean subtracted), torch "
+                   "(RGB, ImageNet mean/std), tf ([-1, 1]) or raw ([0, 1]).")
+LABELS_HELP = "ONNX models: class names, one per line or 'index,name' lines."
 TILE_HELP = ("Dream in tiles of N x N pixels (one compiled gradient program for every image size; the threshold "
              "is per tile). Default: untiled unless the image would not fit in memory.")
 MEMORY_HELP = "Memory budget (e.g. 6G) past which the dream is tiled by itself; default: half the RAM, 80 % of a GPU."
@@ -89,14 +92,15 @@ class _DownloadBar:
             self.progress.stop()
 
 
-def _load(model: str, weights: str | None, quiet: bool):
+def _load(model: str, weights: str | None, quiet: bool, preprocess: str | None = None,
+          labels: Path | None = None):
     from jaxdream.model import load_model
 
-    if weights == "-":  # an .h5 model that carries its own weights
+    if weights == "-":  # an .h5 or .onnx model that carries its own weights
         weights = None
     bar = _DownloadBar(quiet)
     try:
-        return load_model(model, weights, progress=bar)
+        return load_model(model, weights, progress=bar, preprocess=preprocess, labels=labels)
     finally:
         bar.close()
 
@@ -108,7 +112,8 @@ def nightmare(
     weights: Annotated[str, typer.Argument(
         help="Darknet .weights, converted .h5, a zoo name (fetched once), or - when CFG is an .h5 model.")],
     image: Annotated[Path, typer.Argument(help="Input image (JPEG, PNG, ...).")],
-    layer: Annotated[int, typer.Argument(help="Layer whose activations to amplify (`jaxdream weights info`).")],
+    layer: Annotated[str, typer.Argument(
+        help="Layer whose activations to amplify: an index, or an ONNX node name (`jaxdream weights info`).")],
     rounds: Annotated[int, typer.Option(help="Rounds; one image is written after each.")] = 1,
     iters: Annotated[int, typer.Option(help="Iterations per round.")] = 10,
     range_: Annotated[int, typer.Option("--range", help="Each iteration picks a layer in LAYER +- range/2.")] = 1,
@@ -136,6 +141,8 @@ def nightmare(
         help="Compute mode: f32 (exact, the default; or $JAXDREAM_PRECISION), tf32 or bf16 (faster on GPUs).")] = None,
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Darknet's `nightmare`: `jaxdream nightmare vgg-conv vgg-conv.weights scream.jpg 10 -range 3 -iters 20`.
@@ -153,7 +160,7 @@ def nightmare(
     folder = outputs.output_folder(out or prefix)
     x = load_image(image)
     loaded = time.perf_counter()
-    model = _load(cfg, weights, quiet)
+    model = _load(cfg, weights, quiet, preprocess, labels)
     phases["model_load_seconds"] = time.perf_counter() - loaded
     names = outputs.output_names([image], folder, model.name, str(layer), outputs.round_endings(rounds),
                                  outputs.check_format(format_))[image]
@@ -189,7 +196,7 @@ def deepdream(
     model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
     weights: Annotated[str, typer.Argument(help="Weights file, zoo name, or - when MODEL is an .h5 model.")],
     image: Annotated[Path, typer.Argument(help="Input image.")],
-    layer: Annotated[int, typer.Argument(help="Layer to amplify (`jaxdream weights info`).")],
+    layer: Annotated[str, typer.Argument(help="Layer to amplify: an index or an ONNX node name (`weights info`).")],
     octaves: Annotated[int, typer.Option(help="Octaves of the pyramid, smallest first.")] = 4,
     octave_scale: Annotated[float, typer.Option(help="Size ratio between octaves.")] = 1.4,
     iters: Annotated[int, typer.Option(help="Iterations per octave.")] = 10,
@@ -202,6 +209,8 @@ def deepdream(
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Google-style DeepDream: octave pyramid with the detail carried between octaves.
@@ -213,7 +222,7 @@ def deepdream(
 
     folder = outputs.output_folder(out)
     x = load_image(image)
-    loaded = _load(model, weights, quiet)
+    loaded = _load(model, weights, quiet, preprocess, labels)
     name = outputs.output_names([image], folder, loaded.name, str(layer), ["deepdream"],
                                 outputs.check_format(format_))[image][0]
     frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
@@ -255,6 +264,8 @@ def batch(
     coordinator: Annotated[str | None, typer.Option(help="Multi-host: coordinator HOST:PORT.")] = None,
     num_processes: Annotated[int | None, typer.Option(help="Multi-host: number of processes.")] = None,
     process_id: Annotated[int | None, typer.Option(help="Multi-host: this process's index.")] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Dream a whole image set: `jaxdream batch nightmare vgg-conv photos/ --weights vgg-conv.weights --layer 10
@@ -272,7 +283,7 @@ def batch(
     batch_lib.make_job(mode, "check", options, seed, size, format_)  # refuse bad options before any work
     process = batch_lib.join_processes(coordinator, num_processes, process_id)
     files = batch_lib.discover(inputs)
-    loaded = _load(model, weights, quiet)
+    loaded = _load(model, weights, quiet, preprocess, labels)
     job = batch_lib.make_job(mode, loaded.name, options, seed, size, format_)
     bar = Progress(TextColumn("dreaming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=err_console, disable=quiet)
@@ -346,12 +357,14 @@ def classify(
     weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
     top: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
 ) -> None:
     """Top classes of each image with the model's own preprocessing (Darknet: letterbox, gray fill)."""
     from jaxdream.dream.lucid_mode import top_classes
     from jaxdream.image import load_image
 
-    loaded = _load(model, weights, quiet=json_)
+    loaded = _load(model, weights, json_, preprocess, labels)
     results = [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
     if json_:
         print(json.dumps(results, indent=2))
@@ -380,6 +393,8 @@ def lucid(
     out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     format_: Annotated[str, typer.Option("--format", help="jpg (quality 80) or png.")] = "jpg",
     stats: Annotated[Path | None, typer.Option(help="Write timings as JSON here.")] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Dream images toward ImageNet classes: `jaxdream lucid vgg-16 dog.jpg --class ostrich`.
@@ -395,7 +410,7 @@ def lucid(
     from jaxdream.image import load_image, save_image
 
     folder = outputs.output_folder(out)
-    loaded = _load(model, weights, quiet)
+    loaded = _load(model, weights, quiet, preprocess, labels)
     lucid_mode.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
     names = outputs.output_names(images, folder, loaded.name, lucid_mode.class_tag(class_),
                                  outputs.round_endings(rounds), outputs.check_format(format_))
@@ -420,12 +435,14 @@ def weights_convert(
     model: Annotated[str, typer.Argument(help="Darknet .cfg or built-in name; a full Keras .h5; or vgg-16/vgg-19.")],
     weights: Annotated[Path | None, typer.Argument(help="Darknet .weights or Keras weights .h5 (if needed).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="The .h5 file to write.")] = Path("model.h5"),
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
 ) -> None:
     """Convert a model into one jaxdream .h5 (architecture, parameters, the source file's sha256)."""
     from jaxdream import converted
     from jaxdream.model import load_model
 
-    loaded = load_model(model, weights)
+    loaded = load_model(model, weights, preprocess=preprocess, labels=labels)
     converted.write_converted(output, loaded.to_converted(converted.sha256_of(weights or model)))
     err_console.print(f"wrote {output}")
 

@@ -30,9 +30,10 @@ from jaxdream import dream, image, interrupts
 from jaxdream.dream import core
 from jaxdream.dream.lucid_mode import class_tag
 from jaxdream.dream.runner import Program, RunStats, program_cache
-from jaxdream.errors import ImageError, JaxdreamError, NumericError, OptionError
+from jaxdream.errors import ImageError, JaxdreamError, OptionError
 from jaxdream.files import write_atomically
 from jaxdream.model import ModelBase
+from jaxdream.nn import default_precision
 from jaxdream.outputs import check_format, output_folder, output_names, round_endings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -393,6 +394,14 @@ class _Writer:
             self._raise()
 
 
+def run_key(job: Job, model: ModelBase) -> str:
+    """What the manifest records as the maker of each output: the job, the network (architecture and weights) and
+    the compute precision it ran in, so --resume redoes what another model or precision made."""
+    precision = job.options.get("precision") or default_precision()
+    text = f"{job.key()}|{model.fingerprint}|{model.weights_digest}|{precision}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_batch(
     model: ModelBase, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
     process: tuple[int, int] = (0, 1), resume: bool = False,
@@ -410,12 +419,13 @@ def run_batch(
     index, count = process
     mine = inputs[index::count]
     manifest = Manifest(out / (f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))
-    finished = manifest.done(job.key()) if resume else set()
+    key = run_key(job, model)
+    finished = manifest.done(key) if resume else set()
     names = output_names(inputs, out, job.model, job.tag, round_endings(job.rounds), job.format)  # whole list
     summary = Summary(skipped=sum(str(p.resolve()) in finished for p in mine))
     todo = [p for p in mine if str(p.resolve()) not in finished]
     start = time.perf_counter()
-    record = {"job": job.key(), "mode": job.mode, "options": job.options, "seed": job.seed}
+    record = {"job": key, "mode": job.mode, "options": job.options, "seed": job.seed}
 
     def failed(path: Path, message: str) -> None:
         manifest.append({"input": str(path.resolve()), "status": "error", "error": message, **record})
@@ -433,11 +443,11 @@ def run_batch(
             counter.add(-1)
             try:
                 files = [image.encode_image(target, frames[r, i]) for r, target in enumerate(names[path])]
-            except NumericError as err:  # this image overflowed; the others go on
-                failed(path, str(err))
-            else:
                 for target, data in zip(names[path], files, strict=True):
                     write_atomically(target, data, "the image", ImageError)
+            except ImageError as err:  # this image cannot be encoded or written (NaN, too wide, a name too long)
+                failed(path, str(err))
+            else:
                 manifest.append({"input": str(path.resolve()), "outputs": [t.name for t in names[path]],
                                  "sha256": [hashlib.sha256(data).hexdigest() for data in files], "status": "done",
                                  **record})

@@ -68,10 +68,13 @@ def read_converted(path: str | Path) -> Converted:
             if version > VERSION:
                 raise WeightsError(f"{path}: written by a newer jaxdream (format version {version})")
             kind = str(f.attrs.get("kind", "darknet"))
-            nested = {layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
-                      for layer, group in f["params"].items()}
-            params = nested if kind == "darknet" else \
-                {f"{layer}/{name}": array for layer, arrays in nested.items() for name, array in arrays.items()}
+            if kind == "onnx":  # flat: {key: array}
+                params = {key: np.asarray(ds[()], np.float32) for key, ds in f["params"].items()}
+            else:
+                nested = {layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
+                          for layer, group in f["params"].items()}
+                params = nested if kind == "darknet" else \
+                    {f"{layer}/{name}": array for layer, arrays in nested.items() for name, array in arrays.items()}
             labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["labels"][()]) \
                 if "labels" in f else None
             return Converted(str(f.attrs["name"]), str(f.attrs["architecture"]), params, str(f.attrs["source_sha256"]),

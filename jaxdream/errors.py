@@ -27,7 +27,7 @@ class FetchError(JaxdreamError):
     """A download that failed or delivered the wrong bytes."""
 
 
-class NumericError(JaxdreamError):
+class NumericError(ImageError):
     """A result with NaN or infinite values, refused before it is written."""
 
 

@@ -110,7 +110,10 @@ def encode_image(path: str | Path, x: Any, quality: int = 80) -> bytes:
             "the input image, and options such as --thresh, --zoom, --rate or the class weights)"
         )
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    return image_bytes(Image.fromarray(to_uint8(x), "RGB"), fmt, **options)
+    try:
+        return image_bytes(Image.fromarray(to_uint8(x), "RGB"), fmt, **options)
+    except (OSError, ValueError) as err:  # e.g. JPEG's 65,500-pixel limit
+        raise ImageError(f"{path}: cannot encode a {x.shape[1]}x{x.shape[0]} {fmt} ({err}); try --format png") from None
 
 
 def rounded(product: Array) -> Array:

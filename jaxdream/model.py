@@ -59,6 +59,16 @@ class ModelBase:
         raise NotImplementedError
 
     @functools.cached_property
+    def weights_digest(self) -> str:
+        """sha256 of every parameter's name, shape and bytes."""
+        digest = hashlib.sha256()
+        for path, array in sorted(jax.tree_util.tree_leaves_with_path(self.params), key=lambda item: str(item[0])):
+            array = np.ascontiguousarray(np.asarray(array, np.float32))
+            digest.update(f"{path}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """sha256 of the kind and architecture (not the parameters): what compiled programs depend on."""
         stored = self.to_converted("")
@@ -67,6 +77,13 @@ class ModelBase:
     def normalize(self, x: jax.Array) -> jax.Array:
         """The network's value mapping of [0, 1] images (Darknet: none); sizes are left alone."""
         return x
+
+    def resolve_layer(self, layer: int | str) -> int:
+        """A layer index from an index or its text ('10'); backends with named layers also take names."""
+        try:
+            return int(layer)
+        except ValueError:
+            raise OptionError(f"layer {layer!r} is not an index; `jaxdream weights info` lists the layers") from None
 
     def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,), precision: str | None = None
                 ) -> dict[int, jax.Array]:
@@ -244,15 +261,23 @@ def _load_weights_for(cfg: C.Cfg, weights: str | Path) -> Params:
 
 
 def load_model(
-    name_or_path: str | Path, weights: str | Path | None = None, progress: zoo.Progress | None = None
+    name_or_path: str | Path, weights: str | Path | None = None, progress: zoo.Progress | None = None,
+    preprocess: str | None = None, labels: str | Path | None = None,
 ) -> ModelBase:
     """Load a network by built-in name (``vgg-conv`` ...), cfg path, converted ``.h5`` or full Keras ``.h5`` file.
 
     ``weights``: a Darknet ``.weights`` file, a converted ``.h5``, a Keras weights ``.h5`` (with a built-in Keras
     architecture such as ``vgg-19``, or a full Keras model file as the architecture), or a zoo name; a built-in
     name with no weights fetches its official weights into the cache on first use (``progress(done, total)``
-    follows the download). Parameters with NaN or infinite values are refused, naming the first such entry.
+    follows the download). An ``.onnx`` file takes ``preprocess`` (caffe, torch, tf or raw) and ``labels`` (a
+    label file). Parameters with NaN or infinite values are refused, naming the first such entry.
     """
+    if Path(name_or_path).suffix.lower() == ".onnx":
+        from jaxdream.onnx.model import load_onnx
+
+        model = load_onnx(name_or_path, preprocess, labels)
+        check_finite(model.params, str(name_or_path))
+        return model
     model = _load_model(name_or_path, weights, progress)
     check_finite(model.params, str(weights or name_or_path))
     return model
@@ -279,6 +304,10 @@ def _load_model(name_or_path: str | Path, weights: str | Path | None, progress: 
         stored = converted.read_converted(path)
         if stored.kind == "keras":
             return keras.from_converted(stored, str(path))
+        if stored.kind == "onnx":
+            from jaxdream.onnx.model import from_converted
+
+            return from_converted(stored, str(path))
         cfg = C.parse_cfg(stored.architecture, f"{path}:cfg")
         return Model(stored.name, cfg, check_params(cfg, stored.params, str(path)), stored.labels)
     entry = zoo.find(text)
@@ -300,7 +329,7 @@ def _load_model(name_or_path: str | Path, weights: str | Path | None, progress: 
 def describe_only(name_or_path: str | Path) -> ModelBase:
     """A model to describe or plan, not to run: a .h5 loads whole; a cfg or built-in name needs no weights."""
     path = Path(name_or_path)
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    if path.suffix.lower() in (".h5", ".hdf5", ".onnx"):
         return load_model(path)
     entry = zoo.find(str(name_or_path))
     if entry is not None and not path.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,9 +69,12 @@ def output_names(sources: Sequence[Path], folder: Path, model: str, tag: str, en
 
 
 def _names(stem: str, model: str, tag: str, endings: Sequence[str], fmt: str) -> list[str]:
+    tag = re.sub(r"[^\w.-]+", "_", tag)  # a layer named 'fire5/concat_1' must not make a folder
     return [f"{stem}_{model}_{tag}_{ending}.{fmt}" for ending in endings]
 
 
 def round_endings(rounds: int) -> list[str]:
     """Darknet's per-round endings: 000000, 000001, ..."""
-    return [f"{r:06d}" for r in range(rounds)]
+    from jaxdream.dream.core import check_count
+
+    return [f"{r:06d}" for r in range(check_count("rounds", rounds, 1))]

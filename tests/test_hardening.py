@@ -129,6 +129,14 @@ def test_resume_redoes_outputs_that_another_run_overwrote(tmp_path, small):
     assert untouched.skipped == 4 and untouched.done == 0
 
 
+def test_resume_redoes_what_other_weights_made(tmp_path, small):
+    files = _photos(tmp_path / "in", 2)
+    batch.run_batch(small, _job(small), files, tmp_path / "out")
+    other = model_from_bytes(small.cfg, random_weights_bytes(small.cfg, 4), small.name)  # same name, new weights
+    again = batch.run_batch(other, _job(other), files, tmp_path / "out", resume=True)
+    assert again.skipped == 0 and again.done == 2
+
+
 def test_resume_from_another_working_directory_skips_what_is_done(tmp_path, small, monkeypatch):
     files = [p.resolve() for p in _photos(tmp_path / "in", 3)]
     (tmp_path / "a").mkdir()
@@ -368,7 +376,8 @@ def test_manifest_records_of_every_wrong_shape_are_passed_over(tmp_path, small):
     batch.run_batch(small, _job(small), files, out)
     with open(out / "manifest.jsonl", "ab") as handle:
         handle.write(b"\xff\xfe not utf-8\n[1,2,3]\n5\n" + json.dumps({"input": [1], "outputs": "x"}).encode() + b"\n")
-        handle.write(json.dumps({"job": _job(small).key(), "status": "done", "input": str(files[0].resolve()),
+        handle.write(json.dumps({"job": batch.run_key(_job(small), small), "status": "done",
+                                 "input": str(files[0].resolve()),
                                  "outputs": ["../../etc/passwd"], "sha256": ["0"]}).encode() + b"\n")
     resumed = batch.run_batch(small, _job(small), files, out, resume=True)
     assert resumed.skipped == 2

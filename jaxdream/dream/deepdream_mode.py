@@ -26,7 +26,7 @@ def pyramid_sizes(height: int, width: int, octaves: int, octave_scale: float) ->
 
 
 def deepdream(
-    model: ModelBase, x: Any, layer: int, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
+    model: ModelBase, x: Any, layer: int | str, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
     rate: float = 0.01, objective: str = "l2", channel: int = 0, guide: Any = None, jitter: bool = True,
     seed: int = 0, stats: RunStats | None = None, precision: str | None = None, tile: int | None = None,
     memory: str | int | None = None,
@@ -42,7 +42,7 @@ def deepdream(
     seed = core.check_seed(seed)
     if objective not in LAYER_OBJECTIVES:
         raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
-    config = core.DreamConfig(layer=layer, iters=iters, octaves=1, norm="mean_abs", jitter=jitter,
+    config = core.DreamConfig(layer=model.resolve_layer(layer), iters=iters, octaves=1, norm="mean_abs", jitter=jitter,
                               objective=objective, gray_pull=0.0, **({"precision": precision} if precision else {}))
     sizes = pyramid_sizes(images.shape[1], images.shape[2], octaves, octave_scale)
     for size in sizes:

@@ -39,7 +39,10 @@ def _class_index(token: str | int, labels: tuple[str, ...]) -> int:
     wanted = _normal(str(token))
     if not wanted:
         raise OptionError("an empty class name; give a name such as 'ostrich' or an index such as 9")
-    matches = [i for i, label in enumerate(labels) if _normal(label) == wanted]
+    matches = [i for i, label in enumerate(labels) if _normal(label) == wanted] or [
+        i for i, label in enumerate(labels) if wanted in (_normal(part) for part in label.split(","))
+    ]  # label files often list synonyms: 'ostrich, Struthio camelus'
+
     if len(matches) == 1:
         return matches[0]
     if matches:

@@ -19,7 +19,7 @@ from jaxdream.dream.runner import (
     run_rounds,
 )
 from jaxdream.errors import JaxdreamError, OptionError
-from jaxdream.objectives import LAYER_OBJECTIVES
+from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES
 
 if TYPE_CHECKING:
     from jaxdream.model import ModelBase
@@ -104,6 +104,10 @@ def plan_tiles(model: ModelBase, config: core.DreamConfig, images: Any, aux: Any
     """(tile size, tiles per call) for a run, or (None, 0) to run untiled: untiled unless ``tile`` asks for tiles
     smaller than the image or the untiled dream would need more than the budget (``memory``, else the device's),
     in which case tiles of DEFAULT_TILE are chosen and a one-line notice says why."""
+    if config.objective in LOGIT_OBJECTIVES:
+        if tile is not None or memory is not None:
+            raise OptionError("a class objective sees the whole image resized to the network: it is never tiled")
+        return None, 0  # its activations are the network's input size, whatever the photo's
     tile, budget = tiles.check_tile(tile), tiles.parse_memory(memory) or tiles.device_budget()
     height, width = images.shape[1], images.shape[2]
     if tile is None:
@@ -116,6 +120,7 @@ def plan_tiles(model: ModelBase, config: core.DreamConfig, images: Any, aux: Any
                     images.shape[0], need / 2**30, budget / 2**30, tile)
     if tile >= max(height, width):
         return None, 0  # one tile would hold the whole image: that is the untiled dream, bit for bit
+    validate(model, config, tile, tile)  # every layer and octave still has an output at the tile's size
     per_call, _ = tiles.tiles_per_call(model, config, tile, aux, budget, stats)
     return tile, per_call
 
@@ -159,7 +164,8 @@ def run_dream(
 
 
 def nightmare(
-    model: ModelBase, x: Any, layer: int, rounds: int = 1, iters: int = 10, layer_range: int = 1, octaves: int = 4,
+    model: ModelBase, x: Any, layer: int | str, rounds: int = 1, iters: int = 10, layer_range: int = 1,
+    octaves: int = 4,
     rate: float = 0.04, thresh: float = 1.0, zoom: float = 1.0, rotate: float = 0.0, norm: bool = True,
     jitter: bool = True, seed: int = 0, schedule: Any = None, objective: str = "darknet", channel: int = 0,
     guide: Any = None, on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
@@ -177,7 +183,7 @@ def nightmare(
     images = as_batch(x)
     if objective not in LAYER_OBJECTIVES:
         raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
-    config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=octaves,
+    config = core.DreamConfig(layer=model.resolve_layer(layer), layer_range=layer_range, iters=iters, octaves=octaves,
                               norm="std" if norm else "none", jitter=jitter, objective=objective,
                               **({"precision": precision} if precision else {}))
     check_round_options(rate, rounds, zoom, rotate)

@@ -12,6 +12,7 @@ own (``$JAXDREAM_HOME/programs``), as trusted as the installed code.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -51,6 +52,7 @@ def environment() -> dict[str, Any]:
         "platform": devices[0].platform, "device_kind": devices[0].device_kind, "devices": len(devices),
         "processes": jax.process_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "x64": bool(jax.config.jax_enable_x64), "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "prng": str(jax.config.jax_default_prng_impl), "threefry": bool(jax.config.jax_threefry_partitionable),
     }
 
 
@@ -94,7 +96,8 @@ class ProgramStore:
             log.warning("program cache: %s for %s was unusable (%s); rebuilding it", path.name, key.get("name"), err)
             path.unlink(missing_ok=True)
             return None
-        os.utime(path)  # recently used: kept longest when the folder is trimmed
+        with contextlib.suppress(OSError):  # another process may have trimmed it meanwhile
+            os.utime(path)  # recently used: kept longest when the folder is trimmed
         return compiled
 
     def save(self, digest: str, key: dict[str, Any], compiled: jax.stages.Compiled) -> None:
@@ -125,26 +128,34 @@ class ProgramStore:
             try:
                 with open(path, "rb") as handle:
                     if handle.readline() == MAGIC:
-                        key = json.loads(handle.readline()).get("key", {})
-            except (OSError, ValueError):
-                pass
+                        header = json.loads(handle.readline())
+                        key = header.get("key", {}) if isinstance(header, dict) else {}
+                size = path.stat().st_size
+            except (OSError, ValueError, AttributeError):
+                continue  # gone meanwhile, or not a file
+            key = key if isinstance(key, dict) else {}
             found.append(StoredProgram(path, str(key.get("name", "?")), str(key.get("model", "?"))[:12],
-                                       str(key.get("args", "?")), path.stat().st_size))
+                                       str(key.get("args", "?")), size))
         return found
 
     def clear(self) -> int:
         """Remove every entry (and stray temp files); returns how many bytes were freed."""
         freed = 0
         for path in self.folder.glob(f"*{SUFFIX}*") if self.folder.is_dir() else []:
-            freed += path.stat().st_size
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a folder of that name, or removed meanwhile
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
         return freed
 
     def trim(self) -> None:
-        paths = sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        sizes = {}
+        for path in self.folder.glob(f"*{SUFFIX}"):
+            with contextlib.suppress(OSError):  # another process may trim at the same time
+                sizes[path] = (path.stat().st_mtime, path.stat().st_size)
         total = 0
-        for path in paths:
-            total += path.stat().st_size
+        for path in sorted(sizes, key=lambda p: sizes[p][0], reverse=True):
+            total += sizes[path][1]
             if total > self.max_bytes:
                 path.unlink(missing_ok=True)
 

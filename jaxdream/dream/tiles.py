@@ -62,9 +62,10 @@ def parse_memory(text: str | int | None) -> int | None:
         number = float(value)
     except ValueError:
         raise OptionError(f"--memory {text!r}: write a size such as 6G, 512M or 1500000000") from None
-    if not math.isfinite(number) or number <= 0:
-        raise OptionError(f"--memory {text!r} must be a positive size")
-    return int(number * UNITS[unit])
+    size = number * UNITS[unit]
+    if not math.isfinite(size) or not 1 <= size <= 1 << 60:
+        raise OptionError(f"--memory {text!r} must be a size between 1 byte and an exabyte")
+    return int(size)
 
 
 def device_budget() -> int:
@@ -169,6 +170,8 @@ def plan(model: ModelBase, layer: int, height: int, width: int, batch: int = 1, 
     the untiled round, and tiles of ``tile`` (default DEFAULT_TILE) with the tiles per call the budget allows.
     Rows: {"how", "bytes", "fits", "note"}."""
     budget = parse_memory(memory) or device_budget()
+    model.check_layer(layer)
+    core.check_count("batch-size", batch, 1)
     config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
     tile = check_tile(tile) or DEFAULT_TILE
     aux = np.float32(1.0)

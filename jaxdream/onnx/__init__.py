@@ -1,0 +1,1 @@
+"""The ONNX backend: any exported classifier (GoogLeNet, Inception, torchvision VGG, SqueezeNet ...) as a model."""

@@ -1,0 +1,216 @@
+"""The ONNX operators jaxdream runs, one function each: (inputs, attributes, precision) -> outputs.
+
+Tensors are NCHW as ONNX defines them. Shape arithmetic (Shape, Gather, Unsqueeze, Concat of shapes, Reshape's
+target) stays in NumPy whenever its inputs are NumPy arrays, so a graph's shape subgraph folds to constants while
+it is traced. Convolutions go through ``nn.conv`` (the compute mode), max-pools through ``nn.max_pool`` (Darknet's
+first-maximum gradient, its custom VJP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxdream import nn
+
+Array = Any
+Op = Callable[[list[Any], dict[str, Any], str], list[Any]]
+NCHW = ("NCHW", "OIHW", "NCHW")
+
+
+def _xp(*arrays: Any) -> Any:
+    """NumPy while every input is a NumPy constant (shape arithmetic), jax.numpy otherwise."""
+    return np if all(isinstance(a, np.ndarray | np.generic | int | float) for a in arrays) else jnp
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    small = total // 2
+    return (small, total - small) if upper else (total - small, small)
+
+
+def _pads(attrs: dict[str, Any], spatial: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
+          dilations: tuple[int, ...]) -> list[tuple[int, int]]:
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return [_same_pads(n, k, s, d, auto == "SAME_UPPER") for n, k, s, d in zip(spatial, kernel, strides, dilations,
+                                                                                 strict=True)]
+    if auto == "VALID":
+        return [(0, 0)] * len(spatial)
+    pads = list(attrs.get("pads", [0] * 2 * len(spatial)))
+    half = len(pads) // 2
+    return list(zip(pads[:half], pads[half:], strict=True))
+
+
+def conv(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x, w = inputs[0], inputs[1]
+    kernel = tuple(w.shape[2:])
+    strides = tuple(attrs.get("strides", [1] * len(kernel)))
+    dilations = tuple(attrs.get("dilations", [1] * len(kernel)))
+    pads = _pads(attrs, tuple(x.shape[2:]), kernel, strides, dilations)
+    y = nn.conv(x, w, strides, pads, int(attrs.get("group", 1)), precision, NCHW, dilations)
+    if len(inputs) > 2 and inputs[2] is not None:
+        y = y + inputs[2].reshape(1, -1, *([1] * len(kernel)))
+    return [y]
+
+
+def _pool_geometry(x: Any, attrs: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, int]]]:
+    kernel = tuple(attrs["kernel_shape"])
+    strides = tuple(attrs.get("strides", [1] * len(kernel)))
+    if any(d != 1 for d in attrs.get("dilations", [1] * len(kernel))):
+        raise ValueError("dilated pooling is not supported")
+    pads = _pads(attrs, tuple(x.shape[2:]), kernel, strides, (1,) * len(kernel))
+    if attrs.get("ceil_mode", 0):  # widen the end padding until the floor formula gives ONNX's ceil size
+        widened = []
+        for n, k, s, (lo, hi) in zip(x.shape[2:], kernel, strides, pads, strict=True):
+            out = -(-(n + lo + hi - k) // s) + 1
+            if (out - 1) * s >= n + lo:  # the last window would start in the end padding: ONNX drops it
+                out -= 1
+            widened.append((lo, max(hi, (out - 1) * s + k - n - lo)))
+        pads = widened
+    return kernel, strides, pads
+
+
+def max_pool(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    kernel, strides, pads = _pool_geometry(inputs[0], attrs)
+    y = nn.max_pool(jnp.transpose(inputs[0], (0, 2, 3, 1)), kernel, strides, pads)
+    return [jnp.transpose(y, (0, 3, 1, 2))]
+
+
+def average_pool(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    kernel, strides, pads = _pool_geometry(x, attrs)
+    given = _pads(attrs, tuple(x.shape[2:]), kernel, strides, (1,) * len(kernel))
+    window, stride = (1, 1, *kernel), (1, 1, *strides)
+    padding = ((0, 0), (0, 0), *pads)
+    total = lax.reduce_window(x, 0.0, lax.add, window, stride, padding)
+    # the divisor: the window's cells inside the image, plus the given padding when count_include_pad
+    inside = jnp.ones((1, 1, *x.shape[2:]), x.dtype)
+    if attrs.get("count_include_pad", 0):
+        inside = jnp.pad(inside, ((0, 0), (0, 0), *given), constant_values=1.0)
+        padding = ((0, 0), (0, 0), *((lo - g_lo, hi - g_hi) for (lo, hi), (g_lo, g_hi) in zip(pads, given,
+                                                                                           strict=True)))
+    count = lax.reduce_window(inside, 0.0, lax.add, window, stride, padding)
+    return [total / count]
+
+
+def batch_norm(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x, scale, bias, mean, var = inputs[:5]
+    shape = (1, -1, *([1] * (x.ndim - 2)))
+    eps = attrs.get("epsilon", 1e-5)
+    return [(x - mean.reshape(shape)) / jnp.sqrt(var.reshape(shape) + eps) * scale.reshape(shape)
+            + bias.reshape(shape)]
+
+
+def lrn(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    size = int(attrs["size"])
+    alpha, beta, bias = attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    squares = lax.reduce_window(jnp.square(x), 0.0, lax.add, (1, size) + (1,) * (x.ndim - 2), (1,) * x.ndim,
+                                ((0, 0), (lo, hi), *([(0, 0)] * (x.ndim - 2))))
+    return [x / (bias + alpha / size * squares) ** beta]
+
+
+def gemm(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    a, b = inputs[0], inputs[1]
+    a = a.T if attrs.get("transA", 0) else a
+    b = b.T if attrs.get("transB", 0) else b
+    y = attrs.get("alpha", 1.0) * nn.dense(a, b, precision)
+    if len(inputs) > 2 and inputs[2] is not None:
+        y = y + attrs.get("beta", 1.0) * inputs[2]
+    return [y]
+
+
+def softmax(inputs: list[Any], attrs: dict[str, Any], precision: str, opset: int = 13) -> list[Any]:
+    x = inputs[0]
+    axis = attrs.get("axis", -1 if opset >= 13 else 1) % x.ndim
+    if opset >= 13:
+        return [jax.nn.softmax(x, axis=axis)]
+    flat = x.reshape(int(np.prod(x.shape[:axis])), -1)  # opsets < 13: softmax of the input coerced to 2-D
+    return [jax.nn.softmax(flat, axis=1).reshape(x.shape)]
+
+
+def flatten(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    axis = attrs.get("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+
+
+def reshape(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    target = [int(v) for v in (np.asarray(inputs[1]) if len(inputs) > 1 else attrs["shape"])]
+    target = [x.shape[i] if v == 0 and not attrs.get("allowzero", 0) else v for i, v in enumerate(target)]
+    return [_xp(x).reshape(x, target)]
+
+
+def _axes(inputs: list[Any], attrs: dict[str, Any]) -> list[int]:
+    return [int(a) for a in (np.asarray(inputs[1]) if len(inputs) > 1 and inputs[1] is not None
+                             else attrs.get("axes", []))]
+
+
+def squeeze(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    axes = _axes(inputs, attrs) or [i for i, n in enumerate(x.shape) if n == 1]
+    return [_xp(x).squeeze(x, tuple(a % x.ndim for a in axes))]
+
+
+def unsqueeze(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    axes = _axes(inputs, attrs)
+    rank = np.ndim(x) + len(axes)
+    return [_xp(x).expand_dims(x, tuple(sorted(a % rank for a in axes)))]
+
+
+def pad(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    x = inputs[0]
+    pads = [int(v) for v in (np.asarray(inputs[1]) if len(inputs) > 1 else attrs["pads"])]
+    value = float(np.asarray(inputs[2])) if len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0)
+    mode = attrs.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge"):
+        raise ValueError(f"Pad mode {mode!r} is not supported")
+    widths = list(zip(pads[: x.ndim], pads[x.ndim :], strict=True))
+    if min(pads) < 0:
+        raise ValueError("negative Pad (cropping) is not supported")
+    return [jnp.pad(x, widths, mode=mode, **({"constant_values": value} if mode == "constant" else {}))]
+
+
+def clip(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
+    low = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("min", -np.inf)
+    high = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("max", np.inf)
+    return [jnp.clip(inputs[0], low, high)]
+
+
+def _binary(function: Callable[[Any, Any], Any]) -> Op:
+    return lambda inputs, attrs, precision: [function(inputs[0], inputs[1])]
+
+
+def _unary(function: Callable[[Any], Any]) -> Op:
+    return lambda inputs, attrs, precision: [function(inputs[0])]
+
+
+OPS: dict[str, Op] = {
+    "Conv": conv, "MaxPool": max_pool, "AveragePool": average_pool, "BatchNormalization": batch_norm, "LRN": lrn,
+    "Gemm": gemm, "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Pad": pad,
+    "Clip": clip,
+    "GlobalAveragePool": _unary(lambda x: jnp.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True)),
+    "Relu": _unary(jax.nn.relu), "Sigmoid": _unary(jax.nn.sigmoid), "Tanh": _unary(jnp.tanh),
+    "Identity": _unary(lambda x: x),
+    "LeakyRelu": lambda inputs, attrs, precision: [jnp.where(inputs[0] >= 0, inputs[0],
+                                                             attrs.get("alpha", 0.01) * inputs[0])],
+    "Concat": lambda inputs, attrs, precision: [_xp(*inputs).concatenate(inputs, axis=attrs["axis"])],
+    "Add": _binary(lambda a, b: a + b), "Sub": _binary(lambda a, b: a - b), "Mul": _binary(lambda a, b: a * b),
+    "Div": _binary(lambda a, b: a / b),
+    "MatMul": lambda inputs, attrs, precision: [nn.dense(inputs[0], inputs[1], precision)],
+    "Transpose": lambda inputs, attrs, precision: [_xp(inputs[0]).transpose(inputs[0], attrs.get("perm"))],
+    "Dropout": lambda inputs, attrs, precision: [inputs[0]],
+    "Shape": lambda inputs, attrs, precision: [np.array(np.shape(inputs[0]), np.int64)],
+    "Gather": lambda inputs, attrs, precision: [_xp(*inputs).take(inputs[0], np.asarray(inputs[1]),
+                                                                  axis=attrs.get("axis", 0))],
+}

@@ -1,0 +1,163 @@
+"""ONNX models against an independent implementation, onnxruntime: the real SqueezeNet 1.1, and a small graph for
+every supported operator (random weights, odd sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import jaxdream as jd  # noqa: E402
+from jaxdream.errors import OptionError  # noqa: E402
+from jaxdream.onnx.model import from_proto  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def squeezenet_dir(shared):
+    return shared / "models" / "squeezenet-1.1-onnx"
+
+
+@pytest.fixture(scope="module")
+def squeezenet(squeezenet_dir):
+    return jd.load_model(squeezenet_dir / "squeezenet1.1_fp16.onnx", preprocess="caffe",
+                         labels=squeezenet_dir / "labels.txt")
+
+
+def test_squeezenet_matches_onnxruntime_on_the_photos(squeezenet, squeezenet_dir, shared):
+    from PIL import Image
+
+    session = ort.InferenceSession(str(squeezenet_dir / "squeezenet1.1_fp16.onnx"))
+    for path in sorted((shared / "data" / "images").glob("*.jpg")):
+        with Image.open(path) as im:
+            x = np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), np.float32) / 255.0
+        tensor = np.asarray(squeezenet.normalize(x[None]))[0].transpose(2, 0, 1)[None]
+        reference = session.run(None, {"data_0": tensor.astype(np.float16)})[0].reshape(-1)
+        ours = np.asarray(squeezenet.predict(x[None]))[0]
+        np.testing.assert_allclose(ours, reference.astype(np.float32), atol=1e-3)
+    assert squeezenet.labels[int(ours.argmax())] == squeezenet.labels[int(reference.argmax())]
+
+
+def test_squeezenet_layers_by_name_dream(squeezenet, shared):
+    x = jd.load_image(shared / "data" / "images" / "dog.jpg")[::3, ::3]
+    out = jd.nightmare(squeezenet, x, "fire5/concat_1", iters=2)
+    assert out.shape == (1, 1, *x.shape) and np.abs(out[0, 0] - x).mean() > 1e-3
+    assert squeezenet.describe()[squeezenet.resolve_layer("fire5/concat_1")]["type"] == "Concat"
+    with pytest.raises(OptionError, match="no layer named 'fire55'"):
+        squeezenet.resolve_layer("fire55")
+
+
+def _model(nodes, initializers, shape=(1, 3, 11, 13), opset=13):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a.astype(np.float32) if a.dtype.kind == "f" else a, name)
+                               for name, a in initializers.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def _compare(proto, shape=(1, 3, 11, 13), atol=1e-5):
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    reference = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    model = from_proto(proto, "g", "test", "raw")
+    ours = np.asarray(model.run(model.params, x.transpose(0, 2, 3, 1), (model.num_layers - 1,))[
+        model.num_layers - 1])
+    ours = ours.transpose(0, 3, 1, 2) if reference.ndim == 4 else ours.reshape(reference.shape)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=atol)
+
+
+RNG = np.random.default_rng(1)
+W = {"w": RNG.normal(0, 0.3, (6, 3, 3, 3)), "b": RNG.normal(0, 0.1, 6), "wg": RNG.normal(0, 0.3, (6, 1, 3, 3))}
+CASES = {
+    "conv pads strides": ([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 0, 2, 1], strides=[2, 1])], W),
+    "conv dilated": ([helper.make_node("Conv", ["x", "w"], ["y"], dilations=[2, 2], pads=[2, 1, 2, 3])], W),
+    "conv same upper": ([helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER")], W),
+    "conv grouped": ([helper.make_node("Conv", ["x", "wg"], ["y"], group=3, pads=[1, 1, 1, 1])], W),
+    "maxpool ceil": ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)],
+                     {}),
+    "avgpool ceil pad": ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                           pads=[1, 1, 1, 1], ceil_mode=1)], {}),
+    "avgpool count pad": ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 2], strides=[2, 2],
+                                            pads=[1, 1, 1, 1], count_include_pad=1)], {}),
+    "lrn": ([helper.make_node("LRN", ["x"], ["y"], size=3, alpha=0.1, beta=0.75, bias=2.0)], {}),
+    "batchnorm": ([helper.make_node("BatchNormalization", ["x", "s", "o", "m", "v"], ["y"], epsilon=1e-3)],
+                  {"s": RNG.normal(1, 0.1, 3), "o": RNG.normal(0, 0.1, 3), "m": RNG.normal(0, 0.1, 3),
+                   "v": RNG.uniform(0.5, 1.5, 3)}),
+    "activations": ([helper.make_node("LeakyRelu", ["x"], ["a"], alpha=0.2), helper.make_node("Sigmoid", ["a"], ["b"]),
+                     helper.make_node("Tanh", ["b"], ["c"]), helper.make_node("Relu", ["c"], ["d"]),
+                     helper.make_node("Clip", ["d", "lo", "hi"], ["y"])],
+                    {"lo": np.array(0.1, np.float32), "hi": np.array(0.5, np.float32)}),
+    "arithmetic concat": ([helper.make_node("Add", ["x", "k"], ["a"]), helper.make_node("Mul", ["a", "x"], ["b"]),
+                           helper.make_node("Sub", ["b", "k"], ["c"]), helper.make_node("Div", ["c", "two"], ["d"]),
+                           helper.make_node("Concat", ["d", "x"], ["y"], axis=1)],
+                          {"k": RNG.normal(0, 1, (1, 3, 1, 1)), "two": np.array(2.0, np.float32)}),
+    "gemm after flatten": ([helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+                            helper.make_node("Flatten", ["g"], ["f"]),
+                            helper.make_node("Gemm", ["f", "gw", "gb"], ["l"], transB=1, alpha=0.5),
+                            helper.make_node("Dropout", ["l"], ["d"]),
+                            helper.make_node("Softmax", ["d"], ["y"])],
+                           {"gw": RNG.normal(0, 1, (5, 3)), "gb": RNG.normal(0, 1, 5)}),
+    "shape folding": ([helper.make_node("Shape", ["x"], ["s"]),
+                       helper.make_node("Constant", [], ["i"], value=numpy_helper.from_array(np.array(0, np.int64))),
+                       helper.make_node("Gather", ["s", "i"], ["n"], axis=0),
+                       helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+                       helper.make_node("Concat", ["n1", "minus"], ["target"], axis=0),
+                       helper.make_node("Reshape", ["x", "target"], ["r"]),
+                       helper.make_node("MatMul", ["r", "mw"], ["y"])],
+                      {"ax": np.array([0], np.int64), "minus": np.array([-1], np.int64),
+                       "mw": RNG.normal(0, 0.1, (3 * 11 * 13, 4))}),
+    "transpose squeeze pad identity": ([helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+                                        helper.make_node("Transpose", ["p"], ["t"], perm=[0, 1, 3, 2]),
+                                        helper.make_node("Unsqueeze", ["t", "ax"], ["u"]),
+                                        helper.make_node("Squeeze", ["u", "ax"], ["s"]),
+                                        helper.make_node("Identity", ["s"], ["y"])],
+                                       {"pads": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64),
+                                        "ax": np.array([4], np.int64)}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_operator_matches_onnxruntime(case):
+    nodes, weights = CASES[case]
+    _compare(_model(nodes, {k: np.asarray(v) for k, v in weights.items()}))
+
+
+def test_opset7_softmax_and_old_style_attributes():
+    nodes = [helper.make_node("Unsqueeze", ["x"], ["u"], axes=[0]), helper.make_node("Squeeze", ["u"], ["s"], axes=[0]),
+             helper.make_node("Softmax", ["s"], ["y"], axis=1)]
+    _compare(_model(nodes, {}, opset=11))
+
+
+def test_the_input_gradient_matches_a_central_difference():
+    """Along random directions (a float32 function: single coordinates drown in rounding)."""
+    import jax
+
+    proto = _model([*CASES["conv grouped"][0][:1], helper.make_node("Tanh", ["y"], ["z"])],
+                   {k: np.asarray(v) for k, v in W.items()}, shape=(1, 3, 7, 6))
+    model = from_proto(proto, "g", "test", "raw")
+    last = model.num_layers - 1
+    f = lambda image: (model.run(model.params, image[None], (last,))[last] ** 2).sum()
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (7, 6, 3)).astype(np.float32)
+    grad = np.asarray(jax.grad(f)(x), np.float64)
+    for _ in range(3):
+        v = rng.normal(0, 1, x.shape).astype(np.float32)
+        numeric = (float(f(x + 1e-2 * v)) - float(f(x - 1e-2 * v))) / 2e-2
+        assert float(np.sum(grad * v)) == pytest.approx(numeric, rel=1e-2)
+
+
+def test_an_unsupported_operator_is_named_with_its_opset():
+    proto = _model([helper.make_node("Einsum", ["x", "x"], ["y"], name="mix", equation="ij,jk->ik")], {})
+    with pytest.raises(OptionError, match=r"node 'mix' is a Einsum \(opset 13\)"):
+        from_proto(proto, "g", "test", "raw")
+
+
+def test_a_converted_onnx_model_is_the_same_model(squeezenet, tmp_path, shared):
+    from jaxdream import converted
+
+    converted.write_converted(tmp_path / "s.h5", squeezenet.to_converted("0" * 64))
+    again = jd.load_model(tmp_path / "s.h5")
+    x = jd.load_image(shared / "data" / "images" / "kite.jpg")[None]
+    np.testing.assert_array_equal(np.asarray(again.logits(x)), np.asarray(squeezenet.logits(x)))
+    assert again.labels == squeezenet.labels and again.preprocessing == "caffe"
