@@ -221,6 +221,21 @@ def lucid_case(tiny: Model, precision: str, iters: int = 5) -> dict[str, Any]:
             "gflops": flops * iters / t["median_s"] / 1e9}
 
 
+def squeezenet_lucid_case(path: Path, precision: str, iters: int = 5) -> dict[str, Any]:
+    """Class-targeted iterations on the real SqueezeNet 1.1 (ONNX) at 224x224, beside Tiny Darknet's row."""
+    from jaxdream.dream.lucid_mode import target_vector
+    from jaxdream.model import load_model
+
+    model = load_model(path, preprocess="caffe")
+    config = core.DreamConfig(layer=model.logits_layer, iters=iters, octaves=1, objective="class_mix",
+                              gray_pull=0.0, precision=precision)
+    program = core.drawn_round(model, config)
+    target = jnp.asarray(target_vector({9: 1.0}, 1000, 100.0))
+    fn = lambda params, images: program(params, images, 0, 0, jnp.float32(0.02), target)[0]
+    t = timed(fn, jax.device_put(model.params), jnp.full((1, 224, 224, 3), 0.5))
+    return {"case": "lucid SqueezeNet 1.1 (ONNX) 224x224", **t, "iterations_per_s": iters / t["median_s"]}
+
+
 @contextlib.contextmanager
 def _environment(**values: str | None) -> Iterator[None]:
     """Environment variables set (None: unset) for the block, restored after it."""
@@ -472,6 +487,9 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
             rows += results
         if "lucid" in cases:
             rows.append(lucid_case(tiny_darknet(shared), precision))
+            squeezenet = shared / "models" / "squeezenet-1.1-onnx" / "squeezenet1.1_fp16.onnx" if shared else None
+            if squeezenet and squeezenet.exists():
+                rows.append(squeezenet_lucid_case(squeezenet, precision))
         with tempfile.TemporaryDirectory() as scratch:
             if "pipeline" in cases:
                 rows.append(pipeline_case(model, precision, Path(scratch), 8 if cpu else 32))

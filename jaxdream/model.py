@@ -78,6 +78,11 @@ class ModelBase:
         """The network's value mapping of [0, 1] images (Darknet: none); sizes are left alone."""
         return x
 
+    @property
+    def nonnegative_logits(self) -> bool:
+        """Whether the logits pass a ReLU (no class can be pushed below 0, so BCE toward 0 cannot balance)."""
+        return False
+
     def resolve_layer(self, layer: int | str) -> int:
         """A layer index from an index or its text ('10'); backends with named layers also take names."""
         try:

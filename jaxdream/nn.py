@@ -50,8 +50,7 @@ def _operands(precision: str, *arrays: Array) -> tuple[tuple[Array, ...], dict]:
 
 
 def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
-         groups: int = 1, precision: str = "f32", dims: tuple[str, str, str] = _DIMS,
-         dilation: Sequence[int] = (1, 1)) -> Array:
+         groups: int = 1, precision: str = "f32", dilation: Sequence[int] = (1, 1)) -> Array:
     """Every convolution of every model goes through here, in compute mode ``precision``; float32 out.
 
     In bf16 the convolution itself returns bfloat16 (cuDNN accumulates in float32 either way): XLA:GPU has no
@@ -60,7 +59,7 @@ def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tupl
     """
     (x, kernel), options = _operands(precision, x, kernel)
     return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), rhs_dilation=tuple(dilation),
-                                    dimension_numbers=dims, feature_group_count=groups, **options).astype(jnp.float32)
+                                    dimension_numbers=_DIMS, feature_group_count=groups, **options).astype(jnp.float32)
 
 
 def dense(x: Array, kernel: Array, precision: str = "f32") -> Array:

@@ -118,8 +118,12 @@ def lucid(
         raise OptionError(f"--target-scale {target_scale} is too large for float32 targets")
     check_round_options(rate, rounds, zoom, rotate)
     mixed = len(chosen) > 1
+    # BCE pushes every other class toward 0; where the logits pass a ReLU (SqueezeNet) they sit far above 0 and
+    # those pushes drown the chosen class (measured: ostrich fell from 10.3 to 1.2), so the softmax likelihood
+    # of the chosen share serves instead (ostrich at 100 %).
+    likelihood = mixed or model.nonnegative_logits
     config = core.DreamConfig(layer=model.logits_layer, iters=iters, octaves=octaves, jitter=jitter,
-                              objective="class_mix" if mixed else "class", gray_pull=0.0, anneal=mixed,
+                              objective="class_mix" if likelihood else "class", gray_pull=0.0, anneal=mixed,
                               settle=MIX_SETTLE if mixed else 0.0, **({"precision": precision} if precision else {}))
     return run_dream(model, images, config, rate, target, rounds, zoom, rotate, seed, None, on_round, stats)
 

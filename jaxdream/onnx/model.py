@@ -121,11 +121,15 @@ class OnnxModel(ModelBase):
                    default=-1)
         return frozenset(i for i in range(last + 1, logits + 1) if self.nodes[i].op == "Relu")
 
+    @property
+    def nonnegative_logits(self) -> bool:
+        return bool(self.head_relus)
+
     def run(self, params: Params, x: jax.Array, layers: tuple[int, ...], precision: str = "f32",
             straight_through: frozenset[int] = frozenset()) -> dict[int, jax.Array]:
         """The graph on NHWC input (already mapped to the network's values), up to the deepest requested layer;
-        each 4-D output back to NHWC, any other as (N, 1, 1, features). The ReLUs of ``straight_through`` pass
-        their gradient through unchanged (the values are the ReLU's)."""
+        each 4-D output back to NHWC, any other as (N, 1, 1, features). The ReLUs of ``straight_through`` are
+        ``redirected_relu``s (the same values, another gradient)."""
         values: dict[str, Any] = {"": None, self.input_name: jnp.transpose(x, (0, 3, 1, 2)), **params}
         wanted, out = set(layers), {}
         for index, node in enumerate(self.nodes[: max(layers) + 1]):
@@ -135,7 +139,7 @@ class OnnxModel(ModelBase):
             elif node.op == "Softmax":
                 results = softmax(inputs, node.attrs, precision, self.opset)
             elif index in straight_through:
-                results = [inputs[0] + jax.lax.stop_gradient(jax.nn.relu(inputs[0]) - inputs[0])]
+                results = [redirected_relu(inputs[0])]
             else:
                 results = OPS[node.op](inputs, node.attrs, precision)
             values.update(zip(node.outputs, results, strict=False))
@@ -149,9 +153,9 @@ class OnnxModel(ModelBase):
         return self.run(params, x, layers, precision)
 
     def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
-        """The logits, as the graph computes them. Their gradient passes the ReLU of the classifier's head
-        straight through: SqueezeNet's logits are the average of ReLU(conv10), and a class whose map is all
-        negative (most of them, for a given photo) would otherwise get no gradient, so lucid could never reach it."""
+        """The logits, as the graph computes them. The ReLUs of the classifier's head pass gradients that would raise
+        an inactive unit (``redirected_relu``): SqueezeNet's logits are the average of ReLU(conv10), and a class
+        whose map is all negative (most of them, for a given photo) would otherwise get no gradient at all."""
         layer = self.logits_layer
         y = self.run(params, self.preprocess(x), (layer,), precision, self.head_relus)[layer]
         return y.reshape(y.shape[0], -1)
@@ -169,6 +173,24 @@ class OnnxModel(ModelBase):
         return [{"index": i, "type": node.op, "name": node.outputs[0], "output": (1,) * (3 - len(shapes[i]))
                  + shapes[i], "params": sum(int(np.size(self.params[n])) for n in node.inputs if n in self.params)}
                 for i, node in enumerate(self.nodes)]
+
+
+@jax.custom_vjp
+def redirected_relu(x: jax.Array) -> jax.Array:
+    """ReLU whose gradient also reaches an inactive unit when it would raise it (Lucid's "redirected ReLU"): the
+    values are the ReLU's; gradients that push a dead unit further down are still dropped."""
+    return jax.nn.relu(x)
+
+
+def _redirected_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jax.nn.relu(x), x
+
+
+def _redirected_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    return (jnp.where((x > 0) | (g > 0), g, jnp.zeros((), g.dtype)),)
+
+
+redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
 
 
 def _attributes(node: Any) -> dict[str, Any]:
