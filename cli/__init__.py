@@ -240,7 +240,8 @@ def batch(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs, or .txt lists.")],
     out: Annotated[Path, typer.Option(help="Output folder (created if missing); holds the manifest.")],
     weights: Annotated[str | None, typer.Option(help="Weights for a cfg or built-in name.")] = None,
-    layer: Annotated[int | None, typer.Option(help="nightmare/deepdream: the layer.")] = None,
+    layer: Annotated[str | None, typer.Option(help="nightmare/deepdream: the layer (an index or ONNX node name).")]
+        = None,
     rounds: Annotated[int | None, typer.Option(help="Rounds (an image per round).")] = None,
     iters: Annotated[int | None, typer.Option(help="Iterations per round / octave.")] = None,
     range_: Annotated[int | None, typer.Option("--range", help="nightmare: layer range.")] = None,
@@ -275,6 +276,8 @@ def batch(
 
     from jaxdream import batch as batch_lib
 
+    if layer is not None and layer.strip().lstrip("-").isdigit():
+        layer = int(layer)  # an index; anything else is an ONNX node name
     given = {"layer": layer, "rounds": rounds, "iters": iters, "layer_range": range_, "octaves": octaves,
              "rate": rate, "thresh": thresh, "zoom": zoom, "rotate": rotate, "objective": objective,
              "channel": channel, "classes": class_, "target_scale": target_scale, "octave_scale": octave_scale,
@@ -326,6 +329,8 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help=OUT_HELP)] = None,
     tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
     memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Dream one image under a grid of settings: writes <image>_sweep.png (a labelled contact sheet) and
@@ -339,7 +344,7 @@ def sweep(
     layer_list = sweep_lib.parse_layers(layers)
     rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
     octave_list = sweep_lib.parse_ints(octaves, "octaves")
-    loaded = _load(model, weights, quiet)
+    loaded = _load(model, weights, quiet, preprocess, labels)
     start = time.perf_counter()
     cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
                             tile=tile, memory=memory)
