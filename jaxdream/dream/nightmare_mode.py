@@ -136,8 +136,6 @@ def run_dream(
     stats = stats if stats is not None else RunStats()
     check_zoom(zoom, rounds, images.shape[1], images.shape[2])
     seed, rate_a = core.check_seed(seed), np.float32(rate)
-    params = placed_params(model, images)
-    cache = program_cache()
     tile, per_call = plan_tiles(model, config, images, aux, tile, memory, stats)
     if tile is not None:
         if schedule is not None:
@@ -145,6 +143,7 @@ def run_dream(
         stats.extra.update(tile=tile, tiles_per_call=per_call)
         step = lambda imgs, r: tiles.tiled_round(model, config, imgs, seed, r, rate, aux, tile, per_call, stats)[0]
         return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
+    params, cache = placed_params(model, images), program_cache()
     if schedule is not None:
         fixed = check_schedule(schedule, config)
         program = Program("scheduled_iterations", model, config, lambda: core.scheduled_iterations(model, config))

@@ -236,8 +236,9 @@ def from_proto(model_proto: Any, name: str, source: str, preprocess: str | None 
     graph = model_proto.graph
     opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     if params is None:
-        params = {t.name: numpy_helper.to_array(t).astype(np.float32) if np.issubdtype(
-            numpy_helper.to_array(t).dtype, np.floating) else numpy_helper.to_array(t) for t in graph.initializer}
+        arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        params = {name: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
+                  for name, a in arrays.items()}
     images = [i for i in graph.input if i.name not in params]
     if len(images) != 1:
         raise WeightsError(f"{source}: the graph has {len(images)} inputs besides its weights; jaxdream needs one "
