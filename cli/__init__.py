@@ -318,7 +318,8 @@ def batch(
 def sweep(
     model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
     image: Annotated[Path, typer.Argument(help="The image to dream under every setting.")],
-    layers: Annotated[str, typer.Option(help="Layers: a range 4:13 (end excluded) or a list 4,7,10.")],
+    layers: Annotated[str, typer.Option(help="Layers: a range 4:13 (end excluded), a list 4,7,10, or layer names "
+                                              "(Keras, ONNX: fire5/concat_1,fire9/concat_1).")],
     rates: Annotated[str, typer.Option(help="Comma-separated rates (one compiled program for all).")] = "0.04",
     thresh: Annotated[str, typer.Option(help="Comma-separated thresholds (same program).")] = "1.0",
     octaves: Annotated[str, typer.Option(help="Comma-separated octave counts (one program each).")] = "4",
@@ -341,10 +342,10 @@ def sweep(
 
     folder = outputs.output_folder(out)
     x = load_image(image)
-    layer_list = sweep_lib.parse_layers(layers)
     rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
     octave_list = sweep_lib.parse_ints(octaves, "octaves")
     loaded = _load(model, weights, quiet, preprocess, labels)
+    layer_list = sweep_lib.parse_layers(layers, loaded)
     start = time.perf_counter()
     cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
                             tile=tile, memory=memory)

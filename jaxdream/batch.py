@@ -32,9 +32,9 @@ from jaxdream.dream.lucid_mode import class_tag
 from jaxdream.dream.runner import Program, RunStats, program_cache
 from jaxdream.errors import ImageError, JaxdreamError, OptionError
 from jaxdream.files import write_atomically
-from jaxdream.model import ModelBase
-from jaxdream.nn import default_precision
+from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, output_folder, output_names, round_endings
+from jaxdream.protocol import Model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -299,7 +299,7 @@ def _mesh(batch_size: int) -> Mesh | None:
     return Mesh(np.array(devices), ("batch",))
 
 
-def dream_batch(model: ModelBase, job: Job, x: np.ndarray, mesh: Mesh | None, stats: RunStats | None = None
+def dream_batch(model: Model, job: Job, x: np.ndarray, mesh: Mesh | None, stats: RunStats | None = None
                 ) -> np.ndarray:
     """(B, H, W, 3) -> (rounds, B, H, W, 3) with the job's mode and options."""
     images = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch"))) if mesh is not None else x
@@ -394,7 +394,7 @@ class _Writer:
             self._raise()
 
 
-def run_key(job: Job, model: ModelBase) -> str:
+def run_key(job: Job, model: Model) -> str:
     """What the manifest records as the maker of each output: the job, the network (architecture and weights) and
     the compute precision it ran in, so --resume redoes what another model or precision made."""
     precision = job.options.get("precision") or default_precision()
@@ -403,7 +403,7 @@ def run_key(job: Job, model: ModelBase) -> str:
 
 
 def run_batch(
-    model: ModelBase, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
+    model: Model, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
     process: tuple[int, int] = (0, 1), resume: bool = False,
     progress: Callable[[int, int], None] | None = None, prefetch: int = 2, decoders: int = 2,
 ) -> Summary:

@@ -30,14 +30,14 @@ from PIL import Image, ImageDraw
 from jaxdream import image
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.model import DarknetModel, model_from_bytes
 from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.dream import core
 from jaxdream.dream.nightmare_mode import nightmare
 from jaxdream.dream.runner import RunStats, program_peak_bytes
 from jaxdream.files import image_bytes, write_atomically
-from jaxdream.model import Model, model_from_bytes
-from jaxdream.nn import check_precision
+from jaxdream.ops import check_precision
 from jaxdream.weights import ARCHITECTURES
 
 LAYER = 10
@@ -88,13 +88,13 @@ def matmul_rate(dtype: Any, n: int, precision: Any = jax.lax.Precision.HIGHEST) 
     return 2.0 * n**3 / timed(lambda x: jnp.matmul(x, x, precision=precision), a, runs=10)["min_s"] / 1e9
 
 
-def vgg_conv(seed: int = 1000) -> Model:
+def vgg_conv(seed: int = 1000) -> DarknetModel:
     """vgg-conv with the golden README's timing weights (He-normal, zero biases)."""
     cfg = parse_cfg(ARCHITECTURES["vgg-conv"], "vgg-conv")
     return model_from_bytes(cfg, random_weights_bytes(cfg, seed, bias_std=0.0), "vgg-conv")
 
 
-def _round_fn(model: Model, config: core.DreamConfig) -> Callable:
+def _round_fn(model: DarknetModel, config: core.DreamConfig) -> Callable:
     program = core.drawn_round(model, config)
     return lambda params, images: program(params, images, 0, 0, jnp.float32(0.04), jnp.float32(1.0))[0]
 
@@ -103,7 +103,7 @@ def _step_config(iters: int, precision: str) -> core.DreamConfig:
     return core.DreamConfig(layer=LAYER, iters=iters, octaves=1, jitter=False, precision=precision)
 
 
-def step_case(model: Model, height: int, width: int, precision: str, iters: int = 5) -> dict[str, Any]:
+def step_case(model: DarknetModel, height: int, width: int, precision: str, iters: int = 5) -> dict[str, Any]:
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
     t = timed(_round_fn(model, _step_config(iters, precision)), jax.device_put(model.params), images)
     flops = 2 * forward_flops(model.cfg, height, width, LAYER)
@@ -112,7 +112,7 @@ def step_case(model: Model, height: int, width: int, precision: str, iters: int 
             "gflop_per_iter": flops / 1e9, "gflops": flops / per_iter / 1e9}
 
 
-def eager_case(model: Model, height: int, width: int, precision: str) -> dict[str, Any]:
+def eager_case(model: DarknetModel, height: int, width: int, precision: str) -> dict[str, Any]:
     """The same iteration op by op (jit disabled): what compilation buys."""
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
     fn = _round_fn(model, _step_config(1, precision))
@@ -167,7 +167,7 @@ def torch_case(height: int, width: int) -> dict[str, Any] | None:
             "torch": torch.__version__}
 
 
-def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, rounds: int, rate: float,
+def round_case(model: DarknetModel, scream: Path | None, iters: int, layer_range: int, rounds: int, rate: float,
                out: Path, precision: str) -> dict[str, Any]:
     """The command end to end: load the image, dream every round, write each round's JPEG."""
     stats = RunStats()
@@ -189,7 +189,8 @@ def round_case(model: Model, scream: Path | None, iters: int, layer_range: int, 
             "gflops": flops / stats.run_seconds / 1e9}
 
 
-def drawn_flops(model: Model, config: core.DreamConfig, rounds: int, height: int, width: int, seed: int = 0) -> float:
+def drawn_flops(model: DarknetModel, config: core.DreamConfig, rounds: int, height: int, width: int,
+                seed: int = 0) -> float:
     """FLOPs of the iterations a seed's rounds really run: each draws its own layer and octave size."""
     total = 0.0
     for r in range(rounds):
@@ -198,7 +199,7 @@ def drawn_flops(model: Model, config: core.DreamConfig, rounds: int, height: int
     return total
 
 
-def batch_case(model: Model, batch: int, precision: str, iters: int = 3) -> dict[str, Any]:
+def batch_case(model: DarknetModel, batch: int, precision: str, iters: int = 3) -> dict[str, Any]:
     images = jnp.full((batch, 224, 224, 3), 0.5, jnp.float32)
     t = timed(_round_fn(model, _step_config(iters, precision)), jax.device_put(model.params), images)
     flops = 2 * forward_flops(model.cfg, 224, 224, LAYER) * batch * iters
@@ -206,7 +207,7 @@ def batch_case(model: Model, batch: int, precision: str, iters: int = 3) -> dict
             "gflops": flops / t["median_s"] / 1e9}
 
 
-def lucid_case(tiny: Model, precision: str, iters: int = 5) -> dict[str, Any]:
+def lucid_case(tiny: DarknetModel, precision: str, iters: int = 5) -> dict[str, Any]:
     """Class-targeted iterations on Tiny Darknet at 224x224."""
     from jaxdream.dream.lucid_mode import target_vector
 
@@ -271,7 +272,7 @@ def _photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     return paths
 
 
-def pipeline_case(model: Model, precision: str, scratch: Path, batch_size: int) -> dict[str, Any]:
+def pipeline_case(model: DarknetModel, precision: str, scratch: Path, batch_size: int) -> dict[str, Any]:
     """`batch` end to end after the first compile: 32 photos 224x224, layer 10, 2 iterations. Its images/s against
     the compiled program's own time in the same run (decoding, writing and the host loop are the difference)."""
     from jaxdream.batch import Job, run_batch
@@ -287,7 +288,7 @@ def pipeline_case(model: Model, precision: str, scratch: Path, batch_size: int) 
             "images_per_s": rate, "program_images_per_s": program_rate, "end_to_end_vs_program": rate / program_rate}
 
 
-def mixed_case(model: Model, precision: str, scratch: Path) -> dict[str, Any]:
+def mixed_case(model: DarknetModel, precision: str, scratch: Path) -> dict[str, Any]:
     """24 photos in 6 sizes: one program per size, compiled in a cold run, loaded from the store in a warm one."""
     from jaxdream.batch import Job, run_batch
     from jaxdream.dream.runner import program_cache
@@ -308,7 +309,7 @@ def mixed_case(model: Model, precision: str, scratch: Path) -> dict[str, Any]:
             "warm_load_s": warm.stats.load_seconds}
 
 
-def startup_case(model: Model, scream: Path | None, scratch: Path) -> list[dict[str, Any]]:
+def startup_case(model: DarknetModel, scream: Path | None, scratch: Path) -> list[dict[str, Any]]:
     """The seed command (`nightmare vgg-conv W scream.jpg 10`) in a fresh process with an empty and then a warm
     program cache, split into import, model load, compile (or cache load), dream and write."""
     import subprocess
@@ -363,7 +364,7 @@ def _measured_cli(args: list[str], scratch: Path, name: str) -> dict[str, Any]:
     return {**json.loads(stats.read_text()), "wall_s": wall, "peak_rss_bytes": 1024 * json.loads(rss.read_text())}
 
 
-def tiles_cases(model: Model, scratch: Path, precision: str) -> list[dict[str, Any]]:
+def tiles_cases(model: DarknetModel, scratch: Path, precision: str) -> list[dict[str, Any]]:
     """Tiled dreaming: peak memory of a 2000x1500 dream with tiles of 256 and without, a 12-MP photo with the
     planner's choice, tiled against untiled time at 1024x768, and 24 photos in 12 sizes tiled and untiled."""
     from jaxdream.batch import Job, run_batch
@@ -416,7 +417,7 @@ def tiles_cases(model: Model, scratch: Path, precision: str) -> list[dict[str, A
     return rows
 
 
-def tiny_darknet(shared: Path | None) -> Model:
+def tiny_darknet(shared: Path | None) -> DarknetModel:
     """The real Tiny Darknet when ../shared is there, else the same architecture with random weights."""
     from jaxdream.model import load_model
 

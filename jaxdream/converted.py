@@ -9,9 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from jaxdream.darknet.weights import Params
 from jaxdream.errors import WeightsError
 from jaxdream.files import hdf5_bytes, write_atomically
+from jaxdream.protocol import Params, flat_params
 
 FORMAT = "jaxdream-model"
 VERSION = 1
@@ -19,7 +19,8 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Converted:
-    """``architecture``: Darknet cfg text (kind 'darknet') or the Keras layer list as JSON (kind 'keras')."""
+    """``architecture``: the backend's own text (kind 'darknet': the cfg; 'keras', 'onnx': JSON). ``params`` is
+    the backend's tree when written and flat ({'layer/name': array}) when read: the backend rebuilds its tree."""
 
     name: str
     architecture: str
@@ -45,9 +46,8 @@ def write_converted(path: str | Path, converted: Converted) -> None:
         if converted.labels is not None:
             f.create_dataset("labels", data=np.array(converted.labels, dtype=h5py.string_dtype()))
         group = f.create_group("params")
-        for key, value in converted.params.items():  # Darknet: {layer: {name: array}}; Keras: {"layer/name": array}
-            for name, array in (value.items() if isinstance(value, dict) else [("", value)]):
-                group.create_dataset(f"{key}/{name}" if name else key, data=np.asarray(array, np.float32))
+        for path, array in flat_params(converted.params).items():
+            group.create_dataset(path, data=np.asarray(array, np.float32))
 
     write_atomically(path, hdf5_bytes(fill), "the converted model", WeightsError)
 
@@ -68,13 +68,13 @@ def read_converted(path: str | Path) -> Converted:
             if version > VERSION:
                 raise WeightsError(f"{path}: written by a newer jaxdream (format version {version})")
             kind = str(f.attrs.get("kind", "darknet"))
-            if kind == "onnx":  # flat: {key: array}
-                params = {key: np.asarray(ds[()], np.float32) for key, ds in f["params"].items()}
-            else:
-                nested = {layer: {name: np.asarray(ds[()], np.float32) for name, ds in group.items()}
-                          for layer, group in f["params"].items()}
-                params = nested if kind == "darknet" else \
-                    {f"{layer}/{name}": array for layer, arrays in nested.items() for name, array in arrays.items()}
+            params: dict[str, np.ndarray] = {}
+
+            def keep(path: str, item: h5py.HLObject) -> None:
+                if isinstance(item, h5py.Dataset):
+                    params[path] = np.asarray(item[()], np.float32)
+
+            f["params"].visititems(keep)
             labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["labels"][()]) \
                 if "labels" in f else None
             return Converted(str(f.attrs["name"]), str(f.attrs["architecture"]), params, str(f.attrs["source_sha256"]),

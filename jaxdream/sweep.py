@@ -23,7 +23,7 @@ from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, pr
 from jaxdream.errors import OptionError
 from jaxdream.files import hdf5_bytes, image_bytes, write_atomically
 from jaxdream.image import to_uint8
-from jaxdream.model import ModelBase
+from jaxdream.protocol import Model
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,31 @@ class Cell:
     objective: np.ndarray  # (iters,) value before each iteration
 
 
-def parse_layers(text: str) -> list[int]:
-    """'4:13' (Python-style, end excluded), '4,7,10', or '10'."""
-    try:
-        if ":" in text:
-            start, stop = (int(v) for v in text.split(":", 1))
-            return list(range(start, stop))
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise OptionError(f"--layers {text!r}: write a range 4:13 or a list 4,7,10") from None
+def parse_layers(text: str, model: Model) -> list[int]:
+    """'4:13' (Python-style, end excluded), '4,7,10', '10', or layer names where the model has them
+    ('fire5/concat_1,fire9/concat_1'; a range of names 'fire2/concat:fire5/concat' too)."""
+    layers: list[int] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if piece in model.layer_names or ":" not in piece:
+            layers.append(model.resolve_layer(piece))
+            continue
+        start, stop = _range_ends(piece, model)
+        layers += range(start, stop)
+    if not layers:
+        raise OptionError(f"--layers {text!r}: write a range 4:13, a list 4,7,10 or layer names")
+    return layers
+
+
+def _range_ends(piece: str, model: Model) -> tuple[int, int]:
+    """The two ends of 'a:b', trying each ':' (layer names may hold one themselves)."""
+    for at in (i for i, char in enumerate(piece) if char == ":"):
+        try:
+            return model.resolve_layer(piece[:at].strip()), model.resolve_layer(piece[at + 1 :].strip())
+        except OptionError:
+            continue
+    raise OptionError(f"--layers {piece!r}: not a range of layers (4:13) or a layer {model.name} has")
 
 
 def parse_ints(text: str, name: str) -> list[int]:
@@ -62,7 +78,7 @@ def parse_floats(text: str, name: str) -> list[float]:
 
 
 def sweep(
-    model: ModelBase, x: Any, layers: list[int], rates: list[float], threshs: list[float] = (1.0,),
+    model: Model, x: Any, layers: list[int], rates: list[float], threshs: list[float] = (1.0,),
     octaves: list[int] = (4,), iters: int = 10, layer_range: int = 1, seed: int = 0,
     stats: RunStats | None = None, tile: int | None = None, memory: str | int | None = None,
 ) -> list[Cell]:

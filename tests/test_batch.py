@@ -161,8 +161,8 @@ def test_discover_folders_globs_and_lists(tmp_path):
 def _small_model(filters: int):
     """A two-conv network of its own architecture (so its programs are compiled fresh in each test)."""
     from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.model import model_from_bytes
     from jaxdream.darknet.weights import random_weights_bytes
-    from jaxdream.model import model_from_bytes
 
     text = (f"[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters={filters}\nsize=3\nstride=1\npad=1\n"
             "activation=leaky\n[maxpool]\nsize=2\nstride=2\n[convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\n"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.model import model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
-from jaxdream.model import model_from_bytes
 
 
 @pytest.mark.parametrize("name", ["darknet", "darknet19", "extraction", "resnet18"])

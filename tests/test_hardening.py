@@ -24,9 +24,10 @@ from PIL import Image
 import jaxdream as jd
 from jaxdream import batch, outputs
 from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.model import DarknetModel, model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes, write_weights
 from jaxdream.errors import CfgError, ImageError, JaxdreamError, NumericError, OptionError, WeightsError
-from jaxdream.model import load_model, model_from_bytes
+from jaxdream.model import load_model
 
 SMALL_CFG = """[net]
 width=32
@@ -218,7 +219,7 @@ def test_settings_that_would_be_ignored_are_refused(tmp_path):
         parse_ints("1.7", "octaves")
     crop = SMALL_CFG.replace("[convolutional]", "[crop]\ncrop_width=64\ncrop_height=64\n[convolutional]", 1)
     with pytest.raises(CfgError, match="a crop must fit inside its input"):
-        jd.Model("c", parse_cfg(crop, "crop.cfg"), {}).describe()
+        DarknetModel("c", parse_cfg(crop, "crop.cfg"), {}).describe()
     with pytest.raises(CfgError, match="at most 2147483647"):
         parse_cfg(SMALL_CFG.replace("stride=1", "stride=99999999999999999999999", 1), "stride.cfg")
 

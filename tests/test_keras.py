@@ -14,7 +14,7 @@ import jaxdream as jd
 from jaxdream.dream.lucid_mode import top_classes
 from jaxdream.errors import WeightsError
 from jaxdream.image import to_uint8
-from jaxdream.keras import KerasModel
+from jaxdream.keras.model import KerasModel
 
 SLED_DOGS = {"malamute", "Siberian_husky", "Eskimo_dog"}
 # SOURCES.md's NumPy forward of the same file on dog.jpg squashed to 224x224 with PIL bilinear.

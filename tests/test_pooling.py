@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from jaxdream.darknet import cfg as C
+from jaxdream.darknet.network import maxpool
 from jaxdream.darknet.shapes import maxpool_out
-from jaxdream.nn import max_pool, maxpool
+from jaxdream.ops import max_pool
 
 
 def darknet_maxpool(x: np.ndarray, size: int, stride: int, padding: int, dy: np.ndarray):

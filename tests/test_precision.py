@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 import jaxdream as jd
+from jaxdream.darknet.model import model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.dream import nightmare
 from jaxdream.errors import OptionError
-from jaxdream.model import model_from_bytes
-from jaxdream.nn import PRECISION_ENV, conv, default_precision
+from jaxdream.ops import PRECISION_ENV, conv, default_precision
 
 
 def test_bf16_activations_stay_within_one_percent(darknet_cfg, shared):

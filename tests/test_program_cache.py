@@ -16,11 +16,11 @@ import pytest
 
 import jaxdream as jd
 from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.model import model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.dream.runner import Program, ProgramCache
 from jaxdream.dream.store import ProgramStore
 from jaxdream.errors import OptionError
-from jaxdream.model import model_from_bytes
 from jaxdream.weights import ARCHITECTURES
 
 

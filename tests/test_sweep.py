@@ -56,13 +56,6 @@ def test_contact_sheet_and_results_file(yolo, scream, tmp_path):
         assert first["objective"].shape == (2,)
 
 
-def test_layer_specs():
-    assert sweep.parse_layers("4:7") == [4, 5, 6]
-    assert sweep.parse_layers("4,9") == [4, 9]
-    with pytest.raises(jd.JaxdreamError, match="write a range"):
-        sweep.parse_layers("a:b")
-
-
 def test_sweep_command_writes_sheet_and_results(shared, tmp_path):
     import subprocess
     import sys

@@ -23,11 +23,11 @@ from jax import lax
 
 from jaxdream import image as I
 from jaxdream.errors import OptionError
-from jaxdream.nn import check_precision, default_precision
 from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES, reconstruction_objective
+from jaxdream.ops import check_precision, default_precision
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 Array = jax.Array
 OCTAVE_BASE = 1.33333333  # Darknet's literal
@@ -154,7 +154,7 @@ def draw_schedule(key: Array, config: DreamConfig) -> Array:
 Objective = Callable[[Any, Array, int, Any], Array]  # (params, image (h, w, 3), layer, aux) -> scalar
 
 
-def objective_function(model: ModelBase, name: str, precision: str) -> Objective:
+def objective_function(model: Model, name: str, precision: str) -> Objective:
     """The scalar a dream ascends: a layer objective on that layer's output (aux: the threshold, a channel or the
     guide's features), or a logit objective on the classifier's logits (aux: the target vector)."""
     if name in LOGIT_OBJECTIVES:
@@ -180,7 +180,7 @@ def _gradient_branch(objective: Objective, layer: int, size: tuple[int, int], fu
 
 
 def nightmare_step(
-    model: ModelBase, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
+    model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
 ) -> tuple[Array, Array]:
     """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip);
     returns the new image and the objective's value before the step."""
@@ -212,7 +212,7 @@ def apply_gradient(config: DreamConfig, image: Array, grad: Array, dx: Array, dy
     return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0)
 
 
-def scheduled_iterations(model: ModelBase, config: DreamConfig) -> Callable:
+def scheduled_iterations(model: Model, config: DreamConfig) -> Callable:
     """Iterations ``start`` .. ``stop - 1`` of a round: (params, images (N,H,W,3), objective values (iters, N),
     schedule (iters, 5), start, stop, rate, aux) -> (images, values). The host calls it in chunks, so a long round
     can be interrupted between them; the chunks give the same bytes as one call."""
@@ -233,7 +233,7 @@ def scheduled_iterations(model: ModelBase, config: DreamConfig) -> Callable:
     return run
 
 
-def drawn_iterations(model: ModelBase, config: DreamConfig) -> Callable:
+def drawn_iterations(model: Model, config: DreamConfig) -> Callable:
     """``scheduled_iterations`` with the round's schedule drawn inside the program from (seed, round index):
     (params, images, values, seed uint32, round int32, start, stop, rate, aux) -> (images, values)."""
     run = scheduled_iterations(model, config)
@@ -242,7 +242,7 @@ def drawn_iterations(model: ModelBase, config: DreamConfig) -> Callable:
     )
 
 
-def drawn_round(model: ModelBase, config: DreamConfig) -> Callable:
+def drawn_round(model: Model, config: DreamConfig) -> Callable:
     """A whole drawn round in one call: (params, images, seed, round, rate, aux) -> (images, objective values)."""
     run = drawn_iterations(model, config)
 
@@ -253,7 +253,7 @@ def drawn_round(model: ModelBase, config: DreamConfig) -> Callable:
     return whole
 
 
-def grid_round(model: ModelBase, config: DreamConfig) -> Callable:
+def grid_round(model: Model, config: DreamConfig) -> Callable:
     """A drawn round vmapped over a grid of (rate, aux) pairs: one program for a sweep's rates x thresholds."""
     return jax.vmap(drawn_round(model, config), in_axes=(None, None, None, None, 0, 0))
 
@@ -281,7 +281,7 @@ def pyramid_start(size: tuple[int, int]) -> Callable:
     return start
 
 
-def pyramid_octave(model: ModelBase, config: DreamConfig, size: tuple[int, int]) -> Callable:
+def pyramid_octave(model: Model, config: DreamConfig, size: tuple[int, int]) -> Callable:
     """One octave of Google's pyramid at ``size``: (params, images (full), detail (previous octave's size), seed,
     rate, aux) -> the detail the dream adds at this size."""
     run, begin = drawn_round(model, config), pyramid_start(size)
@@ -319,7 +319,7 @@ class ReconstructConfig:
         check_precision(self.precision)
 
 
-def reconstruct_target(model: ModelBase, config: ReconstructConfig, net_hw: tuple[int, int]) -> Callable:
+def reconstruct_target(model: Model, config: ReconstructConfig, net_hw: tuple[int, int]) -> Callable:
     """(params, images) -> (letterboxed images, their features at the target layer)."""
 
     def prepare(params: Any, images: Array) -> tuple[Array, Array]:
@@ -329,7 +329,7 @@ def reconstruct_target(model: ModelBase, config: ReconstructConfig, net_hw: tupl
     return prepare
 
 
-def reconstruct_iterations(model: ModelBase, config: ReconstructConfig) -> Callable:
+def reconstruct_iterations(model: Model, config: ReconstructConfig) -> Callable:
     """(params, images, update, features, count) -> (images, update): ``count`` steps of ascent toward the features
     with momentum (the host calls it in chunks)."""
     layer = config.layer
@@ -368,11 +368,11 @@ def _inside(n: int, size: int) -> Array:
     return (jnp.minimum(i + size, n - 1) - jnp.maximum(i - size, 0) + 1).astype(jnp.float32)
 
 
-def forward_layers(model: ModelBase, layers: tuple[int, ...], precision: str) -> Callable:
+def forward_layers(model: Model, layers: tuple[int, ...], precision: str) -> Callable:
     """(params, images in [0, 1]) -> {layer: activation}."""
     return lambda params, x: model.apply(params, model.normalize(x), layers, precision)
 
 
-def logits(model: ModelBase, precision: str) -> Callable:
+def logits(model: Model, precision: str) -> Callable:
     """(params, images in [0, 1]) -> (N, classes) logits, the model's preprocessing included."""
     return lambda params, x: model.apply_logits(params, x, precision)

@@ -14,7 +14,7 @@ from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 
 def pyramid_sizes(height: int, width: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:
@@ -26,7 +26,7 @@ def pyramid_sizes(height: int, width: int, octaves: int, octave_scale: float) ->
 
 
 def deepdream(
-    model: ModelBase, x: Any, layer: int | str, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
+    model: Model, x: Any, layer: int | str, octaves: int = 4, octave_scale: float = 1.4, iters: int = 10,
     rate: float = 0.01, objective: str = "l2", channel: int = 0, guide: Any = None, jitter: bool = True,
     seed: int = 0, stats: RunStats | None = None, precision: str | None = None, tile: int | None = None,
     memory: str | int | None = None,

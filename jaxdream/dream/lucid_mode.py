@@ -20,7 +20,7 @@ from jaxdream.dream.runner import RunStats, as_batch
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 MIX_SETTLE = 0.5  # share of a mixed dream's iterations drawn without jitter (objectives.class_mix_objective)
 ClassSpec = str | int | Mapping[str | int, float]
@@ -103,7 +103,7 @@ def target_vector(classes: Mapping[int, float], num_classes: int, target_scale: 
 
 
 def lucid(
-    model: ModelBase, x: Any, classes: ClassSpec, iters: int = 40, rate: float = 0.02, target_scale: float = 100.0,
+    model: Model, x: Any, classes: ClassSpec, iters: int = 40, rate: float = 0.02, target_scale: float = 100.0,
     octaves: int = 1, jitter: bool = True, rounds: int = 1, zoom: float = 1.0, rotate: float = 0.0, seed: int = 0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
     precision: str | None = None,
@@ -128,7 +128,7 @@ def lucid(
     return run_dream(model, images, config, rate, target, rounds, zoom, rotate, seed, None, on_round, stats)
 
 
-def top_classes(model: ModelBase, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:
+def top_classes(model: Model, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:
     """Per image, the ``top`` classes as {"index", "name", "prob"}, highest first."""
     probs = np.asarray(model.predict(x))
     names = model.class_names()

@@ -20,11 +20,11 @@ from jaxdream.dream.runner import (
 )
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 
 def reconstruct(
-    model: ModelBase, x: Any, layer: int, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
+    model: Model, x: Any, layer: int, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
     lam: float = 0.01, smooth: int = 1, zoom: float = 1.0, rotate: float = 0.0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
     precision: str | None = None,

@@ -33,7 +33,7 @@ from jaxdream.dream.runner import Program, RunStats, placed_params, program_cach
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 Array = jax.Array
 DEFAULT_TILE = 256
@@ -77,7 +77,7 @@ def device_budget() -> int:
     return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def untiled_bytes(model: ModelBase, layers: tuple[int, ...], height: int, width: int, batch: int) -> int:
+def untiled_bytes(model: Model, layers: tuple[int, ...], height: int, width: int, batch: int) -> int:
     """What an untiled round at this size is planned to hold: the parameters and the activations up to the deepest
     layer (x ACTIVATION_FACTOR for the gradient's), per image; from the layer table, without compiling."""
     shapes = model.layer_output_shapes(height, width, max(layers))
@@ -132,7 +132,7 @@ def stitch_program(config: core.DreamConfig, size: tuple[int, int], full: tuple[
     return stitch
 
 
-def gradient_program(model: ModelBase, objective: str, layer: int, precision: str) -> Callable:
+def gradient_program(model: Model, objective: str, layer: int, precision: str) -> Callable:
     """(params, tiles (K, N, N, 3), aux) -> (objective values (K,), gradients (K, N, N, 3)): the one program of
     a tiled run per layer, whatever the image sizes."""
     function = core.objective_function(model, objective, precision)
@@ -150,21 +150,19 @@ def schedule_program(config: core.DreamConfig) -> Callable:
     return draw
 
 
-def param_structs(model: ModelBase) -> Any:
-    """The parameters' shapes (a Darknet architecture without weights: from its cfg), for compiling only."""
-    from jaxdream.model import Model, param_shapes
-
-    if not model.params and isinstance(model, Model):
-        return {k: {n: jax.ShapeDtypeStruct(shape, np.float32) for n, shape in v.items()}
-                for k, v in param_shapes(model.cfg).items()}
+def param_structs(model: Model) -> Any:
+    """The parameters' shapes (from the architecture when the model has no weights yet), for compiling only."""
+    if not model.params:
+        return model.params_from_flat({path: jax.ShapeDtypeStruct(shape, np.float32)
+                                       for path, shape in model.param_shapes().items()})
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), model.params)
 
 
-def _param_bytes(model: ModelBase) -> int:
+def _param_bytes(model: Model) -> int:
     return 4 * sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(param_structs(model)))
 
 
-def plan(model: ModelBase, layer: int, height: int, width: int, batch: int = 1, tile: int | None = None,
+def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile: int | None = None,
          memory: str | int | None = None, iters: int = 10, octaves: int = 4) -> list[dict[str, Any]]:
     """What each way of dreaming this size needs, from the compiled programs' memory analysis (nothing runs):
     the untiled round, and tiles of ``tile`` (default DEFAULT_TILE) with the tiles per call the budget allows.
@@ -191,7 +189,7 @@ def plan(model: ModelBase, layer: int, height: int, width: int, batch: int = 1, 
     return rows
 
 
-def tiles_per_call(model: ModelBase, config: core.DreamConfig, tile: int, aux: Any, budget: int,
+def tiles_per_call(model: Model, config: core.DreamConfig, tile: int, aux: Any, budget: int,
                    stats: RunStats | None = None) -> tuple[int, int]:
     """The most tiles one gradient call may take within ``budget`` bytes (at most MAX_TILES_PER_CALL for the
     platform, a multiple of the local devices), from the compiled programs' memory analysis: the largest program
@@ -210,7 +208,7 @@ def tiles_per_call(model: ModelBase, config: core.DreamConfig, tile: int, aux: A
                                  * devices))
 
 
-def _planned_bytes(model: ModelBase, config: core.DreamConfig, tile: int, aux: Any, count: int,
+def _planned_bytes(model: Model, config: core.DreamConfig, tile: int, aux: Any, count: int,
                    stats: RunStats | None) -> int:
     mesh = _tile_mesh()
     sharding = NamedSharding(mesh, PartitionSpec("tiles")) if mesh is not None else None
@@ -223,12 +221,12 @@ def _planned_bytes(model: ModelBase, config: core.DreamConfig, tile: int, aux: A
                                                        stats)) or 0
 
 
-def _gradient(model: ModelBase, config: core.DreamConfig, layer: int) -> Program:
+def _gradient(model: Model, config: core.DreamConfig, layer: int) -> Program:
     return Program("tile_gradient", model, (config.objective, layer, config.precision),
                    lambda: gradient_program(model, config.objective, layer, config.precision))
 
 
-def tiled_round(model: ModelBase, config: core.DreamConfig, images: Any, seed: int, index: int, rate: float,
+def tiled_round(model: Model, config: core.DreamConfig, images: Any, seed: int, index: int, rate: float,
                 aux: Any, tile: int, per_call: int, stats: RunStats) -> tuple[Any, np.ndarray]:
     """One round of ``config.iters`` tiled iterations on images (B, H, W, 3) -> (the new images, the objective
     before each iteration (iters, B): the sum over each image's tiles)."""
@@ -253,7 +251,7 @@ def tiled_round(model: ModelBase, config: core.DreamConfig, images: Any, seed: i
     return images, values
 
 
-def _tile_gradients(model: ModelBase, config: core.DreamConfig, layer: int, pieces: np.ndarray, aux: Any,
+def _tile_gradients(model: Model, config: core.DreamConfig, layer: int, pieces: np.ndarray, aux: Any,
                     per_call: int, stats: RunStats) -> tuple[np.ndarray, np.ndarray]:
     """Every tile's objective and gradient, ``per_call`` tiles at a time (the last call padded with blank tiles),
     sharded over the local devices when there are several."""

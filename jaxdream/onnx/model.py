@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,37 +22,32 @@ import numpy as np
 from jaxdream import converted
 from jaxdream.errors import OptionError, WeightsError
 from jaxdream.image import darknet_resize
-from jaxdream.model import ModelBase, Params
-from jaxdream.onnx.ops import OPS, softmax
+from jaxdream.onnx import network
+from jaxdream.onnx.graph import Graph, Node, initializers, parse
+from jaxdream.protocol import Model, Params, Shape
 
 PREPROCESSING = ("caffe", "torch", "tf", "raw")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SUPPORTED = tuple(sorted([*OPS, "Constant", "Softmax"]))
-
-
-@dataclass(frozen=True)
-class Node:
-    op: str
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attrs: dict[str, Any]
 
 
 @dataclass(frozen=True, eq=False)
-class OnnxModel(ModelBase):
+class OnnxModel(Model):
     """A loaded ONNX graph; ``params`` maps initializer names to float32 arrays."""
 
     name: str
-    nodes: tuple[Node, ...]
+    graph: Graph
     params: Params
-    input_name: str
-    input_hw: tuple[int, int]
-    opset: int
-    graph_bytes: bytes  # the graph without its weights (for converted files and the fingerprint)
     preprocessing: str | None = None
     labels: tuple[str, ...] | None = None
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.graph.nodes
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.graph.input_hw
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -77,13 +73,6 @@ class OnnxModel(ModelBase):
         probe = jax.ShapeDtypeStruct((1, *self.input_hw, 3), jnp.float32)
         layer = self.logits_layer
         return int(np.prod(jax.eval_shape(lambda x: self.run(self.params, x, (layer,))[layer], probe).shape[1:]))
-
-    def resolve_layer(self, layer: int | str) -> int:
-        if isinstance(layer, str) and not layer.strip().lstrip("-").isdigit():
-            if layer not in self.layer_names:
-                raise OptionError(f"{self.name} has no layer named {layer!r} (`jaxdream weights info` lists them)")
-            return self.layer_names.index(layer)
-        return int(layer)
 
     def check_layer(self, layer: int, what: str = "layer") -> Node:
         if not 0 <= layer < self.num_layers:
@@ -127,26 +116,14 @@ class OnnxModel(ModelBase):
 
     def run(self, params: Params, x: jax.Array, layers: tuple[int, ...], precision: str = "f32",
             straight_through: frozenset[int] = frozenset()) -> dict[int, jax.Array]:
-        """The graph on NHWC input (already mapped to the network's values), up to the deepest requested layer;
-        each 4-D output back to NHWC, any other as (N, 1, 1, features). The ReLUs of ``straight_through`` are
-        ``redirected_relu``s (the same values, another gradient)."""
-        values: dict[str, Any] = {"": None, self.input_name: jnp.transpose(x, (0, 3, 1, 2)), **params}
-        wanted, out = set(layers), {}
-        for index, node in enumerate(self.nodes[: max(layers) + 1]):
-            inputs = [values[name] for name in node.inputs]
-            if node.op == "Constant":
-                results = [node.attrs["value"]]
-            elif node.op == "Softmax":
-                results = softmax(inputs, node.attrs, precision, self.opset)
-            elif index in straight_through:
-                results = [redirected_relu(inputs[0])]
-            else:
-                results = OPS[node.op](inputs, node.attrs, precision)
-            values.update(zip(node.outputs, results, strict=False))
-            if index in wanted:
-                y = jnp.asarray(results[0])
-                out[index] = jnp.transpose(y, (0, 2, 3, 1)) if y.ndim == 4 else y.reshape(y.shape[0], 1, 1, -1)
-        return out
+        """The graph on NHWC input already mapped to the network's values (``network.run``)."""
+        return network.run(self.graph, params, x, layers, precision, straight_through)
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return dict(self.graph.param_shapes)
+
+    def params_from_flat(self, flat: Mapping[str, Any]) -> Params:
+        return dict(flat)
 
     def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...], precision: str = "f32"
               ) -> dict[int, jax.Array]:
@@ -161,8 +138,9 @@ class OnnxModel(ModelBase):
         return y.reshape(y.shape[0], -1)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:
-        names = sorted(self.params)
-        architecture = json.dumps({"graph": base64.b64encode(self.graph_bytes).decode(), "names": names,
+        names = sorted(self.params)  # initializer names may hold any character: stored under p00000 ...
+        architecture = json.dumps({"graph": base64.b64encode(self.graph.graph_bytes).decode(), "names": names,
+                                   "shapes": [self.param_shapes().get(n) for n in names],
                                    "preprocessing": self.preprocessing})
         params = {f"p{i:05d}": self.params[name] for i, name in enumerate(names)}
         return converted.Converted(self.name, architecture, params, source_sha256, self.labels, "onnx")
@@ -173,43 +151,6 @@ class OnnxModel(ModelBase):
         return [{"index": i, "type": node.op, "name": node.outputs[0], "output": (1,) * (3 - len(shapes[i]))
                  + shapes[i], "params": sum(int(np.size(self.params[n])) for n in node.inputs if n in self.params)}
                 for i, node in enumerate(self.nodes)]
-
-
-@jax.custom_vjp
-def redirected_relu(x: jax.Array) -> jax.Array:
-    """ReLU whose gradient also reaches an inactive unit when it would raise it (Lucid's "redirected ReLU"): the
-    values are the ReLU's; gradients that push a dead unit further down are still dropped."""
-    return jax.nn.relu(x)
-
-
-def _redirected_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return jax.nn.relu(x), x
-
-
-def _redirected_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    return (jnp.where((x > 0) | (g > 0), g, jnp.zeros((), g.dtype)),)
-
-
-redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
-
-
-def _attributes(node: Any) -> dict[str, Any]:
-    from onnx import helper, numpy_helper
-
-    attrs = {}
-    for attribute in node.attribute:
-        value = helper.get_attribute_value(attribute)
-        if hasattr(value, "raw_data") or hasattr(value, "dims"):  # a tensor (Constant's value)
-            value = numpy_helper.to_array(value)
-            value = value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
-        elif isinstance(value, bytes):
-            value = value.decode()
-        attrs[attribute.name] = value
-    if node.op_type == "Constant" and "value" not in attrs:
-        for key in ("value_float", "value_int", "value_floats", "value_ints"):
-            if key in attrs:
-                attrs["value"] = np.asarray(attrs[key], np.float32 if "float" in key else np.int64)
-    return attrs
 
 
 def _labels(path: str | Path | None, count: int | None) -> tuple[str, ...] | None:
@@ -226,45 +167,21 @@ def _labels(path: str | Path | None, count: int | None) -> tuple[str, ...] | Non
     return tuple(names)
 
 
-def from_proto(model_proto: Any, name: str, source: str, preprocess: str | None = None,
-               labels: str | Path | None = None, params: Params | None = None) -> OnnxModel:
-    """An OnnxModel from a parsed ModelProto (its weights from its initializers unless ``params`` is given)."""
-    from onnx import numpy_helper
-
+def check_preprocess(preprocess: str | None) -> str | None:
     if preprocess is not None and preprocess not in PREPROCESSING:
         raise OptionError(f"--preprocess {preprocess!r}: use one of {', '.join(PREPROCESSING)}")
-    graph = model_proto.graph
-    opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    if params is None:
-        arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        params = {name: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
-                  for name, a in arrays.items()}
-    images = [i for i in graph.input if i.name not in params]
-    if len(images) != 1:
-        raise WeightsError(f"{source}: the graph has {len(images)} inputs besides its weights; jaxdream needs one "
-                           "image input")
-    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in images[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[1] != 3:
-        raise WeightsError(f"{source}: the input {images[0].name!r} has shape {dims}; jaxdream needs (N, 3, H, W)")
-    if min(dims[2:]) < 1:
-        raise WeightsError(f"{source}: the input {images[0].name!r} has a dynamic height or width; export the model "
-                           "with a fixed input size (e.g. 224x224)")
-    nodes = []
-    for index, node in enumerate(graph.node):
-        if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED:
-            raise OptionError(f"{source}: node {node.name or index!r} is a {node.op_type} (opset {opset}), which "
-                              f"jaxdream does not support; supported: {', '.join(SUPPORTED)}")
-        nodes.append(Node(node.op_type, node.name or f"node{index}", tuple(node.input), tuple(node.output),
-                          _attributes(node)))
-    stripped = type(model_proto)()
-    stripped.CopyFrom(model_proto)
-    del stripped.graph.initializer[:]
-    model = OnnxModel(name, tuple(nodes), params, images[0].name, (dims[2], dims[3]), opset,
-                      stripped.SerializeToString(), preprocess)
-    if labels is not None:
-        model = OnnxModel(name, model.nodes, params, model.input_name, model.input_hw, opset, model.graph_bytes,
-                          preprocess, _labels(labels, model.num_classes))
-    return model
+    return preprocess
+
+
+def from_proto(model_proto: Any, name: str, source: str, preprocess: str | None = None,
+               labels: str | Path | None = None) -> OnnxModel:
+    """A checked OnnxModel from a parsed ModelProto, its weights from its initializers."""
+    params = initializers(model_proto)
+    graph = parse(model_proto, source, {key: tuple(np.shape(a)) for key, a in params.items()})
+    model = OnnxModel(name, graph, params, check_preprocess(preprocess)).checked(source)
+    if labels is None:
+        return model
+    return OnnxModel(name, graph, params, model.preprocessing, _labels(labels, model.num_classes))
 
 
 def load_onnx(path: str | Path, preprocess: str | None = None, labels: str | Path | None = None) -> OnnxModel:
@@ -284,12 +201,24 @@ def load_onnx(path: str | Path, preprocess: str | None = None, labels: str | Pat
 
 
 def from_converted(stored: converted.Converted, source: str) -> OnnxModel:
-    """An ONNX model from jaxdream's own .h5."""
+    """An ONNX model from jaxdream's own .h5: the stripped graph, the parameters under the names the graph uses,
+    checked against the shapes recorded with them."""
     import onnx
 
-    spec = json.loads(stored.architecture)
-    proto = onnx.load_model_from_string(base64.b64decode(spec["graph"]))
-    params = {name: stored.params[f"p{i:05d}"] for i, name in enumerate(spec["names"])}
-    model = from_proto(proto, stored.name, source, spec["preprocessing"], None, params)
-    return OnnxModel(model.name, model.nodes, params, model.input_name, model.input_hw, model.opset,
-                     model.graph_bytes, model.preprocessing, stored.labels)
+    try:
+        spec = json.loads(stored.architecture)
+        proto = onnx.load_model_from_string(base64.b64decode(spec["graph"]))
+        names = list(spec["names"])
+        # Files from before shapes were recorded: their own arrays' shapes (the graph still checks every read).
+        shapes = [tuple(shape) if shape is not None else np.shape(stored.params.get(f"p{i:05d}"))
+                  for i, shape in enumerate(spec.get("shapes") or [None] * len(names))]
+    except (ValueError, KeyError, TypeError) as err:
+        raise WeightsError(f"{source}: the stored ONNX graph is damaged ({type(err).__name__}: {err})") from None
+    params = {name: stored.params.get(f"p{i:05d}") for i, name in enumerate(names)}
+    missing = [name for name, array in params.items() if array is None]
+    if missing or len(stored.params) != len(names):
+        raise WeightsError(f"{source}: parameters do not fit the stored graph: {len(stored.params)} stored for "
+                           f"{len(names)} names" + (f"; missing {missing[0]}" if missing else ""))
+    graph = parse(proto, source, dict(zip(names, shapes, strict=True)))
+    return OnnxModel(stored.name, graph, params, check_preprocess(spec.get("preprocessing")),
+                     stored.labels).checked(source)

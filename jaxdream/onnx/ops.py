@@ -2,7 +2,7 @@
 
 Tensors are NCHW as ONNX defines them. Shape arithmetic (Shape, Gather, Unsqueeze, Concat of shapes, Reshape's
 target) stays in NumPy whenever its inputs are NumPy arrays, so a graph's shape subgraph folds to constants while
-it is traced. Convolutions go through ``nn.conv`` (the compute mode), max-pools through ``nn.max_pool`` (Darknet's
+it is traced. Convolutions go through ``ops.conv`` (the compute mode), max-pools through ``ops.max_pool`` (Darknet's
 first-maximum gradient, its custom VJP).
 """
 
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdream import nn
+from jaxdream import ops
 
 Array = Any
 Op = Callable[[list[Any], dict[str, Any], str], list[Any]]
@@ -55,7 +55,7 @@ def conv(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
     pads = _pads(attrs, tuple(x.shape[2:]), kernel, strides, dilations)
     # computed channels-last (XLA:CPU runs NCHW convolutions ~20x slower); the transposes between consecutive
     # layers cancel out when XLA fuses them
-    y = nn.conv(jnp.transpose(x, (0, 2, 3, 1)), jnp.transpose(w, (2, 3, 1, 0)), strides, pads,
+    y = ops.conv(jnp.transpose(x, (0, 2, 3, 1)), jnp.transpose(w, (2, 3, 1, 0)), strides, pads,
                 int(attrs.get("group", 1)), precision, dilation=dilations).transpose(0, 3, 1, 2)
     if len(inputs) > 2 and inputs[2] is not None:
         y = y + inputs[2].reshape(1, -1, *([1] * len(kernel)))
@@ -81,7 +81,7 @@ def _pool_geometry(x: Any, attrs: dict[str, Any]) -> tuple[tuple[int, ...], tupl
 
 def max_pool(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
     kernel, strides, pads = _pool_geometry(inputs[0], attrs)
-    y = nn.max_pool(jnp.transpose(inputs[0], (0, 2, 3, 1)), kernel, strides, pads)
+    y = ops.max_pool(jnp.transpose(inputs[0], (0, 2, 3, 1)), kernel, strides, pads)
     return [jnp.transpose(y, (0, 3, 1, 2))]
 
 
@@ -124,7 +124,7 @@ def gemm(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
     a, b = inputs[0], inputs[1]
     a = a.T if attrs.get("transA", 0) else a
     b = b.T if attrs.get("transB", 0) else b
-    y = attrs.get("alpha", 1.0) * nn.dense(a, b, precision)
+    y = attrs.get("alpha", 1.0) * ops.dense(a, b, precision)
     if len(inputs) > 2 and inputs[2] is not None:
         y = y + attrs.get("beta", 1.0) * inputs[2]
     return [y]
@@ -209,7 +209,7 @@ OPS: dict[str, Op] = {
     "Concat": lambda inputs, attrs, precision: [_xp(*inputs).concatenate(inputs, axis=attrs["axis"])],
     "Add": _binary(lambda a, b: a + b), "Sub": _binary(lambda a, b: a - b), "Mul": _binary(lambda a, b: a * b),
     "Div": _binary(lambda a, b: a / b),
-    "MatMul": lambda inputs, attrs, precision: [nn.dense(inputs[0], inputs[1], precision)],
+    "MatMul": lambda inputs, attrs, precision: [ops.dense(inputs[0], inputs[1], precision)],
     "Transpose": lambda inputs, attrs, precision: [_xp(inputs[0]).transpose(inputs[0], attrs.get("perm"))],
     "Dropout": lambda inputs, attrs, precision: [inputs[0]],
     "Shape": lambda inputs, attrs, precision: [np.array(np.shape(inputs[0]), np.int64)],

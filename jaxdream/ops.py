@@ -1,0 +1,156 @@
+"""Layer operations every backend shares: the compute modes, convolution and dense in a compute mode, the
+same-padded convolution whose gradient Darknet's golden vectors pin down, and Darknet-style max-pooling.
+
+Everything is NHWC float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxdream.errors import OptionError
+
+Array = jax.Array
+_DIMS = ("NHWC", "HWIO", "NHWC")
+# Compute modes for convolutions and dense layers: a static argument of every program (part of its cache key).
+# f32, the default, is full float32: on GPUs the TF32 default moves one nightmare step by up to 5e-2 from
+# Darknet's result (measured on an H100, benchmarks/NOTES.md) where f32 matches it to 1e-7. tf32 and bf16 trade
+# that for speed on GPUs; accumulation stays float32.
+COMPUTE_MODES = ("f32", "tf32", "bf16")
+PRECISION_ENV = "JAXDREAM_PRECISION"
+
+
+def check_precision(mode: str, source: str = "--precision ") -> str:
+    """``mode`` if it is a compute mode, else one clear error naming where it came from."""
+    if mode not in COMPUTE_MODES:
+        raise OptionError(f"{source}{mode!r}: use one of {', '.join(COMPUTE_MODES)}")
+    return mode
+
+
+def default_precision() -> str:
+    """The compute mode a call uses when it names none: $JAXDREAM_PRECISION, else f32 (read when a config or a
+    call is made, never while a program is traced)."""
+    return check_precision(os.environ.get(PRECISION_ENV, "f32"), f"{PRECISION_ENV}=")
+
+
+def _operands(precision: str, *arrays: Array) -> tuple[tuple[Array, ...], dict]:
+    if precision == "bf16":
+        return tuple(a.astype(jnp.bfloat16) for a in arrays), {}
+    return arrays, {"precision": lax.Precision.HIGHEST if precision == "f32" else lax.Precision.DEFAULT}
+
+
+def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+         groups: int = 1, precision: str = "f32", dilation: Sequence[int] = (1, 1)) -> Array:
+    """Every convolution of every model goes through here, in compute mode ``precision``; float32 out.
+
+    In bf16 the convolution itself returns bfloat16 (cuDNN accumulates in float32 either way): XLA:GPU has no
+    convolution with bf16 operands and a float32 result, and its float normalization turns one into a float32
+    (TF32) convolution, which is what the first H100 bf16 run measured (benchmarks/NOTES.md).
+    """
+    (x, kernel), options = _operands(precision, x, kernel)
+    return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), rhs_dilation=tuple(dilation),
+                                    dimension_numbers=_DIMS, feature_group_count=groups, **options).astype(jnp.float32)
+
+
+def dense(x: Array, kernel: Array, precision: str = "f32") -> Array:
+    (x, kernel), options = _operands(precision, x, kernel)
+    return jnp.matmul(x, kernel, preferred_element_type=jnp.float32, **options)
+
+
+def _plain_conv(x: Array, kernel: Array, pad: int, precision: str) -> Array:
+    return conv(x, kernel, (1, 1), ((pad, pad), (pad, pad)), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def same_conv(x: Array, kernel: Array, pad: int, precision: str = "f32") -> Array:
+    """A stride-1, ungrouped convolution whose input gradient is an ordinary forward convolution.
+
+    Why: XLA:CPU runs the input-gradient convolution that autodiff derives (window-reversed) 5-6x slower inside a
+    while loop than outside it, and the dream loop is a while loop. Expressing it as a forward convolution with the
+    kernel flipped and transposed explicitly gives bit-identical gradients at full speed (benchmarks/NOTES.md).
+    """
+    return _plain_conv(x, kernel, pad, precision)
+
+
+def _same_conv_fwd(x: Array, kernel: Array, pad: int, precision: str) -> tuple[Array, tuple[Array, Array]]:
+    return _plain_conv(x, kernel, pad, precision), (x, kernel)
+
+
+def _same_conv_bwd(pad: int, precision: str, residuals: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+    x, kernel = residuals
+    size = kernel.shape[0]
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    dx = _plain_conv(dy, flipped, size - 1 - pad, precision) if x.shape[1:3] == dy.shape[1:3] else \
+        jax.vjp(lambda z: _plain_conv(z, kernel, pad, precision), x)[1](dy)[0]
+    dkernel = jax.vjp(lambda k: _plain_conv(x, k, pad, precision), kernel)[1](dy)[0]  # dropped by XLA when unused
+    return dx, dkernel
+
+
+same_conv.defvjp(_same_conv_fwd, _same_conv_bwd)
+
+
+def max_pool(x: Array, window: tuple[int, int], strides: tuple[int, int], pads: Sequence[tuple[int, int]]) -> Array:
+    """Max over windows of NHWC ``x`` with (lo, hi) padding per spatial axis, out = (size + lo + hi - window) //
+    stride + 1. The gradient goes to the first maximum of each window in row-major order, as in Darknet."""
+    reach = []  # the hi padding the last window really uses; negative where it stops short of the edge
+    for size, (lo, hi), k, s in zip(x.shape[1:3], pads, window, strides, strict=True):
+        reach.append((lo, ((size + lo + hi - k) // s) * s + k - size - lo))
+    x = x[:, : x.shape[1] + min(reach[0][1], 0), : x.shape[2] + min(reach[1][1], 0)]
+    pads = [(lo, max(hi, 0)) for lo, hi in reach]
+    if tuple(window) == tuple(strides):
+        return _tiled_max(x, tuple(window), tuple(map(tuple, pads)))
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
+
+
+def _tiles(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]) -> Array:
+    """(N, H', wh, W', ww, C): the padded image cut into its non-overlapping windows in place (no transpose, so
+    the channels stay the minor dimension); padding is -inf."""
+    padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+    n, h, w, c = padded.shape
+    (wh, ww) = window
+    return padded.reshape(n, h // wh, wh, w // ww, ww, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _tiled_max(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]) -> Array:
+    """Max-pool with stride = window (VGG's, Darknet's 2x2/2), differentiated without select-and-scatter.
+
+    Why: XLA:CPU lowers the select-and-scatter of reduce_window's gradient to a scatter with explicit indices (four
+    full-size index arrays under vmap); masking each window's first maximum is a plain fusion, bit-identical and
+    10-27 % faster per VGG step (benchmarks/NOTES.md). jnp.max's own gradient would split ties, Darknet's does not.
+    """
+    return _tiles(x, window, pads).max(axis=(2, 4))
+
+
+def _tiled_max_fwd(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]
+                   ) -> tuple[Array, tuple[Array, Array]]:
+    y = _tiled_max(x, window, pads)
+    return y, (x, y)
+
+
+def _tiled_max_bwd(window: tuple[int, int], pads: tuple[tuple[int, int], ...], residuals: tuple[Array, Array],
+                   dy: Array) -> tuple[Array]:
+    x, y = residuals
+    hits = _tiles(x, window, pads) == y[:, :, None, :, None, :]
+    seen = jnp.zeros_like(hits[:, :, 0, :, 0])
+    rows = []
+    for i in range(window[0]):  # row-major: a maximum counts only if no earlier one in its window did (Darknet's >)
+        cols = []
+        for j in range(window[1]):
+            first = hits[:, :, i, :, j] & ~seen
+            seen = seen | first
+            cols.append(first)
+        rows.append(jnp.stack(cols, axis=3))
+    routed = jnp.where(jnp.stack(rows, axis=2), dy[:, :, None, :, None, :], jnp.zeros((), dy.dtype))
+    n, oh, wh, ow, ww, c = routed.shape
+    (top, _), (left, _) = pads
+    return (routed.reshape(n, oh * wh, ow * ww, c)[:, top : top + x.shape[1], left : left + x.shape[2]],)
+
+
+_tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
