@@ -6,6 +6,7 @@ unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -143,11 +144,16 @@ def nightmare(
     memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
     preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
     labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
+    animate: Annotated[Path | None, typer.Option(
+        help="Write the rounds as one animation (.mp4, .gif or .webp), frame by frame as they finish, instead of "
+             "one image per round: -rounds 60 -zoom 1.05 --animate zoom.mp4 is the infinite zoom.")] = None,
+    fps: Annotated[float, typer.Option(help="Frames per second of --animate.")] = 12.0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Darknet's `nightmare`: `jaxdream nightmare vgg-conv vgg-conv.weights scream.jpg 10 -range 3 -iters 20`.
 
-    Writes <image>_<cfg>_<layer>_<round:06d>.<format> after every round, named as Darknet names them.
+    Writes <image>_<cfg>_<layer>_<round:06d>.<format> after every round, named as Darknet names them (or, with
+    --animate FILE, one animation of all rounds).
     """
     start = time.perf_counter()
     import jax
@@ -158,6 +164,11 @@ def nightmare(
 
     phases = {"import_seconds": time.perf_counter() - start}
     folder = outputs.output_folder(out or prefix)
+    if animate is not None:
+        from jaxdream import video
+
+        video.check_output(animate)
+        frame_rate = video.check_fps(fps)
     x = load_image(image)
     loaded = time.perf_counter()
     model = _load(cfg, weights, quiet, preprocess, labels)
@@ -166,29 +177,116 @@ def nightmare(
                                  outputs.check_format(format_))[image]
     run_stats = dream.RunStats()
     phases["write_seconds"] = 0.0
+    with contextlib.ExitStack() as stack:
+        encoders = []  # the animation's, opened on the first frame (a reconstruction's frames have the net's size)
+        if animate is not None:
+            names = [animate] * rounds
 
-    def write(r: int, frames) -> None:
-        written = time.perf_counter()
-        save_image(names[r], frames[0])
-        phases["write_seconds"] += time.perf_counter() - written
-        if not quiet:
-            elapsed = time.perf_counter() - start
-            err_console.print(f"round {r + 1}/{rounds}: {iters} iterations, {elapsed:.1f}s elapsed -> {names[r]}")
+        def write(r: int, frames) -> None:
+            written = time.perf_counter()
+            if animate is None:
+                save_image(names[r], frames[0])
+            else:
+                if not encoders:
+                    height, width = frames[0].shape[:2]
+                    encoders.append(stack.enter_context(video.Encoder(animate, width, height, frame_rate)))
+                encoders[0].write(frames[0])
+            phases["write_seconds"] += time.perf_counter() - written
+            if not quiet:
+                elapsed = time.perf_counter() - start
+                err_console.print(f"round {r + 1}/{rounds}: {iters} iterations, {elapsed:.1f}s elapsed -> {names[r]}")
 
-    if reconstruct:
-        dream.reconstruct(model, x, layer, rounds=rounds, iters=iters, rate=rate, momentum=momentum, lam=lambda_,
-                          smooth=smooth, zoom=zoom, rotate=rotate, on_round=write, stats=run_stats)
-    else:
-        dream.nightmare(model, x, layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
-                        thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed, objective=objective,
-                        channel=channel, guide=load_image(guide) if guide else None, on_round=write,
-                        stats=run_stats, tile=tile, memory=memory, precision=precision)
+        if reconstruct:
+            dream.reconstruct(model, x, layer, rounds=rounds, iters=iters, rate=rate, momentum=momentum,
+                              lam=lambda_, smooth=smooth, zoom=zoom, rotate=rotate, on_round=write, stats=run_stats,
+                              keep_rounds=False)
+        else:
+            dream.nightmare(model, x, layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves,
+                            rate=rate, thresh=thresh, zoom=zoom, rotate=rotate, norm=bool(norm), seed=seed,
+                            objective=objective, channel=channel, guide=load_image(guide) if guide else None,
+                            on_round=write, stats=run_stats, tile=tile, memory=memory, precision=precision,
+                            keep_rounds=False)
+        for encoder in encoders:
+            encoder.close()
     if stats:
         report = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
                   "machine": platform.machine(), **run_stats.as_dict(), **phases,
                   "command_seconds": time.perf_counter() - start}
         write_atomically(stats, json.dumps(report, indent=2), "the --stats report")
+
+
+@app.command()
+def video(
+    model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, converted/Keras .h5 or .onnx model.")],
+    weights: Annotated[str, typer.Argument(help="Weights file, zoo name, or - when MODEL carries its weights.")],
+    video_in: Annotated[Path, typer.Argument(metavar="VIDEO", help="The video to dream (anything ffmpeg reads).")],
+    layer: Annotated[str, typer.Argument(help="Layer to amplify: an index or a layer name (`weights info`).")],
+    more: Annotated[list[Path] | None, typer.Argument(
+        metavar="[MORE]...", help="More videos of the same size: they dream side by side, one batch per frame.")]
+        = None,
+    out: Annotated[Path | None, typer.Option(
+        help="The output .mp4 (.gif, .webp) for one video, or a folder for several (default: the current folder, "
+             "<video>_<model>_<layer>_video.mp4).")] = None,
+    iters: Annotated[int, typer.Option(help="Iterations per frame.")] = 10,
+    range_: Annotated[int, typer.Option("--range", help="Each iteration picks a layer in LAYER +- range/2.")] = 1,
+    octaves: Annotated[int, typer.Option(help="Each iteration works at a random scale 1/1.3333^k, k < octaves.")] = 4,
+    rate: Annotated[float, typer.Option(help="Step size of the normalised update.")] = 0.04,
+    thresh: Annotated[float, typer.Option(help="Only activations above mean + thresh*std count.")] = 1.0,
+    norm: Annotated[int, typer.Option(help="1: normalise each update to zero mean, unit std.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed: every frame uses the same drawn schedule.")] = 0,
+    blend: Annotated[float, typer.Option(
+        help="Temporal coherence: each frame starts from this much of the previous dreamed frame (warped by the "
+             "flow) and the rest of the new frame; 0 dreams every frame on its own.")] = 0.5,
+    flow: Annotated[str, typer.Option(
+        help="dis: follow the motion with OpenCV's DIS optical flow of the input frames (pixels it cannot follow "
+             "start fresh); none: blend without warping.")] = "dis",
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted run from its last finished frame (the same bytes as an uninterrupted run).")]
+        = False,
+    precision: Annotated[str | None, typer.Option(help="Compute mode: f32 (default), tf32 or bf16.")] = None,
+    tile: Annotated[int | None, typer.Option(help=TILE_HELP)] = None,
+    memory: Annotated[str | None, typer.Option(help=MEMORY_HELP)] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
+    labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
+    stats: Annotated[Path | None, typer.Option(help="Write frames and the time spent per phase as JSON here.")]
+        = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Dream a video frame by frame with temporal coherence, keeping its frame rate and sound:
+    `jaxdream video tiny.cfg tiny.weights clip.mp4 9 --out dreamed.mp4`. After a Ctrl-C, the same command with
+    --resume finishes it."""
+    from rich.progress import MofNCompleteColumn, TimeRemainingColumn
+
+    from jaxdream import outputs
+    from jaxdream import video as video_lib
+    from jaxdream.files import write_atomically
+
+    inputs = [video_in, *(more or [])]
+    if out is not None and out.suffix.lower() in video_lib.ANIMATION_SUFFIXES:
+        if len(inputs) > 1:
+            raise JaxdreamError(f"--out {out}: several videos need an output folder")
+        targets = [video_lib.check_output(out, "--out")]
+    else:
+        folder = outputs.output_folder(out)
+    loaded = _load(model, weights, quiet, preprocess, labels)
+    if out is None or out.suffix.lower() not in video_lib.ANIMATION_SUFFIXES:
+        named = outputs.output_names(inputs, folder, loaded.name, layer, ["video"], "mp4")
+        targets = [named[path][0] for path in inputs]
+    bar = Progress(TextColumn("dreaming frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=err_console, disable=quiet)
+    with bar:
+        task = bar.add_task("frames", total=None)
+        run = video_lib.dream_videos(
+            loaded, inputs, targets, layer, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
+            thresh=thresh, norm=bool(norm), seed=seed, blend=blend, flow=flow, precision=precision, tile=tile,
+            memory=memory, resume=resume, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if stats:
+        write_atomically(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
+    if not quiet:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in run.as_dict()["share"].items())
+        err_console.print(f"{run.frames} frames dreamed ({run.resumed_frames} resumed) -> "
+                          f"{', '.join(map(str, targets))}; time: {shares}", highlight=False)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from pathlib import Path
 from jaxdream.errors import OptionError
 
 FORMATS = ("jpg", "png")
+MOVING_FORMATS = ("mp4", "gif", "webp")
 
 
 def file_stem(path: str | Path) -> str:
@@ -52,7 +53,8 @@ def output_names(sources: Sequence[Path], folder: Path, model: str, tag: str, en
     """Each source's output paths, ``folder / <stem>_<model>_<tag>_<ending>.<fmt>`` for every ending; a source
     whose names would meet an earlier source's gets a hash of its resolved path after the stem (and a counter in
     the unlikely case that still meets one)."""
-    check_format(fmt)
+    if fmt not in MOVING_FORMATS:
+        check_format(fmt)
     taken: set[str] = set()
     planned: dict[Path, list[Path]] = {}
     for source in sources:

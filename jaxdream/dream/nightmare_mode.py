@@ -22,7 +22,7 @@ from jaxdream.errors import JaxdreamError, OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 log = logging.getLogger("jaxdream")
 MAX_ZOOMED_SIDE = 1 << 16  # a zoom that would crop more than this many pixels per side is refused
@@ -47,7 +47,7 @@ def check_zoom(zoom: float, rounds: int, height: int, width: int) -> None:
                           f"{MAX_ZOOMED_SIDE / max(height, width):.3g}")
 
 
-def validate(model: ModelBase, config: core.DreamConfig, height: int, width: int) -> None:
+def validate(model: Model, config: core.DreamConfig, height: int, width: int) -> None:
     """Every layer the run may visit exists, can run, and has a non-empty output at every octave size."""
     for layer in config.layers:
         model.check_layer(layer, "layer" if config.layer_range == 1 else f"layer (from --range {config.layer_range})")
@@ -64,7 +64,7 @@ def validate(model: ModelBase, config: core.DreamConfig, height: int, width: int
             )
 
 
-def objective_input(model: ModelBase, config: core.DreamConfig, thresh: float, channel: int, guide: Any) -> Any:
+def objective_input(model: Model, config: core.DreamConfig, thresh: float, channel: int, guide: Any) -> Any:
     """The ``aux`` argument each layer objective takes, checked against the layers it may run on."""
     if config.objective == "darknet":
         return np.float32(core.check_number("thresh", thresh))
@@ -99,7 +99,7 @@ def check_schedule(schedule: Any, config: core.DreamConfig) -> np.ndarray:
     return schedule.astype(np.int32)
 
 
-def plan_tiles(model: ModelBase, config: core.DreamConfig, images: Any, aux: Any, tile: int | None,
+def plan_tiles(model: Model, config: core.DreamConfig, images: Any, aux: Any, tile: int | None,
                memory: str | int | None, stats: RunStats | None = None) -> tuple[int | None, int]:
     """(tile size, tiles per call) for a run, or (None, 0) to run untiled: untiled unless ``tile`` asks for tiles
     smaller than the image or the untiled dream would need more than the budget (``memory``, else the device's),
@@ -126,13 +126,13 @@ def plan_tiles(model: ModelBase, config: core.DreamConfig, images: Any, aux: Any
 
 
 def run_dream(
-    model: ModelBase, images: Any, config: core.DreamConfig, rate: float, aux: Any, rounds: int = 1,
+    model: Model, images: Any, config: core.DreamConfig, rate: float, aux: Any, rounds: int = 1,
     zoom: float = 1.0, rotate: float = 0.0, seed: int = 0, schedule: Any = None,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
-    tile: int | None = None, memory: str | int | None = None,
+    tile: int | None = None, memory: str | int | None = None, keep_rounds: bool = True,
 ) -> np.ndarray:
     """The rounds of any objective through one cached round program (options already validated), or tiled
-    (``tile``, ``memory``: see ``plan_tiles``)."""
+    (``tile``, ``memory``: see ``plan_tiles``); ``keep_rounds`` as in ``run_rounds``."""
     stats = stats if stats is not None else RunStats()
     check_zoom(zoom, rounds, images.shape[1], images.shape[2])
     seed, rate_a = core.check_seed(seed), np.float32(rate)
@@ -142,7 +142,7 @@ def run_dream(
             raise OptionError("an explicit schedule replays untiled rounds; leave out --tile")
         stats.extra.update(tile=tile, tiles_per_call=per_call)
         step = lambda imgs, r: tiles.tiled_round(model, config, imgs, seed, r, rate, aux, tile, per_call, stats)[0]
-        return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
+        return run_rounds(step, images, rounds, zoom, rotate, on_round, stats, keep_rounds)
     params, cache = placed_params(model, images), program_cache()
     if schedule is not None:
         fixed = check_schedule(schedule, config)
@@ -159,16 +159,16 @@ def run_dream(
                                                  np.int32(stop), rate_a, aux, stats=stats)
         return run_in_chunks(chunk, (imgs, values), config.iters)[0]
 
-    return run_rounds(step, images, rounds, zoom, rotate, on_round, stats)
+    return run_rounds(step, images, rounds, zoom, rotate, on_round, stats, keep_rounds)
 
 
 def nightmare(
-    model: ModelBase, x: Any, layer: int | str, rounds: int = 1, iters: int = 10, layer_range: int = 1,
+    model: Model, x: Any, layer: int | str, rounds: int = 1, iters: int = 10, layer_range: int = 1,
     octaves: int = 4,
     rate: float = 0.04, thresh: float = 1.0, zoom: float = 1.0, rotate: float = 0.0, norm: bool = True,
     jitter: bool = True, seed: int = 0, schedule: Any = None, objective: str = "darknet", channel: int = 0,
     guide: Any = None, on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
-    precision: str | None = None, tile: int | None = None, memory: str | int | None = None,
+    precision: str | None = None, tile: int | None = None, memory: str | int | None = None, keep_rounds: bool = True,
 ) -> np.ndarray:
     """Darknet's nightmare on an image (H, W, 3) or batch (N, H, W, 3) in [0, 1] -> (rounds, N, H, W, 3).
 
@@ -177,7 +177,8 @@ def nightmare(
     (with ``channel``), or 'guide' (with ``guide``, an image whose features at ``layer`` the dream moves toward).
     ``on_round(round, images)`` is called after each round, before zoom/rotate. ``precision``: f32 (default, or
     $JAXDREAM_PRECISION), tf32 or bf16. ``tile``: dream in tiles of tile x tile pixels (dream/tiles.py says
-    what that changes); ``memory``: the budget ('6G') past which the dream is tiled by itself.
+    what that changes); ``memory``: the budget ('6G') past which the dream is tiled by itself. ``keep_rounds``
+    False returns only the last round (1, N, H, W, 3): long animations stream their frames through ``on_round``.
     """
     images = as_batch(x)
     if objective not in LAYER_OBJECTIVES:
@@ -189,4 +190,4 @@ def nightmare(
     validate(model, config, images.shape[1], images.shape[2])
     aux = objective_input(model, config, thresh, channel, guide)
     return run_dream(model, images, config, rate, aux, rounds, zoom, rotate, seed, schedule, on_round, stats, tile,
-                     memory)
+                     memory, keep_rounds)

@@ -27,7 +27,7 @@ def reconstruct(
     model: Model, x: Any, layer: int, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
     lam: float = 0.01, smooth: int = 1, zoom: float = 1.0, rotate: float = 0.0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
-    precision: str | None = None,
+    precision: str | None = None, keep_rounds: bool = True,
 ) -> np.ndarray:
     """Letterbox to the network size, then ascend toward layer ``layer - 1``'s features of that image with
     momentum. Returns (rounds, N, net_h, net_w, 3).
@@ -58,4 +58,4 @@ def reconstruct(
         imgs, momentum_state[0] = run_in_chunks(chunk, (imgs, momentum_state[0]), iters)
         return imgs
 
-    return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats)
+    return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats, keep_rounds)

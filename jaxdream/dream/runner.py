@@ -29,7 +29,7 @@ from jaxdream.dream.store import ProgramStore, default_store, environment
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
-    from jaxdream.model import ModelBase
+    from jaxdream.protocol import Model
 
 Array = jax.Array
 DEFAULT_CAPACITY = 64
@@ -76,7 +76,7 @@ class Program:
     """
 
     name: str
-    model: ModelBase | None
+    model: Model | None
     static: Any
     build: Callable[[], Callable]
 
@@ -200,7 +200,7 @@ def program_cache() -> ProgramCache:
 _PLACED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def placed_params(model: ModelBase, images: Any) -> Any:
+def placed_params(model: Model, images: Any) -> Any:
     """The model's parameters on the device(s), placed once per model and placement: replicated over the images'
     mesh when they are sharded."""
     sharding = getattr(images, "sharding", None)
@@ -248,16 +248,18 @@ def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int) 
 
 def run_rounds(
     step: Callable[[Any, int], Any], images: Any, rounds: int, zoom: float, rotate: float,
-    on_round: Callable[[int, np.ndarray], None] | None, stats: RunStats,
+    on_round: Callable[[int, np.ndarray], None] | None, stats: RunStats, keep_rounds: bool = True,
 ) -> np.ndarray:
-    """Darknet's round loop: run a round, hand the frame out, then rotate and zoom for the next round."""
+    """Darknet's round loop: run a round, hand the frame out, then rotate and zoom for the next round. Returns every
+    round's images, or (``keep_rounds`` False: long runs whose frames ``on_round`` streams out) the last one."""
     post = Program("between_rounds", None, (zoom, rotate), lambda: core.between_rounds(zoom, rotate))
     frames = []
     for r in range(rounds):
         images = step(images, r)
-        frames.append(np.asarray(images))
+        frame = np.asarray(images)
+        frames = [*frames, frame] if keep_rounds else [frame]
         if on_round is not None:
-            on_round(r, frames[-1])
+            on_round(r, frame)
         if r + 1 < rounds and (zoom != 1.0 or rotate):
             images = _CACHE(post, images, stats=stats)
     return np.stack(frames)
