@@ -593,7 +593,8 @@ def weights_fetch(name: Annotated[str, typer.Argument(help="A zoo name: vgg-conv
 @app.command()
 def bench(
     device: Annotated[str, typer.Option(help="cpu, gpu or all.")] = "cpu",
-    cases: Annotated[str, typer.Option(help="Comma-separated: step,round,batch,lucid,eager,torch.")] =
+    cases: Annotated[str, typer.Option(help="Comma-separated, of: step, round, batch, lucid, eager, torch, pipeline, "
+                                             "startup, mixed, tiles, video.")] =
         "step,round,batch,lucid,eager,torch",
     out: Annotated[Path, typer.Option(help="Results JSON; the .md table and .png chart go beside it.")] =
         Path("benchmarks/out/results.json"),

@@ -41,7 +41,7 @@ from jaxdream.ops import check_precision
 from jaxdream.weights import ARCHITECTURES
 
 LAYER = 10
-CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles")
+CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles", "video")
 # Darknet's published timings for `nightmare vgg-conv.cfg vgg-conv.weights scream.jpg 10` (README of the site).
 DARKNET_REFERENCE = [
     {"case": "reference: Darknet CPU, scream command (published)", "median_s": 15 * 60.0, "device": "CPU"},
@@ -309,6 +309,31 @@ def mixed_case(model: DarknetModel, precision: str, scratch: Path) -> dict[str, 
             "warm_load_s": warm.stats.load_seconds}
 
 
+def video_case(tiny: DarknetModel, scream: Path | None, scratch: Path, precision: str, frames: int = 12
+               ) -> dict[str, Any]:
+    """`video` on a 640x360 clip panning across scream.jpg (tiny darknet, layer 9, 5 iterations, 2 octaves, DIS
+    flow, blend 0.5), timed after a first run compiled its program: frames/s and the share of each phase."""
+    from jaxdream import video
+
+    source = Image.open(scream).convert("RGB") if scream else Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8))
+    clip = scratch / "clip.mp4"
+    with video.Encoder(clip, 640, 360, 12) as encoder:
+        for t in range(frames):
+            left = t * (source.width // 2) // frames
+            encoder.write(np.asarray(source.crop((left, 0, left + source.width // 2, source.height // 2))
+                                     .resize((640, 360), Image.BILINEAR)))
+        encoder.close()
+    options = {"iters": 5, "octaves": 2, "precision": precision}
+    video.dream_videos(tiny, [clip], [scratch / "first.mp4"], 9, **options)
+    began = time.perf_counter()
+    stats = video.dream_videos(tiny, [clip], [scratch / "timed.mp4"], 9, **options).as_dict()
+    took = time.perf_counter() - began
+    return {"case": f"video 640x360, {frames} frames, tiny darknet layer 9, 5 iters, 2 octaves, DIS flow",
+            "median_s": took, "frames_per_s": frames / took,
+            **{f"{phase}_share": share for phase, share in stats["share"].items()}}
+
+
 def startup_case(model: DarknetModel, scream: Path | None, scratch: Path) -> list[dict[str, Any]]:
     """The seed command (`nightmare vgg-conv W scream.jpg 10`) in a fresh process with an empty and then a warm
     program cache, split into import, model load, compile (or cache load), dream and write."""
@@ -498,6 +523,10 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
                 rows.append(mixed_case(model, precision, Path(scratch)))
             if "tiles" in cases and cpu:  # fresh processes run on the default device
                 rows += tiles_cases(model, Path(scratch), precision)
+            if "video" in cases:
+                scream = shared / "data" / "images" / "scream.jpg" if shared else None
+                rows.append(video_case(tiny_darknet(shared), scream if scream and scream.exists() else None,
+                                       Path(scratch), precision))
             if "startup" in cases and cpu:  # a fresh process runs on the default device
                 scream = shared / "data" / "images" / "scream.jpg" if shared else None
                 rows += startup_case(model, scream if scream and scream.exists() else None, Path(scratch))
@@ -549,7 +578,8 @@ def markdown(report: dict[str, Any]) -> str:
                 "iterations_per_s", "io_and_host_s", "program_images_per_s", "end_to_end_vs_program",
                 "programs_compiled", "warm_images_per_s", "warm_programs_loaded", "warm_load_s", "import_s",
                 "model_load_s", "cache_load_s", "dream_s", "write_s", "over_dream_s", "peak_rss_mb", "s_per_iteration",
-                "tile", "untiled_s_per_iteration", "tiled_vs_untiled", "wall_s", "network_programs"))
+                "tile", "untiled_s_per_iteration", "tiled_vs_untiled", "wall_s", "network_programs", "frames_per_s",
+                "decode_share", "flow_share", "dream_share", "encode_share"))
             lines.append(
                 f"| {row['case']} | {row.get('compile_s', 0):.2f} | {1000 * row['median_s']:.1f} | "
                 f"{1000 * row.get('min_s', row['median_s']):.1f} | {1000 * row.get('max_s', row['median_s']):.1f} | "
