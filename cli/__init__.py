@@ -275,12 +275,19 @@ def video(
         targets = [named[path][0] for path in inputs]
     bar = Progress(TextColumn("dreaming frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=err_console, disable=quiet)
-    with bar:
-        task = bar.add_task("frames", total=None)
+    task = bar.add_task("frames", total=None)
+
+    def advance(done: int, total: int) -> None:
+        bar.start()  # on the first finished frame: a refused input shows its error alone
+        bar.update(task, completed=done, total=total)
+
+    try:
         run = video_lib.dream_videos(
             loaded, inputs, targets, layer, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
             thresh=thresh, norm=bool(norm), seed=seed, blend=blend, flow=flow, precision=precision, tile=tile,
-            memory=memory, resume=resume, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            memory=memory, resume=resume, progress=advance)
+    finally:
+        bar.stop()
     if stats:
         write_atomically(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
     if not quiet:

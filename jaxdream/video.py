@@ -411,6 +411,8 @@ def dream_videos(
     outputs = [check_output(path, "output") for path in outputs]
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise OptionError("two input videos would write the same output")
+    if {Path(p).resolve() for p in inputs} & {p.resolve() for p in outputs}:
+        raise OptionError("an output would replace its input video; choose another --out")
     coherence = Coherence(flow, blend)
     infos = [probe(path) for path in inputs]
     first = infos[0]
@@ -429,9 +431,10 @@ def dream_videos(
                "thresh": thresh, "norm": norm, "seed": seed, "blend": blend, "flow": flow,
                "precision": config.precision, "tile": tile, "model": model.fingerprint,
                "weights": model.weights_digest}
-    stores = [FrameStore(out, hashlib.sha256(json.dumps({**options, "input": _sha256(info.path)}, sort_keys=True)
-                                             .encode()).hexdigest(), resume)
-              for info, out in zip(infos, outputs, strict=True)]
+    digests = [_sha256(info.path) for info in infos]  # the batch too: vmapped results may differ in the last bit
+    stores = [FrameStore(out, hashlib.sha256(json.dumps({**options, "input": digest, "batch": digests},
+                                                        sort_keys=True).encode()).hexdigest(), resume)
+              for digest, out in zip(digests, outputs, strict=True)]
     total = max(info.frames for info in infos)
     done = [store.finished(info.frames) for store, info in zip(stores, infos, strict=True)]
     restart = min(done)  # the batch dreams frame t of every video at once: it resumes where the slowest stopped

@@ -159,6 +159,8 @@ def test_bad_videos_get_one_clear_error(tiny_darknet, clip, shared, tmp_path):
         video.dream_videos(tiny_darknet, [clip], [tmp_path / "out.mp4"], 9, flow="farneback")
     with pytest.raises(JaxdreamError, match="use a name ending in"):
         video.dream_videos(tiny_darknet, [clip], [tmp_path / "out.avi"], 9)
+    with pytest.raises(JaxdreamError, match="would replace its input"):
+        video.dream_videos(tiny_darknet, [small], [small], 9)
     assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".*"))
 
 
