@@ -4,6 +4,9 @@ network's own expected tree (missing, unexpected and mis-shaped entries named)."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import h5py
 import numpy as np
 import pytest
@@ -105,3 +108,50 @@ def test_layers_by_index_and_by_name(tiny_darknet, mobilenet, squeezenet):
     assert mobilenet.resolve_layer(mobilenet.layer_names[5]) == 5
     with pytest.raises(OptionError, match="has no layer 'conv99'"):
         mobilenet.resolve_layer("conv99")
+
+
+def test_a_new_darknet_layer_type_is_one_class(monkeypatch):
+    """Registered in LAYER_TYPES alone, a layer type parses, has its shape, reads its arrays from a .weights file
+    and runs: nothing else needs to know it."""
+    import flax.linen as nn
+
+    from jaxdream.darknet import layers
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.model import model_from_bytes
+    from jaxdream.darknet.reading import read_float
+    from jaxdream.darknet.weights import random_weights_bytes
+
+    class GainModule(nn.Module):
+        offset: float
+
+        @nn.compact
+        def __call__(self, x):
+            return x * self.param("gain", nn.initializers.ones, (x.shape[-1],)) + self.offset
+
+    @dataclass(frozen=True)
+    class Gain(layers.Layer):
+        offset: float
+        KIND: ClassVar[str] = "gain"
+        KEYS: ClassVar[dict] = {"offset": read_float}
+
+        @classmethod
+        def parse(cls, reading, index):
+            return cls(index, reading.section.line, offset=reading.get("offset", 0.0))
+
+        def arrays(self, incoming):
+            return [("gain", (incoming[2],))]
+
+        def forward(self, x, outputs, context):
+            return GainModule(self.offset, name=f"layer_{self.index}")(x)
+
+    monkeypatch.setitem(layers.LAYER_TYPES, "gain", Gain)
+    cfg = parse_cfg("[net]\nwidth=6\nheight=5\nchannels=3\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+                    "activation=linear\n[gain]\noffset=0.5\n", "gain.cfg")
+    model = model_from_bytes(cfg, random_weights_bytes(cfg, 3), "gain")
+    assert model.describe()[1] == {"index": 1, "type": "gain", "output": (5, 6, 4), "params": 4, "line": 10}
+    x = np.random.default_rng(0).uniform(0, 1, (1, 5, 6, 3)).astype(np.float32)
+    out = model.forward(x, layers=(0, 1))
+    expected = np.asarray(out[0], np.float64) * model.params["layer_1"]["gain"] + 0.5
+    np.testing.assert_allclose(np.asarray(out[1]), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(jd.JaxdreamError, match="unknown key 'scale' in \\[gain\\]"):
+        parse_cfg("[net]\nwidth=6\nheight=5\nchannels=3\n[gain]\nscale=2\n", "gain.cfg")

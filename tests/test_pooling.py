@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdream.darknet import cfg as C
-from jaxdream.darknet.network import maxpool
+from jaxdream.darknet.layers import maxpool
 from jaxdream.darknet.shapes import maxpool_out
 from jaxdream.ops import max_pool
 

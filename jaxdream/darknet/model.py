@@ -33,9 +33,7 @@ class DarknetModel(Model):
 
     def network(self, precision: str = "f32") -> Network:
         """The Flax module in compute mode ``precision`` (built while tracing only, so it is not kept)."""
-        ins = input_shapes(self.cfg)
-        return Network(self.cfg, in_channels=tuple(s[2] for s in ins),
-                       in_features=tuple(s[0] * s[1] * s[2] for s in ins), precision=precision)
+        return Network(self.cfg, tuple(input_shapes(self.cfg)), precision)
 
     @property
     def num_layers(self) -> int:

@@ -59,22 +59,10 @@ def layer_key(index: int) -> str:
 
 
 def file_layout(cfg: C.Cfg) -> list[Entry]:
-    """Every array of the weights file in order, derived from the cfg alone."""
-    entries: list[Entry] = []
-    for layer, (h, w, c) in zip(cfg.layers, input_shapes(cfg), strict=True):
-        norm = ("scale", "mean", "var")
-        if isinstance(layer, C.Conv):
-            n = layer.filters
-            entries.append(Entry(layer.index, "bias", (n,)))
-            if layer.batch_normalize:
-                entries += [Entry(layer.index, name, (n,)) for name in norm]
-            entries.append(Entry(layer.index, "kernel", (n, c // layer.groups, layer.size, layer.size)))
-        elif isinstance(layer, C.Connected):
-            n = layer.output
-            entries += [Entry(layer.index, "bias", (n,)), Entry(layer.index, "kernel", (n, h * w * c))]
-            if layer.batch_normalize:
-                entries += [Entry(layer.index, name, (n,)) for name in norm]
-    return entries
+    """Every array of the weights file in order, derived from the cfg alone (each layer type lists its own)."""
+    return [Entry(layer.index, name, shape)
+            for layer, incoming in zip(cfg.layers, input_shapes(cfg), strict=True)
+            for name, shape in layer.arrays(incoming)]
 
 
 def parameter_count(cfg: C.Cfg) -> int:
