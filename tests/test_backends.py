@@ -155,3 +155,22 @@ def test_a_new_darknet_layer_type_is_one_class(monkeypatch):
     np.testing.assert_allclose(np.asarray(out[1]), expected, rtol=1e-6, atol=1e-6)
     with pytest.raises(jd.JaxdreamError, match="unknown key 'scale' in \\[gain\\]"):
         parse_cfg("[net]\nwidth=6\nheight=5\nchannels=3\n[gain]\nscale=2\n", "gain.cfg")
+
+
+def test_a_new_keras_layer_kind_is_one_function(monkeypatch):
+    """Registered in FORWARD alone, a Keras layer kind parses and runs inside a chain."""
+    from jaxdream.keras import layers
+    from jaxdream.keras.model import KerasModel
+
+    monkeypatch.setitem(layers.FORWARD, "Negate", lambda layer, x, *_: -x)
+    chain = (layers.parse_layer({"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": 3,
+                                                                     "padding": "same"}}, "m.h5"),
+             layers.parse_layer({"class_name": "Negate", "config": {"name": "n"}}, "m.h5"))
+    rng = np.random.default_rng(1)
+    params = {"c/kernel": rng.normal(size=(3, 3, 3, 2)).astype(np.float32), "c/bias": np.ones(2, np.float32)}
+    model = KerasModel("m", chain, params, (6, 5), "tf").checked("m.h5")
+    x = rng.uniform(0, 1, (1, 6, 5, 3)).astype(np.float32)
+    out = model.forward(x, layers=(0, 1))
+    np.testing.assert_allclose(np.asarray(out[1]), -np.asarray(out[0]), rtol=0, atol=0)
+    with pytest.raises(WeightsError, match="is a Shuffle, which jaxdream does not support"):
+        layers.parse_layer({"class_name": "Shuffle", "config": {"name": "s"}}, "m.h5")

@@ -1,10 +1,13 @@
-"""Keras layer configs, typed: parsing a model file's layer list (linear chains only) and the built-in VGG
-architectures. Layer indices count the layers after the InputLayer, from 0, like Darknet's."""
+"""Keras layers: the typed config, parsing a model file's layer list (linear chains only), each kind's forward
+pass with Keras' own arithmetic (TF 'same' padding, BN epsilon inside the root, channels-last flatten), and the
+built-in VGG architectures. A new layer kind is one function here, listed in FORWARD. Layer indices count the
+layers after the InputLayer, from 0, like Darknet's."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +16,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxdream.errors import WeightsError
+from jaxdream.ops import conv, dense, max_pool
 
-SUPPORTED = (
-    "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "Activation", "ZeroPadding2D", "MaxPooling2D",
-    "GlobalAveragePooling2D", "Flatten", "Dense", "Dropout", "Reshape",
-)
+Array = jax.Array
+Param = Callable[[str, tuple[int, ...]], Array]  # (weight name, shape) -> the layer's parameter
+
 ACTIVATIONS = {
     "linear": lambda x: x, "relu": jax.nn.relu, "relu6": lambda x: jnp.clip(x, 0, 6), "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh, "softmax": lambda x: jax.nn.softmax(x, axis=-1),
@@ -52,7 +55,7 @@ class KLayer:
         """Values a hand-edited file may get wrong, refused here instead of failing inside a trace."""
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"layer name {self.name!r} is not a name")
-        if self.kind not in SUPPORTED:
+        if self.kind not in FORWARD:
             raise ValueError(f"layer {self.name!r}: unknown type {self.kind!r}")
         sizes = {"kernel size": self.kernel, "strides": self.strides, "target shape": self.target_shape or (1,),
                  "filters": (self.filters or 1,), "units": (self.units or 1,),
@@ -66,15 +69,69 @@ class KLayer:
             raise ValueError(f"layer {self.name!r}: activation {self.activation!r}; supported: "
                              f"{', '.join(ACTIVATIONS)}")
 
-    def param_names(self) -> tuple[str, ...]:
-        if self.kind in ("Conv2D", "Dense"):
-            return ("kernel", "bias") if self.use_bias else ("kernel",)
-        if self.kind == "DepthwiseConv2D":
-            return ("depthwise_kernel", "bias") if self.use_bias else ("depthwise_kernel",)
-        if self.kind == "BatchNormalization":
-            return (*(("gamma",) if self.scale else ()), *(("beta",) if self.center else ()), "moving_mean",
-                    "moving_variance")
-        return ()
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'same': out = ceil(size / stride), the odd pixel of padding goes after (bottom/right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pads(x: Array, layer: KLayer) -> list[tuple[int, int]]:
+    if layer.padding == "same":
+        return [_same_pads(x.shape[i], layer.kernel[i - 1], layer.strides[i - 1]) for i in (1, 2)]
+    return [(0, 0), (0, 0)]
+
+
+def _biased(layer: KLayer, y: Array, param: Param, activation: str) -> Array:
+    y = y + param("bias", (y.shape[-1],)) if layer.use_bias else y
+    return ACTIVATIONS[activation](y)
+
+
+def _conv2d(layer: KLayer, x: Array, param: Param, precision: str, activation: str) -> Array:
+    kernel = param("kernel", (*layer.kernel, x.shape[-1], layer.filters))
+    return _biased(layer, conv(x, kernel, layer.strides, _pads(x, layer), 1, precision), param, activation)
+
+
+def _depthwise(layer: KLayer, x: Array, param: Param, precision: str, activation: str) -> Array:
+    c = x.shape[-1]
+    kernel = param("depthwise_kernel", (*layer.kernel, c, layer.depth_multiplier))
+    y = conv(x, kernel.reshape(*layer.kernel, 1, c * layer.depth_multiplier), layer.strides, _pads(x, layer), c,
+             precision)
+    return _biased(layer, y, param, activation)
+
+
+def _dense(layer: KLayer, x: Array, param: Param, precision: str, activation: str) -> Array:
+    return _biased(layer, dense(x, param("kernel", (x.shape[-1], layer.units)), precision), param, activation)
+
+
+def _batch_norm(layer: KLayer, x: Array, param: Param, precision: str, activation: str) -> Array:
+    c = x.shape[-1]
+    y = (x - param("moving_mean", (c,))) / jnp.sqrt(param("moving_variance", (c,)) + layer.epsilon)
+    y = y * param("gamma", (c,)) if layer.scale else y
+    return y + param("beta", (c,)) if layer.center else y
+
+
+def _relu(layer: KLayer, x: Array, param: Param, precision: str, activation: str) -> Array:
+    y = jnp.where(x >= layer.threshold, x, layer.negative_slope * (x - layer.threshold))
+    return y if layer.max_value is None else jnp.minimum(y, layer.max_value)
+
+
+FORWARD: dict[str, Callable[[KLayer, Array, Param, str, str], Array]] = {
+    "Conv2D": _conv2d,
+    "DepthwiseConv2D": _depthwise,
+    "Dense": _dense,
+    "BatchNormalization": _batch_norm,
+    "ReLU": _relu,
+    "ZeroPadding2D": lambda layer, x, *_: jnp.pad(x, ((0, 0), *layer.zero_pad, (0, 0))),
+    "MaxPooling2D": lambda layer, x, *_: max_pool(x, layer.kernel, layer.strides, _pads(x, layer)),
+    "GlobalAveragePooling2D": lambda layer, x, *_: jnp.mean(x, axis=(1, 2), keepdims=layer.keepdims),
+    "Flatten": lambda layer, x, *_: x.reshape(x.shape[0], -1),
+    "Reshape": lambda layer, x, *_: x.reshape(x.shape[0], *layer.target_shape),
+    "Dropout": lambda layer, x, *_: x,
+    "Activation": lambda layer, x, param, precision, activation: ACTIVATIONS[activation](x),
+}
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -95,9 +152,9 @@ def parse_layer(entry: dict[str, Any], source: str) -> KLayer | None:
     name = c.get("name", entry.get("name", "?"))
     if kind == "InputLayer":
         return None
-    if kind not in SUPPORTED:
+    if kind not in FORWARD:
         raise WeightsError(
-            f"{source}: layer {name!r} is a {kind}, which jaxdream does not support; supported: {', '.join(SUPPORTED)}"
+            f"{source}: layer {name!r} is a {kind}, which jaxdream does not support; supported: {', '.join(FORWARD)}"
         )
     if tuple(_pair(c.get("dilation_rate", 1))) != (1, 1):
         raise WeightsError(f"{source}: layer {name!r} uses dilation, which jaxdream does not support")
