@@ -163,12 +163,16 @@ def nightmare(
     from jaxdream.image import load_image, save_image
 
     phases = {"import_seconds": time.perf_counter() - start}
-    folder = outputs.output_folder(out or prefix)
+    inputs = [image, cfg, weights, guide, labels]
     if animate is not None:
         from jaxdream import video
 
-        video.check_output(animate)
-        frame_rate = video.check_fps(fps)
+        if out is not None or prefix is not None:
+            raise JaxdreamError("--animate names its file (a path); leave out --out/--prefix")
+        video.check_output(outputs.check_not_input(animate, inputs, "--animate"))
+        frame_rate = video.check_fps(fps, animate)
+    outputs.check_report_path(stats, [*inputs, animate])
+    folder = outputs.output_folder(out or prefix)
     x = load_image(image)
     loaded = time.perf_counter()
     model = _load(cfg, weights, quiet, preprocess, labels)
@@ -263,6 +267,9 @@ def video(
     from jaxdream.files import write_atomically
 
     inputs = [video_in, *(more or [])]
+    if out is not None and out.suffix.lower() in video_lib.UNWRITTEN_CONTAINERS:
+        raise JaxdreamError(f"--out {out}: jaxdream writes {', '.join(video_lib.ANIMATION_SUFFIXES)} videos; "
+                            "choose one of those (or a folder)")
     if out is not None and out.suffix.lower() in video_lib.ANIMATION_SUFFIXES:
         if len(inputs) > 1:
             raise JaxdreamError(f"--out {out}: several videos need an output folder")
@@ -273,12 +280,15 @@ def video(
     if out is None or out.suffix.lower() not in video_lib.ANIMATION_SUFFIXES:
         named = outputs.output_names(inputs, folder, loaded.name, layer, ["video"], "mp4")
         targets = [named[path][0] for path in inputs]
+    outputs.check_report_path(stats, [*inputs, *targets, model, weights, labels])
     bar = Progress(TextColumn("dreaming frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=err_console, disable=quiet)
     task = bar.add_task("frames", total=None)
+    started = []
 
     def advance(done: int, total: int) -> None:
-        bar.start()  # on the first finished frame: a refused input shows its error alone
+        if not started:  # on the first finished frame: a refused input shows its error alone
+            started.append(bar.start())
         bar.update(task, completed=done, total=total)
 
     try:
@@ -287,7 +297,8 @@ def video(
             thresh=thresh, norm=bool(norm), seed=seed, blend=blend, flow=flow, precision=precision, tile=tile,
             memory=memory, resume=resume, progress=advance)
     finally:
-        bar.stop()
+        if started:
+            bar.stop()
     if stats:
         write_atomically(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
     if not quiet:
@@ -520,6 +531,7 @@ def lucid(
     from jaxdream.files import write_atomically
     from jaxdream.image import load_image, save_image
 
+    outputs.check_report_path(stats, [*images, model, weights, labels])
     folder = outputs.output_folder(out)
     loaded = _load(model, weights, quiet, preprocess, labels)
     lucid_mode.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
@@ -544,15 +556,18 @@ def lucid(
 @weights_app.command("convert")
 def weights_convert(
     model: Annotated[str, typer.Argument(help="Darknet .cfg or built-in name; a full Keras .h5; or vgg-16/vgg-19.")],
-    weights: Annotated[Path | None, typer.Argument(help="Darknet .weights or Keras weights .h5 (if needed).")] = None,
+    weights: Annotated[Path | None, typer.Argument(
+        help="Darknet .weights or Keras weights .h5 (if needed; - or nothing for a model that carries them).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="The .h5 file to write.")] = Path("model.h5"),
     preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
     labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
 ) -> None:
     """Convert a model into one jaxdream .h5 (architecture, parameters, the source file's sha256)."""
-    from jaxdream import converted
+    from jaxdream import converted, outputs
     from jaxdream.model import load_model
 
+    weights = None if weights is not None and str(weights) == "-" else weights  # a model that carries its weights
+    outputs.check_not_input(output, [model, weights, labels], "-o")
     loaded = load_model(model, weights, preprocess=preprocess, labels=labels)
     converted.write_converted(output, loaded.to_converted(converted.sha256_of(weights or model)))
     err_console.print(f"wrote {output}")
@@ -560,7 +575,7 @@ def weights_convert(
 
 @weights_app.command("info")
 def weights_info(
-    model: Annotated[str, typer.Argument(help="A .h5 (converted or Keras), a .cfg, or a built-in name.")],
+    model: Annotated[str, typer.Argument(help="A .h5 (converted or Keras), an .onnx, a .cfg, or a built-in name.")],
     height: Annotated[int | None, typer.Option(help="Input height for the shapes (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Input width for the shapes (default: the model's).")] = None,
 ) -> None:
@@ -702,9 +717,13 @@ def main() -> None:
     try:
         app(argv, prog_name="jaxdream")
     except Interrupted:
-        err_console.print("interrupted: every file written is whole; a batch goes on from here with --resume",
-                          highlight=False, soft_wrap=True)
-        sys.exit(130)
+        err_console.print("interrupted: every file written is whole (batch and video go on from here with "
+                          "--resume)", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Every output is already whole or removed; finalising the interpreter while XLA's threads are mid-work can
+        # crash it (a segfault instead of 130), so leave at once.
+        os._exit(130)
     except (JaxdreamError, RuntimeError) as err:
         message = str(err) if isinstance(err, JaxdreamError) else _out_of_memory(err)
         if debug or message is None:

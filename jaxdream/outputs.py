@@ -71,8 +71,39 @@ def output_names(sources: Sequence[Path], folder: Path, model: str, tag: str, en
 
 
 def _names(stem: str, model: str, tag: str, endings: Sequence[str], fmt: str) -> list[str]:
-    tag = re.sub(r"[^\w.-]+", "_", tag)  # a layer named 'fire5/concat_1' must not make a folder
+    # a layer named 'fire5/concat_1' or a model named 'x/../y' (a hand-edited .h5) must not make or leave a folder
+    model, tag = (re.sub(r"[^\w.-]+", "_", text.strip()).strip(".") or "_" for text in (model, tag))
     return [f"{stem}_{model}_{tag}_{ending}.{fmt}" for ending in endings]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_not_input(target: str | Path, inputs: Sequence[str | Path | None], what: str) -> Path:
+    """``target`` unless it is one of the run's inputs (followed through links): writing it would destroy one."""
+    target = Path(target)
+    for source in inputs:
+        if source is not None and str(source) != "-" and _same_file(target, Path(source)):
+            raise OptionError(f"{what} {target} is an input of this run ({source}); writing it would destroy it")
+    return target
+
+
+def check_report_path(path: str | Path | None, inputs: Sequence[str | Path | None], what: str = "--stats"
+                      ) -> Path | None:
+    """A file a report will be written to at the end, checked before any work: its folder exists and is writable,
+    it is not a folder, and it is none of the run's inputs or outputs."""
+    if path is None:
+        return None
+    path = check_not_input(path, inputs, what)
+    if path.is_dir():
+        raise OptionError(f"{what} {path}: a folder has that name; give a file name")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise OptionError(f"{what} {path}: the folder {path.parent} does not exist or is not writable")
+    return path
 
 
 def round_endings(rounds: int) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,9 @@ from jaxdream import interrupts
 from jaxdream.errors import JaxdreamError, OptionError
 
 ANIMATION_SUFFIXES = (".mp4", ".gif", ".webp")
+UNWRITTEN_CONTAINERS = (".mov", ".mkv", ".avi", ".m4v", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".ts")
+DIS_MIN_SIDE = 12
+GIF_MAX_FPS = 50  # GIF delays are in 1/100 s, and players treat delays under 2/100 s as 1/10 s
 FLOWS = ("dis", "none")
 STILL_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "gif"}
 MP4_COPYABLE_AUDIO = {"aac", "mp3"}
@@ -41,6 +45,9 @@ DETERMINISTIC = ["-threads", "2", "-map_metadata", "-1", "-fflags", "+bitexact",
 # ffmpeg runs as a child process started by fork + exec: the child runs no Python, so JAX's warning about forking a
 # multithreaded process does not apply to it.
 warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+# Its notices ("no frames have been written" when an aborted encoder closes, a rotated frame size) are about states
+# this module handles and reports itself.
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
 
 
 class VideoError(JaxdreamError):
@@ -76,9 +83,11 @@ def check_output(path: str | Path, what: str = "--animate") -> Path:
     return path
 
 
-def check_fps(fps: float) -> Fraction:
+def check_fps(fps: float, path: str | Path | None = None) -> Fraction:
     if not (isinstance(fps, int | float | Fraction) and np.isfinite(float(fps)) and 0.1 <= float(fps) <= 240):
         raise OptionError(f"--fps {fps}: use a frame rate between 0.1 and 240")
+    if path is not None and Path(path).suffix.lower() == ".gif" and float(fps) > GIF_MAX_FPS:
+        raise OptionError(f"--fps {fps}: a GIF plays at most {GIF_MAX_FPS} frames/s; use .mp4 or .webp for more")
     return Fraction(fps).limit_denominator(1001)
 
 
@@ -105,7 +114,9 @@ def _exact_fps(fps: float) -> Fraction:
 def _open(path: Path) -> tuple[dict[str, Any], Iterator[bytes]]:
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
-    reader = _ffmpeg().read_frames(str(path))
+    # passthrough: each decoded frame once (a variable-rate phone video would otherwise be padded or thinned to a
+    # constant rate, and no longer match its frame count)
+    reader = _ffmpeg().read_frames(str(path), output_params=["-fps_mode", "passthrough"])
     try:
         meta = next(reader)
     except (OSError, RuntimeError) as err:
@@ -132,6 +143,8 @@ def probe(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: its frames cannot be counted ({str(err).strip().splitlines()[-1]})") from None
     if frames < 1:
         raise VideoError(f"{path}: the video has no frames")
+    if min(int(v) for v in meta["size"]) < 1:
+        raise VideoError(f"{path}: the video's frames are empty ({meta['size']})")
     width, height = (int(v) for v in meta["size"])
     return VideoInfo(path, width, height, _exact_fps(float(meta["fps"])), int(frames), meta.get("audio_codec"))
 
@@ -359,21 +372,23 @@ class FrameStore:
     def path(self, index: int) -> Path:
         return self.folder / f"{index:06d}.png"
 
-    def finished(self, limit: int) -> int:
-        """How many frames from the first are stored (and readable)."""
+    def finished(self, limit: int, width: int, height: int) -> int:
+        """How many frames from the first are stored, readable and of the video's size (a damaged or foreign one
+        is dreamed again, with every frame after it)."""
         count = 0
-        while count < limit and self.path(count).is_file():
+        while count < limit and (frame := self.load(count)) is not None and frame.shape == (height, width, 3):
             count += 1
         return count
 
-    def load(self, index: int) -> np.ndarray:
+    def load(self, index: int) -> np.ndarray | None:
+        """A stored frame, or None when it is missing or unreadable."""
         from PIL import Image
 
         try:
             with Image.open(self.path(index)) as im:
                 return np.asarray(im.convert("RGB"), np.uint8)
-        except OSError as err:
-            raise VideoError(f"{self.path(index)}: a stored frame is damaged ({err}); run without --resume") from None
+        except (OSError, ValueError):
+            return None
 
     def save(self, index: int, frame: np.ndarray) -> None:
         from PIL import Image
@@ -402,7 +417,7 @@ def dream_videos(
     ``resume``: continue an interrupted run from its stored frames (the result is byte-identical).
     ``progress(done, total)`` follows the frames.
     """
-    from jaxdream.dream import core
+    from jaxdream.dream import core, tiles
     from jaxdream.dream.nightmare_mode import check_round_options, objective_input, run_dream, validate
     from jaxdream.image import to_uint8
 
@@ -425,7 +440,12 @@ def dream_videos(
                               **({"precision": precision} if precision else {}))
     check_round_options(rate, 1, 1.0, 0.0)
     seed = core.check_seed(seed)
+    tiles.check_tile(tile)
+    tiles.parse_memory(memory)
     validate(model, config, first.height, first.width)
+    if coherence.flow == "dis" and coherence.blend > 0 and max(first.width, first.height) < DIS_MIN_SIDE:
+        raise OptionError(f"{first.path}: {first.width}x{first.height} frames are too small for DIS optical flow "
+                          f"(it needs a side of {DIS_MIN_SIDE} pixels); use --flow none")
     aux = objective_input(model, config, thresh, 0, None)
     options = {"layer": config.layer, "range": layer_range, "iters": iters, "octaves": octaves, "rate": rate,
                "thresh": thresh, "norm": norm, "seed": seed, "blend": blend, "flow": flow,
@@ -436,7 +456,7 @@ def dream_videos(
                                                         sort_keys=True).encode()).hexdigest(), resume)
               for digest, out in zip(digests, outputs, strict=True)]
     total = max(info.frames for info in infos)
-    done = [store.finished(info.frames) for store, info in zip(stores, infos, strict=True)]
+    done = [store.finished(info.frames, info.width, info.height) for store, info in zip(stores, infos, strict=True)]
     restart = min(done)  # the batch dreams frame t of every video at once: it resumes where the slowest stopped
     stats = VideoStats(resumed_frames=restart)
     encoders: list[Encoder] = []
@@ -453,7 +473,7 @@ def dream_videos(
                 frames = [_next_frame(reader, info, t) if on else previous
                           for reader, info, on, previous in zip(readers, infos, live, previous_frames, strict=True)]
             if t < restart:
-                dreamed = [store.load(t) for store in stores]
+                dreamed = [store.load(t) for store in stores]  # checked by finished()
             else:
                 with stats.timing("flow"):
                     starts = np.stack([coherence.start(frame, previous, dream) for frame, previous, dream

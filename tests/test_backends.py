@@ -174,3 +174,11 @@ def test_a_new_keras_layer_kind_is_one_function(monkeypatch):
     np.testing.assert_allclose(np.asarray(out[1]), -np.asarray(out[0]), rtol=0, atol=0)
     with pytest.raises(WeightsError, match="is a Shuffle, which jaxdream does not support"):
         layers.parse_layer({"class_name": "Shuffle", "config": {"name": "s"}}, "m.h5")
+
+
+def test_a_model_name_never_makes_or_leaves_a_folder(tmp_path):
+    from jaxdream.outputs import output_names
+
+    names = output_names([tmp_path / "a.jpg"], tmp_path, "x/../../escaped", " fire2/concat_1 ", ["000000"], "jpg")
+    assert [p.parent for p in names[tmp_path / "a.jpg"]] == [tmp_path]
+    assert names[tmp_path / "a.jpg"][0].name == "a_x_.._.._escaped_fire2_concat_1_000000.jpg"

@@ -4,6 +4,7 @@ across scream.jpg, with a 440 Hz tone), read back with ffmpeg; flicker measured 
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -110,7 +111,9 @@ def test_kill_and_resume_gives_the_same_bytes(shared, clip, tmp_path):
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert not (tmp_path / "part.mp4").exists() and len(list(frames.glob("*.png"))) < FRAMES
+    stored = sorted(frames.glob("*.png"))
+    assert not (tmp_path / "part.mp4").exists() and len(stored) < FRAMES
+    stored[-2].write_bytes(b"not a png")  # a damaged frame is dreamed again, with every frame after it
     other = _run(*command, "--out", tmp_path / "part.mp4", "--resume", "--blend", 0.3, cwd=tmp_path)
     assert other.returncode != 0 and "other inputs, model or options" in other.stderr
     resumed = _run(*command, "--out", tmp_path / "part.mp4", "--resume", cwd=tmp_path)
@@ -178,3 +181,50 @@ def test_ctrl_c_leaves_no_file_under_the_final_name(tiny_darknet, clip, tmp_path
     assert not (tmp_path / "out.mp4").exists()
     assert [p.name for p in tmp_path.iterdir()] == [".out.mp4.frames"]  # the finished frames, for --resume
     assert len(list((tmp_path / ".out.mp4.frames").glob("*.png"))) == 3
+
+
+def test_variable_frame_rate_video_gives_every_frame_once(shared, tmp_path):
+    import imageio_ffmpeg
+
+    steady = tmp_path / "steady.mp4"
+    _encode(steady, _frames(shared, count=10), fps=10)
+    uneven = tmp_path / "uneven.mp4"  # five frames 0.1 s apart, then five 0.5 s apart (a phone video's timing)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(steady), "-vf",
+                    "setpts='if(lt(N,5),N*0.1,0.5+(N-5)*0.5)/TB'", "-fps_mode", "vfr", str(uneven)], check=True)
+    info = video.probe(uneven)
+    frames = list(video.read_frames(info))
+    assert info.frames == len(frames) == 10
+    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in itertools.pairwise(frames))
+
+
+def test_frames_too_small_for_the_flow_are_refused_before_any_work(tiny_darknet, shared, tmp_path):
+    clip = tmp_path / "tiny.mp4"
+    _encode(clip, _frames(shared, count=3, width=10, height=8))
+    with pytest.raises(JaxdreamError, match="too small for DIS optical flow"):
+        video.dream_videos(tiny_darknet, [clip], [tmp_path / "out.mp4"], 3)
+    with pytest.raises(JaxdreamError, match="--tile"):
+        video.dream_videos(tiny_darknet, [clip], [tmp_path / "out.mp4"], 3, flow="none", tile=-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mp4"]
+
+
+def test_no_report_or_output_overwrites_an_input(shared, tmp_path):
+    folder = shared / "models" / "tiny-darknet"
+    image = tmp_path / "s.png"
+    Image.open(shared / "data" / "images" / "scream.jpg").convert("RGB").resize((64, 48)).save(image)
+    before = image.read_bytes()
+    for args in (["nightmare", folder / "tiny.cfg", folder / "tiny.weights", image, 7, "--stats", image],
+                 ["nightmare", folder / "tiny.cfg", folder / "tiny.weights", image, 7, "--animate", tmp_path / "s.gif",
+                  "--fps", 60],
+                 ["weights", "convert", folder / "tiny.cfg", image, "-o", image]):
+        done = _run(*args, cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert image.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+
+
+def test_reconstruct_rounds_animate(shared, tmp_path):
+    folder = shared / "models" / "tiny-darknet"
+    done = _run("nightmare", folder / "tiny.cfg", folder / "tiny.weights", shared / "data" / "images" / "dog.jpg", 5,
+                "-rounds", 2, "-iters", 2, "--reconstruct", "--animate", tmp_path / "r.mp4", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    info = video.probe(tmp_path / "r.mp4")
+    assert info.frames == 2 and (info.width, info.height) == (224, 224)  # the network's size, as Darknet's

@@ -44,6 +44,11 @@ NET_KEYS = {"width": read_int, "height": read_int, "channels": read_int}
 _SECTION_ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool", "avg": "avgpool", "soft": "softmax"}
 
 
+def _shown(line: str) -> str:
+    """A cfg line for a message, cut short (a JSON architecture read as a cfg is one enormous line)."""
+    return repr(line if len(line) <= 60 else line[:57] + "...")
+
+
 def _sections() -> list[str]:
     return ["net", *LAYER_TYPES]
 
@@ -75,7 +80,7 @@ def _split_sections(text: str, source: str) -> list[Section]:
             continue
         if line.startswith("["):
             if not line.endswith("]") or len(line) < 3:
-                raise CfgError(f"{source}:{number}: malformed section header {line!r}; write it as [name]")
+                raise CfgError(f"{source}:{number}: malformed section header {_shown(line)}; write it as [name]")
             name = line[1:-1].strip().lower()
             name = _SECTION_ALIASES.get(name, name)
             if name not in _sections():
@@ -85,12 +90,13 @@ def _split_sections(text: str, source: str) -> list[Section]:
             sections.append(Section(name, number))
             continue
         if not sections:
-            raise CfgError(f"{source}:{number}: option {line!r} before any [section]; the file must start with [net]")
+            raise CfgError(f"{source}:{number}: option {_shown(line)} before any [section]; the file must start with "
+                           "[net]")
         key, sep, value = line.partition("=")
         key = key.strip()
         section = sections[-1]
         if not sep or not key:
-            raise CfgError(f"{source}:{number}: expected key=value in [{section.name}], found {line!r}")
+            raise CfgError(f"{source}:{number}: expected key=value in [{section.name}], found {_shown(line)}")
         known, training = _keys(section.name), _training_keys(section.name)
         if key not in known and key not in training:
             valid = sorted(known) + sorted(training)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def reconstruct(
-    model: Model, x: Any, layer: int, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
+    model: Model, x: Any, layer: int | str, rounds: int = 1, iters: int = 10, rate: float = 0.04, momentum: float = 0.9,
     lam: float = 0.01, smooth: int = 1, zoom: float = 1.0, rotate: float = 0.0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
     precision: str | None = None, keep_rounds: bool = True,
@@ -35,7 +35,8 @@ def reconstruct(
     Darknet parses ``-lambda``/``-smooth`` but its call to ``smooth`` is commented out; here the smoothing is
     applied, so the options do what they say (``lam=0`` reproduces Darknet exactly).
     """
-    target = layer - 1  # Darknet sets net->n = max_layer, so the features are those of layer max_layer - 1
+    # Darknet sets net->n = max_layer, so the features are those of layer max_layer - 1
+    target = model.resolve_layer(layer) - 1
     model.check_layer(target, "layer - 1 (reconstruct uses the layer before LAYER)")
     config = core.ReconstructConfig(layer=target, iters=iters, rate=rate, momentum=momentum, lam=lam, smooth=smooth,
                                     **({"precision": precision} if precision else {}))

@@ -220,5 +220,7 @@ def from_converted(stored: converted.Converted, source: str) -> OnnxModel:
         raise WeightsError(f"{source}: parameters do not fit the stored graph: {len(stored.params)} stored for "
                            f"{len(names)} names" + (f"; missing {missing[0]}" if missing else ""))
     graph = parse(proto, source, dict(zip(names, shapes, strict=True)))
-    return OnnxModel(stored.name, graph, params, check_preprocess(spec.get("preprocessing")),
-                     stored.labels).checked(source)
+    if spec.get("preprocessing") not in (None, *PREPROCESSING):
+        raise WeightsError(f"{source}: the stored preprocessing {spec.get('preprocessing')!r} is not one of "
+                           f"{', '.join(PREPROCESSING)}; the file is damaged")
+    return OnnxModel(stored.name, graph, params, spec.get("preprocessing"), stored.labels).checked(source)
