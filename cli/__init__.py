@@ -738,6 +738,8 @@ def _interrupt(signum: int, frame: object) -> None:
     from jaxdream.interrupts import request_stop
 
     request_stop()
+    if getattr(getattr(frame, "f_code", None), "co_name", "") == "_xla_gc_callback":
+        return  # raised there it would only be printed as ignored; the flag stops the loop at its next check
     raise Interrupted()
 
 

@@ -361,6 +361,9 @@ class FrameStore:
                 raise OptionError(f"--resume: the unfinished run in {self.folder} was made with other inputs, model "
                                   "or options; run without --resume to start over")
         else:
+            if resume:
+                logging.getLogger("jaxdream").warning("--resume: no unfinished run of %s; starting from the first "
+                                                      "frame", output)
             shutil.rmtree(self.folder, ignore_errors=True)
         for stale in output.parent.glob(f".{glob_escape(output.name)}.*.partial{output.suffix}"):
             stale.unlink(missing_ok=True)  # a killed run's encoder file (its frames are in the folder)
