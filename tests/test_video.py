@@ -80,6 +80,7 @@ def test_a_dreamed_video_keeps_frames_size_rate_and_sound_and_flickers_less(tiny
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coherent.mp4", "independent.mp4"]  # nothing left over
 
 
+@pytest.mark.slow
 def test_videos_of_one_size_dream_as_one_batch(tiny_darknet, clip, shared, tmp_path):
     """Two videos side by side give each the frames it would get alone (the batch is vmapped)."""
     other = tmp_path / "other.mp4"
@@ -221,6 +222,7 @@ def test_no_report_or_output_overwrites_an_input(shared, tmp_path):
     assert image.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
 
 
+@pytest.mark.slow
 def test_reconstruct_rounds_animate(shared, tmp_path):
     folder = shared / "models" / "tiny-darknet"
     done = _run("nightmare", folder / "tiny.cfg", folder / "tiny.weights", shared / "data" / "images" / "dog.jpg", 5,
