@@ -38,7 +38,7 @@ class Cell:
 
 def parse_layers(text: str, model: Model) -> list[int]:
     """'4:13' (Python-style, end excluded), '4,7,10', '10', or layer names where the model has them
-    ('fire5/concat_1,fire9/concat_1'; a range of names 'fire2/concat:fire5/concat' too)."""
+    ('fire5/concat_1,fire9/concat_1'; a range of names 'fire2/concat:fire5/concat' too); each layer once."""
     layers: list[int] = []
     for piece in (p.strip() for p in text.split(",")):
         if not piece:
@@ -50,7 +50,7 @@ def parse_layers(text: str, model: Model) -> list[int]:
         layers += range(start, stop)
     if not layers:
         raise OptionError(f"--layers {text!r}: write a range 4:13, a list 4,7,10 or layer names")
-    return layers
+    return list(dict.fromkeys(layers))  # a layer named and numbered is one column of the sheet
 
 
 def _range_ends(piece: str, model: Model) -> tuple[int, int]:

@@ -105,6 +105,7 @@ def test_layers_by_index_and_by_name(tiny_darknet, mobilenet, squeezenet):
     assert parse_layers("fire2/concat_1:fire3/concat_1,fire5/concat_1", squeezenet) == [
         *range(first, last), names.index("fire5/concat_1")]
     assert parse_layers("3", squeezenet) == [3]  # digits are an index, whatever the names
+    assert parse_layers(f"3,{names[3]},4", squeezenet) == [3, 4]  # named and numbered: one layer
     assert mobilenet.resolve_layer(mobilenet.layer_names[5]) == 5
     with pytest.raises(OptionError, match="has no layer 'conv99'"):
         mobilenet.resolve_layer("conv99")
