@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from jaxdream import interrupts
+from jaxdream.converted import sha256_of
 from jaxdream.errors import JaxdreamError, OptionError
 
 ANIMATION_SUFFIXES = (".mp4", ".gif", ".webp")
@@ -333,14 +334,6 @@ class VideoStats:
                 "share": {k: round(v / total, 4) if total else 0.0 for k, v in self.seconds.items()}}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class FrameStore:
     """The finished frames of an unfinished video, as lossless PNGs in a hidden folder beside the output, with the
     run's key: what ``--resume`` continues from (and re-encodes, so the file is the same as an uninterrupted run's).
@@ -454,7 +447,7 @@ def dream_videos(
                "thresh": thresh, "norm": norm, "seed": seed, "blend": blend, "flow": flow,
                "precision": config.precision, "tile": tile, "model": model.fingerprint,
                "weights": model.weights_digest}
-    digests = [_sha256(info.path) for info in infos]  # the batch too: vmapped results may differ in the last bit
+    digests = [sha256_of(info.path) for info in infos]  # the batch too: vmapped results may differ in the last bit
     stores = [FrameStore(out, hashlib.sha256(json.dumps({**options, "input": digest, "batch": digests},
                                                         sort_keys=True).encode()).hexdigest(), resume)
               for digest, out in zip(digests, outputs, strict=True)]
