@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from jaxdream.cli.feedback import Feedback
 from jaxdream.errors import Interrupted, JaxdreamError
 
 OUT_HELP = "Output folder, created if missing (default: the current folder)."
@@ -182,6 +183,7 @@ def nightmare(
     run_stats = dream.RunStats()
     phases["write_seconds"] = 0.0
     with contextlib.ExitStack() as stack:
+        shown = stack.enter_context(Feedback(err_console, quiet))
         encoders = []  # the animation's, opened on the first frame (a reconstruction's frames have the net's size)
         if animate is not None:
             names = [animate] * rounds
@@ -196,9 +198,9 @@ def nightmare(
                     encoders.append(stack.enter_context(video.Encoder(animate, width, height, frame_rate)))
                 encoders[0].write(frames[0])
             phases["write_seconds"] += time.perf_counter() - written
-            if not quiet:
-                elapsed = time.perf_counter() - start
-                err_console.print(f"round {r + 1}/{rounds}: {iters} iterations, {elapsed:.1f}s elapsed -> {names[r]}")
+            elapsed = time.perf_counter() - start
+            shown.print(f"round {r + 1}/{rounds}: {iters} iterations, {elapsed:.1f}s elapsed -> "
+                        f"{escape(str(names[r]))}")
 
         if reconstruct:
             dream.reconstruct(model, x, layer, rounds=rounds, iters=iters, rate=rate, momentum=momentum,
@@ -260,8 +262,6 @@ def video(
     """Dream a video frame by frame with temporal coherence, keeping its frame rate and sound:
     `jaxdream video tiny.cfg tiny.weights clip.mp4 9 --out dreamed.mp4`. After a Ctrl-C, the same command with
     --resume finishes it."""
-    from rich.progress import MofNCompleteColumn, TimeRemainingColumn
-
     from jaxdream import outputs
     from jaxdream import video as video_lib
     from jaxdream.files import write_atomically
@@ -281,24 +281,11 @@ def video(
         named = outputs.output_names(inputs, folder, loaded.name, layer, ["video"], "mp4")
         targets = [named[path][0] for path in inputs]
     outputs.check_report_path(stats, [*inputs, *targets, model, weights, labels])
-    bar = Progress(TextColumn("dreaming frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=err_console, disable=quiet)
-    task = bar.add_task("frames", total=None)
-    started = []
-
-    def advance(done: int, total: int) -> None:
-        if not started:  # on the first finished frame: a refused input shows its error alone
-            started.append(bar.start())
-        bar.update(task, completed=done, total=total)
-
-    try:
+    with Feedback(err_console, quiet) as shown:
         run = video_lib.dream_videos(
             loaded, inputs, targets, layer, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
             thresh=thresh, norm=bool(norm), seed=seed, blend=blend, flow=flow, precision=precision, tile=tile,
-            memory=memory, resume=resume, progress=advance)
-    finally:
-        if started:
-            bar.stop()
+            memory=memory, resume=resume, progress=shown.counter("dreaming frames", "frame"))
     if stats:
         write_atomically(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
     if not quiet:
@@ -341,9 +328,10 @@ def deepdream(
     loaded = _load(model, weights, quiet, preprocess, labels)
     name = outputs.output_names([image], folder, loaded.name, str(layer), ["deepdream"],
                                 outputs.check_format(format_))[image][0]
-    frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
-                             objective=objective, channel=channel, guide=load_image(guide) if guide else None,
-                             seed=seed, tile=tile, memory=memory)
+    with Feedback(err_console, quiet):
+        frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters,
+                                 rate=rate, objective=objective, channel=channel,
+                                 guide=load_image(guide) if guide else None, seed=seed, tile=tile, memory=memory)
     save_image(name, frames[0, 0])
     if not quiet:
         err_console.print(f"-> {name}")
@@ -388,8 +376,6 @@ def batch(
     """Dream a whole image set: `jaxdream batch nightmare vgg-conv photos/ --weights vgg-conv.weights --layer 10
     --out dreams/`. Writes a manifest (JSON lines) as images finish; rerun with --resume after an interruption.
     Unreadable images are reported and the rest go on; the exit status is 1 if any failed."""
-    from rich.progress import MofNCompleteColumn, TimeRemainingColumn
-
     from jaxdream import batch as batch_lib
 
     if layer is not None and layer.strip().lstrip("-").isdigit():
@@ -404,17 +390,9 @@ def batch(
     files = batch_lib.discover(inputs)
     loaded = _load(model, weights, quiet, preprocess, labels)
     job = batch_lib.make_job(mode, loaded.name, options, seed, size, format_)
-    bar = Progress(TextColumn("dreaming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
-                   TimeRemainingColumn(), console=err_console, disable=quiet)
-    task = bar.add_task("images", total=None, speed="")
-    start = time.perf_counter()
-
-    def advance(done: int, total: int) -> None:
-        elapsed = time.perf_counter() - start
-        bar.update(task, completed=done, total=total, speed=f"{done / elapsed:.2f} img/s" if elapsed else "")
-
-    with bar:
-        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, advance)
+    with Feedback(err_console, quiet) as shown:
+        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume,
+                                      shown.counter("dreaming images", "image"))
     if process[1] > 1 and process[0] == 0:
         batch_lib.merge_manifests(out, process[1])
     run = summary.stats
@@ -463,8 +441,9 @@ def sweep(
     loaded = _load(model, weights, quiet, preprocess, labels)
     layer_list = sweep_lib.parse_layers(layers, loaded)
     start = time.perf_counter()
-    cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
-                            tile=tile, memory=memory)
+    with Feedback(err_console, quiet):
+        cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
+                                tile=tile, memory=memory)
     stem = outputs.file_stem(image)
     sheet = sweep_lib.contact_sheet(cells, folder / f"{stem}_sweep.png")
     results = sweep_lib.write_results(cells, folder / f"{stem}_sweep.h5", str(image), seed)
@@ -487,7 +466,8 @@ def classify(
     from jaxdream.image import load_image
 
     loaded = _load(model, weights, json_, preprocess, labels)
-    results = [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
+    with Feedback(err_console, json_):
+        results = [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
     if json_:
         print(json.dumps(results, indent=2))
         return
@@ -539,16 +519,20 @@ def lucid(
                                  outputs.round_endings(rounds), outputs.check_format(format_))
     run_stats = dream.RunStats()
     start = time.perf_counter()
-    for path in images:
+    with Feedback(err_console, quiet) as shown:
+        for path in images:
 
-        def write(r: int, frames, path: Path = path) -> None:
-            save_image(names[path][r], frames[0])
-            if not quiet:
-                err_console.print(f"{path.name} round {r + 1}/{rounds}: {time.perf_counter() - start:.1f}s -> "
-                                  f"{names[path][r]}")
+            def write(r: int, frames, path: Path = path) -> None:
+                save_image(names[path][r], frames[0])
+                shown.print(f"{escape(path.name)} round {r + 1}/{rounds}: {time.perf_counter() - start:.1f}s -> "
+                            f"{escape(str(names[path][r]))}")
 
-        lucid_mode.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
-                        octaves=octaves, jitter=jitter, rounds=rounds, seed=seed, on_round=write, stats=run_stats)
+            result = lucid_mode.lucid(loaded, load_image(path), class_, iters=iters, rate=rate,
+                                      target_scale=target_scale, octaves=octaves, jitter=jitter, rounds=rounds,
+                                      seed=seed, on_round=write, stats=run_stats, keep_rounds=False)
+            verdict = ", ".join(f"{row['name']} {100 * row['prob']:.1f} %"
+                                for row in lucid_mode.top_classes(loaded, result[-1], 3)[0])
+            shown.print(f"  {loaded.name} now sees: {escape(verdict)}")
     if stats:
         write_atomically(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
 
@@ -701,7 +685,8 @@ def models() -> None:
     for name in zoo.names():
         entry = zoo.find(name)
         assert entry is not None
-        table.add_row(name, entry.url, str(entry.file_sizes()[1]), "yes" if zoo.cached_path(entry).exists() else "no")
+        where = "bundled in the package" if entry.bundled else entry.url
+        table.add_row(name, where, str(entry.file_sizes()[1]), "yes" if zoo.cached_path(entry).exists() else "no")
     Console().print(table)
 
 

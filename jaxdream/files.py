@@ -66,3 +66,11 @@ def hdf5_bytes(fill: Callable[[h5py.File], None]) -> bytes:
     with h5py.File(buffer, "w") as f:
         fill(f)
     return buffer.getvalue()
+
+
+def home_dir() -> Path:
+    """jaxdream's cache folder: ``$JAXDREAM_HOME`` when set and not empty, else the platform's user cache folder
+    (``~/.cache/jaxdream`` on Linux, honouring ``XDG_CACHE_HOME``)."""
+    import platformdirs
+
+    return Path(os.environ.get("JAXDREAM_HOME") or platformdirs.user_cache_dir("jaxdream"))

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxdream import progress
 from jaxdream.dream import core, tiles
 from jaxdream.dream.nightmare_mode import plan_tiles, validate
 from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
@@ -96,15 +97,23 @@ def sweep(
         core.check_number("thresh", thresh)
     seed = core.check_seed(seed)
     grid = list(itertools.product(rates, threshs))
+    stats = stats if stats is not None else RunStats()
+    with progress.task("dreaming", len(layers) * len(octaves) * len(grid) * iters, "iteration"):
+        return _cells(model, image, layers, octaves, grid, iters, layer_range, seed, stats, tile, memory)
+
+
+def _cells(model: Model, image: Any, layers: list[int], octaves: list[int], grid: list[tuple[float, float]],
+           iters: int, layer_range: int, seed: int, stats: RunStats, tile: int | None, memory: str | int | None
+           ) -> list[Cell]:
+    """Every cell of the grid, one compiled program per (layer, octaves) untiled."""
     rate_axis = np.array([r for r, _ in grid], np.float32)
     thresh_axis = np.array([t for _, t in grid], np.float32)
-    stats = stats if stats is not None else RunStats()
     params, cache = placed_params(model, image), program_cache()
     cells = []
     for layer, n_octaves in itertools.product(layers, octaves):
         config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves)
         validate(model, config, image.shape[1], image.shape[2])
-        tile_size, per_call = plan_tiles(model, config, image, np.float32(threshs[0]), tile, memory, stats)
+        tile_size, per_call = plan_tiles(model, config, image, np.float32(grid[0][1]), tile, memory, stats)
         if tile_size is not None:
             for rate, thresh in grid:
                 dreamed, values = tiles.tiled_round(model, config, image, seed, 0, rate, np.float32(thresh),
@@ -115,6 +124,7 @@ def sweep(
         images, values = (np.asarray(a) for a in cache(program, params, image, np.uint32(seed), np.int32(0),
                                                         rate_axis, thresh_axis, stats=stats))
         stats.iterations += iters * len(grid)
+        progress.advance(iters * len(grid), "iteration")
         for g, (rate, thresh) in enumerate(grid):
             cells.append(Cell(layer, n_octaves, rate, thresh, images[g, 0], values[g, :, 0]))
     return cells

@@ -1,12 +1,16 @@
-"""The model zoo's data: jaxdream's own built-in architecture definitions and where their official weights live.
+"""The model zoo's data: jaxdream's own built-in architecture definitions, where their official weights live, and
+the one bundled model.
 
 Architectures are written here as Darknet cfg text generated from short layer plans, so a built-in name works
-anywhere a cfg path does. Each entry records the official weights URL and the byte size its cfg implies.
+anywhere a cfg path does. Each entry records the official weights URL and the byte size its cfg implies. The bundled
+model (Tiny Darknet, ``tiny``) and sample photo ship inside the package (SOURCES.md: origin, licence, sha256), so a
+fresh install dreams offline.
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 # VGG stages: (filters, convolutions) before each 2x2/2 max-pool.
 _VGG16 = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -37,18 +41,34 @@ def _vgg_classifier(stages: tuple[tuple[int, int], ...]) -> str:
     )
 
 
+def data_path(filename: str) -> Path:
+    """A file shipped in this package (a regular install and an editable one both keep it on disk)."""
+    return Path(str(resources.files(__name__).joinpath(filename)))
+
+
+BUNDLED_MODEL = "tiny"  # Tiny Darknet: an ImageNet-1k classifier, 4.2 MB, public domain
+SAMPLE_IMAGE = data_path("dog.jpg")  # Darknet's own sample photo
+# Files shipped in the package: name -> sha256, checked once when the bundled model is first loaded in a process.
+BUNDLED_FILES = {
+    "tiny.cfg": "54732dd230c45c22b5a6fe392274d1cbd9e6147bf6640fe76559d5f4bc3c41bf",
+    "tiny.weights": "f1c3fe6b9bab9af69ae2a090682df3e5b9d83accba69551315f030ce1b37ea81",
+    "dog.jpg": "5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866",
+}
+
 ARCHITECTURES: dict[str, str] = {
     "vgg-conv": _net(224) + _conv_stack(_VGG16, "relu"),
     "jnet-conv": _net(224) + _conv_stack(_JNET, "leaky"),
     "vgg-16": _vgg_classifier(_VGG16),
+    BUNDLED_MODEL: data_path("tiny.cfg").read_text(encoding="utf-8"),
 }
 
 _DARKNET_SITE = "https://pjreddie.com/media/files/"
 OFFICIAL_WEIGHTS: dict[str, str] = {name: f"{_DARKNET_SITE}{name}.weights" for name in ARCHITECTURES}
+BUNDLED_WEIGHTS = {BUNDLED_MODEL: data_path("tiny.weights")}
 DARKNET_1K_NAMES = "imagenet1k-darknet.names"  # the first 1000 lines of Darknet's imagenet.shortnames.list
-DARKNET_LABELS = {"vgg-16": DARKNET_1K_NAMES}
+DARKNET_LABELS = {"vgg-16": DARKNET_1K_NAMES, BUNDLED_MODEL: DARKNET_1K_NAMES}
 KERAS_1K_NAMES = "imagenet1k-keras.names"  # Keras/PyTorch order (sorted WordNet ids), from imagenet_class_index.json
 
 
 def labels_text(filename: str) -> str:
-    return resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
+    return data_path(filename).read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from jaxdream import progress
 from jaxdream.dream import core, tiles
 from jaxdream.dream.nightmare_mode import objective_input, plan_tiles, validate
 from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
@@ -49,7 +50,16 @@ def deepdream(
         validate(model, config, *size)
     aux = objective_input(model, config, 0.0, channel, guide)
     stats = stats if stats is not None else RunStats()
-    params, cache = placed_params(model, images), program_cache()
+    with progress.task("dreaming", len(sizes) * iters, "iteration"):
+        detail = _octaves(model, images, config, sizes, seed, rate, aux, stats, tile, memory)
+    finish = Program("pyramid_finish", None, (), lambda: core.pyramid_finish)
+    return np.asarray(program_cache()(finish, images, detail, stats=stats))[None]
+
+
+def _octaves(model: Model, images: Any, config: core.DreamConfig, sizes: list[tuple[int, int]], seed: int,
+             rate: float, aux: Any, stats: RunStats, tile: int | None, memory: str | int | None) -> Any:
+    """The detail the octaves add, smallest octave first."""
+    params, cache, iters = placed_params(model, images), program_cache(), config.iters
     detail = np.zeros((images.shape[0], *sizes[0], 3), np.float32)
     for k, size in enumerate(sizes):
         octave_seed = np.uint32((seed + k) % (core.MAX_SEED + 1))
@@ -60,11 +70,11 @@ def deepdream(
                              lambda size=size: core.pyramid_octave(model, config, size))
             detail = cache(octave, params, images, detail, octave_seed, np.float32(rate), aux, stats=stats)
             stats.iterations += iters
+            progress.advance(iters, "iteration")
             continue
         start = Program("pyramid_start", None, size, lambda size=size: core.pyramid_start(size))
         base, begin = cache(start, images, detail, stats=stats)
         dreamed, _ = tiles.tiled_round(model, config, begin, int(octave_seed), 0, rate, aux, tile_size, per_call,
                                        stats)
         detail = np.asarray(dreamed) - np.asarray(base)
-    finish = Program("pyramid_finish", None, (), lambda: core.pyramid_finish)
-    return np.asarray(cache(finish, images, detail, stats=stats))[None]
+    return detail

@@ -106,9 +106,10 @@ def lucid(
     model: Model, x: Any, classes: ClassSpec, iters: int = 40, rate: float = 0.02, target_scale: float = 100.0,
     octaves: int = 1, jitter: bool = True, rounds: int = 1, zoom: float = 1.0, rotate: float = 0.0, seed: int = 0,
     on_round: Callable[[int, np.ndarray], None] | None = None, stats: RunStats | None = None,
-    precision: str | None = None,
+    precision: str | None = None, keep_rounds: bool = True,
 ) -> np.ndarray:
-    """Dream images (H, W, 3) or (N, H, W, 3) toward ``classes`` -> (rounds, N, H, W, 3)."""
+    """Dream images (H, W, 3) or (N, H, W, 3) toward ``classes`` -> (rounds, N, H, W, 3) (``keep_rounds`` False:
+    only the last round, as in ``nightmare``)."""
     images = as_batch(x)
     labels = model.class_names()
     chosen = parse_classes(classes, labels)
@@ -125,7 +126,8 @@ def lucid(
     config = core.DreamConfig(layer=model.logits_layer, iters=iters, octaves=octaves, jitter=jitter,
                               objective="class_mix" if likelihood else "class", gray_pull=0.0, anneal=mixed,
                               settle=MIX_SETTLE if mixed else 0.0, **({"precision": precision} if precision else {}))
-    return run_dream(model, images, config, rate, target, rounds, zoom, rotate, seed, None, on_round, stats)
+    return run_dream(model, images, config, rate, target, rounds, zoom, rotate, seed, None, on_round, stats,
+                     keep_rounds=keep_rounds)
 
 
 def top_classes(model: Model, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jaxdream import progress
 from jaxdream.dream import core, tiles
 from jaxdream.dream.runner import (
     Program,
@@ -135,6 +136,16 @@ def run_dream(
     (``tile``, ``memory``: see ``plan_tiles``); ``keep_rounds`` as in ``run_rounds``."""
     stats = stats if stats is not None else RunStats()
     check_zoom(zoom, rounds, images.shape[1], images.shape[2])
+    with progress.task("dreaming", rounds * config.iters, "iteration"):
+        return _run_dream(model, images, config, rate, aux, rounds, zoom, rotate, seed, schedule, on_round, stats,
+                          tile, memory, keep_rounds)
+
+
+def _run_dream(
+    model: Model, images: Any, config: core.DreamConfig, rate: float, aux: Any, rounds: int, zoom: float,
+    rotate: float, seed: int, schedule: Any, on_round: Callable[[int, np.ndarray], None] | None, stats: RunStats,
+    tile: int | None, memory: str | int | None, keep_rounds: bool,
+) -> np.ndarray:
     seed, rate_a = core.check_seed(seed), np.float32(rate)
     tile, per_call = plan_tiles(model, config, images, aux, tile, memory, stats)
     if tile is not None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jaxdream import progress
 from jaxdream.dream import core
 from jaxdream.dream.nightmare_mode import check_round_options, check_zoom
 from jaxdream.dream.runner import (
@@ -59,4 +60,5 @@ def reconstruct(
         imgs, momentum_state[0] = run_in_chunks(chunk, (imgs, momentum_state[0]), iters)
         return imgs
 
-    return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats, keep_rounds)
+    with progress.task("reconstructing", rounds * iters, "iteration"):
+        return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats, keep_rounds)

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxdream import interrupts
+from jaxdream import interrupts, progress
 from jaxdream.dream import core
 from jaxdream.dream.store import ProgramStore, default_store, environment
 from jaxdream.errors import OptionError
@@ -108,6 +108,17 @@ def signature(args: tuple[Any, ...]) -> str:
     return f"{tree}|{';'.join(_leaf_signature(leaf) for leaf in leaves)}"
 
 
+def _what(name: str, args: tuple[Any, ...]) -> str:
+    """A program as a person reads it: its name and the size of the images it takes ('drawn iterations for
+    768x576, batch 4')."""
+    images = next((leaf for leaf in jax.tree_util.tree_leaves(args) if np.ndim(leaf) == 4 and np.shape(leaf)[-1] == 3),
+                  None)
+    if images is None:
+        return name.replace("_", " ")
+    n, h, w, _ = np.shape(images)
+    return f"{name.replace('_', ' ')} for {w}x{h}" + (f", batch {n}" if n > 1 else "")
+
+
 def _shapes(args: tuple[Any, ...]) -> str:
     return " ".join("x".join(map(str, np.shape(leaf))) or "()" for leaf in jax.tree_util.tree_leaves(args))
 
@@ -162,7 +173,8 @@ class ProgramCache:
         compiled = store.load(digest, readable) if store is not None else None
         source = "loaded" if compiled is not None else "compiled"
         if compiled is None:
-            compiled = jax.jit(program.build()).lower(*args).compile()
+            with progress.compiling(_what(program.name, args), store is not None):
+                compiled = jax.jit(program.build()).lower(*args).compile()
             if store is not None:
                 store.save(digest, readable, compiled)
         seconds = time.perf_counter() - start
@@ -240,6 +252,7 @@ def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int) 
         stop = min(count, start + chunk)
         began = time.perf_counter()
         state = call(state, start, stop)
+        progress.advance(stop - start, "iteration")
         took = time.perf_counter() - began
         chunk = max(1, int((stop - start) * CHUNK_SECONDS / max(took, 1e-9)))
         start = stop

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdream import image as I
+from jaxdream import progress
 from jaxdream.dream import core
 from jaxdream.dream.runner import Program, RunStats, placed_params, program_cache, program_peak_bytes
 from jaxdream.errors import OptionError
@@ -248,6 +249,7 @@ def tiled_round(model: Model, config: core.DreamConfig, images: Any, seed: int, 
                          lambda size=size: stitch_program(config, size, full, tile))
         images = cache(stitch, images, grads, row, roll, step_rate, stats=stats)
         stats.iterations += 1
+        progress.advance(1, "iteration")
     return images, values
 
 
