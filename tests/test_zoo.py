@@ -1,4 +1,5 @@
-"""Resumable weight downloads, tested against a small HTTP server on 127.0.0.1 (never the internet)."""
+"""Weight downloads (pooch: retries, checks, nothing half-kept), tested against a small HTTP server on 127.0.0.1
+(never the internet); the bundled model needs no download."""
 
 from __future__ import annotations
 
@@ -16,26 +17,21 @@ PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 
 class _Handler(BaseHTTPRequestHandler):
     payload = PAYLOAD
-    drop_first_after: int | None = None  # first full request: close after this many bytes
-    requests: ClassVar[list[str | None]] = []  # the Range header of every request
+    drop_first_after: int | None = None  # the first request: close after this many bytes
+    requests: ClassVar[list[str]] = []  # the path of every request
 
     def do_GET(self):
-        range_header = self.headers.get("Range")
-        type(self).requests.append(range_header)
-        start = int(range_header.split("=")[1].rstrip("-")) if range_header else 0
-        body = self.payload[start:]
-        self.send_response(206 if range_header else 200)
-        if range_header:
-            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
-        self.send_header("Content-Length", str(len(body)))
+        type(self).requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
         self.end_headers()
         limit = type(self).drop_first_after
-        if limit is not None and not range_header:
-            self.wfile.write(body[:limit])
+        if limit is not None and len(type(self).requests) == 1:
+            self.wfile.write(self.payload[:limit])
             self.wfile.flush()
             self.connection.close()
             return
-        self.wfile.write(body)
+        self.wfile.write(self.payload)
 
     def log_message(self, *args):
         pass
@@ -51,15 +47,15 @@ def server():
     httpd.shutdown()
 
 
-def test_download_resumes_after_a_dropped_connection(server, tmp_path):
+def test_download_retries_after_a_dropped_connection(server, tmp_path):
     handler, base = server
     handler.drop_first_after = 30_000
     seen = []
     dest = zoo.download(f"{base}/x.weights", tmp_path / "x.weights", (len(PAYLOAD),), lambda d, t: seen.append(d))
     assert dest.read_bytes() == PAYLOAD
-    assert handler.requests == [None, "bytes=30000-"]
+    assert len(handler.requests) == 2
     assert seen[-1] == len(PAYLOAD)
-    assert not (tmp_path / "x.weights.part").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.weights"]  # no temp file left behind
 
 
 def test_wrong_size_leaves_nothing_under_the_final_name(server, tmp_path):
@@ -69,13 +65,28 @@ def test_wrong_size_leaves_nothing_under_the_final_name(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unreachable_server_keeps_the_partial_file_for_resume(tmp_path):
-    part = tmp_path / "x.weights.part"
-    part.write_bytes(b"abc")
-    with pytest.raises(FetchError, match="run the command again to resume"):
-        zoo.download("http://127.0.0.1:9/x.weights", tmp_path / "x.weights", (10,), attempts=1, timeout=2)
-    assert part.read_bytes() == b"abc"
-    assert not (tmp_path / "x.weights").exists()
+def test_wrong_sha256_leaves_nothing(server, tmp_path):
+    _, base = server
+    with pytest.raises(FetchError, match="not the expected one"):
+        zoo.download(f"{base}/x.weights", tmp_path / "x.weights", (len(PAYLOAD),), sha256="0" * 64, retries=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_server_fails_in_one_line_and_keeps_nothing(tmp_path):
+    with pytest.raises(FetchError, match="download failed after 2 attempts") as err:
+        zoo.download("http://127.0.0.1:9/x.weights", tmp_path / "x.weights", (10,), retries=1, timeout=2)
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bundled_model_needs_no_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path))
+    monkeypatch.setenv(zoo.MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens there
+    entry = zoo.find("tiny")
+    assert entry is not None and entry.bundled
+    path = zoo.fetch(entry)
+    assert path.is_file() and path.stat().st_size in entry.file_sizes()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zoo_name_fetches_through_the_mirror_into_the_cache(server, tmp_path, monkeypatch):
