@@ -11,6 +11,7 @@ Darknet's published figures as reference rows.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from jaxdream import image
 from jaxdream.darknet import cfg as C
@@ -592,22 +593,40 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(report: dict[str, Any], path: Path) -> None:
-    """Horizontal bars: achieved GFLOP/s of every row that has one, per device."""
-    rows = [(f"{r['platform']}: {row['case']}", row["gflops"]) for r in report["results"]
-            for row in r["rows"] if "gflops" in row]
-    width, bar_h, left = 1000, 22, 430
-    chart = Image.new("RGB", (width, 40 + bar_h * max(len(rows), 1)), "white")
-    draw = ImageDraw.Draw(chart)
-    draw.text((10, 10), "achieved GFLOP/s (log scale)", fill="black")
-    top = max((v for _, v in rows), default=1.0)
-    for i, (label, value) in enumerate(rows):
-        y = 34 + i * bar_h
-        length = (width - left - 80) * max(np.log10(max(value, 1.0)), 0) / max(np.log10(max(top, 10.0)), 1)
-        draw.text((10, y + 4), label[:68], fill="black")
-        draw.rectangle([left, y + 3, left + length, y + bar_h - 3], fill=(70, 110, 200))
-        draw.text((left + length + 6, y + 4), f"{value:,.0f}", fill="black")
-    write_atomically(path, image_bytes(chart, "PNG"), "the chart")
+def bar_chart(report: dict[str, Any], path: Path) -> bool:
+    """Achieved GFLOP/s of every row that has one, per device, against that device's measured matmul ceiling (the
+    roofline of these compute-bound programs), log axis; needs matplotlib (the ``plot`` extra). False without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return False
+    rows = [(r, row) for r in report["results"] for row in r["rows"] if row.get("gflops")]
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * max(len(rows), 1)), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, result in enumerate(report["results"]):
+        colour = colours[k % len(colours)]
+        index = [i for i, (r, _) in enumerate(rows) if r is result]
+        ax.barh(index, [rows[i][1]["gflops"] for i in index], color=colour,
+                label=f"{result['device']} ({result.get('compute', 'f32')})")
+        ax.axvline(result["f32_matmul_gflops"], color=colour, linestyle="--",
+                   label=f"{result['device']}: measured f32 matmul, {result['f32_matmul_gflops']:,.0f} GFLOP/s")
+    ax.set_yticks(range(len(rows)), [row["case"][:60] for _, row in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    values = [row["gflops"] for _, row in rows] + [r["f32_matmul_gflops"] for r in report["results"]]
+    ax.set_xlim(10 ** np.floor(np.log10(min(values) / 2)), max(values) * 2)
+    ax.set_xlabel("achieved GFLOP/s (log scale)")
+    ax.set_title(f"jaxdream bench, jax {report['jax']}, {report['time'][:10]}")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    write_atomically(path, buffer.getvalue(), "the chart")
+    return True
 
 
 def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("benchmarks/out/results.json"),
@@ -626,6 +645,11 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
         try:
             devices.append(jax.devices(p)[0])
         except RuntimeError:
+            if device == "gpu":
+                from jaxdream.errors import OptionError
+
+                raise OptionError("--device gpu: JAX sees no GPU here (jaxdream info lists the devices); install "
+                                  "the CUDA build with pip install -e \".[cuda]\", or use --device cpu") from None
             log(f"no {p} device here; skipped")
     out.parent.mkdir(parents=True, exist_ok=True)
     from jaxdream.dream.store import DISABLE_ENV
@@ -638,5 +662,6 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
               "reference": DARKNET_REFERENCE}
     write_atomically(out, json.dumps(report, indent=2), "the results")
     write_atomically(out.with_suffix(".md"), markdown(report), "the results table")
-    bar_chart(report, out.with_suffix(".png"))
+    if not bar_chart(report, out.with_suffix(".png")):
+        log("no chart: matplotlib is not installed (pip install -e \".[plot]\")")
     return report

@@ -11,6 +11,7 @@ from PIL import Image
 
 from jaxdream import bench, dream
 from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.errors import OptionError
 from jaxdream.weights import ARCHITECTURES
 
 
@@ -56,7 +57,8 @@ def test_a_dream_records_its_program_peak(tmp_path):
 
 
 def test_reports_are_written(tmp_path):
-    report = {"machine": "x86_64", "jax": "0", "reference": bench.DARKNET_REFERENCE, "results": [
+    report = {"machine": "x86_64", "jax": "0", "time": "2026-12-03T10:00:00", "reference": bench.DARKNET_REFERENCE,
+              "results": [
         {"device": "cpu", "platform": "cpu", "compute": "f32", "f32_matmul_gflops": 100.0, "rows": [
             {"case": "step 1x1", "compile_s": 1.0, "median_s": 0.5, "gflops": 50.0, "fraction_of_f32_matmul": 0.5,
              "program_peak_bytes": 3 * 2**20},
@@ -65,9 +67,21 @@ def test_reports_are_written(tmp_path):
     assert "| step 1x1 | 1.00 | 500.0 | 500.0 | 500.0 | 50 | 50 % | 3 |  |" in text
     assert "| round | 1.00 | 2000.0 | 2000.0 | 2000.0 | – | – | – | ratio_to_10_iters 1.90 |" in text
     assert "Darknet CPU" in text
-    bench.bar_chart(report, tmp_path / "chart.png")
+    json.dumps(report)
+    pytest.importorskip("matplotlib")
+    assert bench.bar_chart(report, tmp_path / "chart.png")
     with Image.open(tmp_path / "chart.png") as im:
         pixels = np.asarray(im.convert("RGB"))
-    bar_rows = np.flatnonzero((pixels == (70, 110, 200)).all(-1).any(1))
-    assert len(bar_rows) and bar_rows.max() - bar_rows.min() < 22  # one bar: the one row that has GFLOP/s
-    json.dumps(report)
+    blue = (pixels == (31, 119, 180)).all(-1)  # matplotlib's first colour: the one row that has GFLOP/s
+    widths = blue.sum(1)
+    assert widths.max() > 0.3 * pixels.shape[1]  # the bar: 50 of a 100 GFLOP/s ceiling on a log axis from 10
+    wide = np.flatnonzero(widths > 0.3 * pixels.shape[1])
+    assert wide.max() - wide.min() + 1 == len(wide)  # one bar only
+
+
+def test_gpu_bench_without_a_gpu_is_refused(tmp_path):
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(OptionError, match="--device gpu: JAX sees no GPU"):
+        bench.run("gpu", ("step",), tmp_path / "r.json")
+    assert list(tmp_path.iterdir()) == []
