@@ -56,6 +56,22 @@ DARKNET_OPTIONS = (
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from jaxdream import __version__
+
+        print(f"jaxdream {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print jaxdream's version and exit.")] = False,
+) -> None:
+    """Faithful, compiled DeepDream."""
+
+
 def _darknet_argv(argv: list[str]) -> list[str]:
     return [f"-{a}" if a.startswith("-") and not a.startswith("--") and a[1:] in DARKNET_OPTIONS else a for a in argv]
 
@@ -672,6 +688,35 @@ def cache_clear() -> None:
     store = ProgramStore(cache_dir() / "programs")
     freed = store.clear()
     err_console.print(f"cleared {store.folder} ({freed / 1e6:.1f} MB freed)", highlight=False)
+
+
+@app.command()
+def info() -> None:
+    """What this installation runs on: versions, devices, compute modes, the cache folder, the bundled model."""
+    import jax
+    import jaxlib
+
+    from jaxdream import __version__, zoo
+    from jaxdream import weights as bundled
+    from jaxdream.dream.store import default_store
+
+    console = Console()
+    devices = ", ".join(f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices())
+    gpu = jax.default_backend() == "gpu"
+    store = default_store()
+    held = store.entries() if store is not None else []
+    rows = [
+        ("jaxdream", __version__), ("jax / jaxlib", f"{jax.__version__} / {jaxlib.__version__}"),
+        ("devices", devices),
+        ("compute modes", "f32 (exact, default), tf32 and bf16" + ("" if gpu else
+                          " (faster only on GPUs; for CUDA: pip install -e \".[cuda]\")")),
+        ("cache folder", f"{zoo.cache_dir()} ({len(held)} compiled programs, "
+                         f"{sum(e.bytes for e in held) / 1e6:.1f} MB" + ("" if store else "; program cache off") + ")"),
+        ("bundled model", f"{bundled.BUNDLED_MODEL} (Tiny Darknet, ImageNet-1k): {zoo.cached_path(zoo.find('tiny'))}"),
+        ("sample photo", str(bundled.SAMPLE_IMAGE)),
+    ]
+    for name, value in rows:
+        console.print(f"[bold]{name:>14}[/bold]  {escape(value)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,13 +1,21 @@
-"""jaxdream: Darknet's nightmare, faithful and compiled, in JAX. See DESIGN.md for the public API.
+"""jaxdream: Darknet's nightmare, faithful and compiled, in JAX.
 
-The names below are imported on first use, so ``import jaxdream`` (and the command line's ``--help``) does not
-pay for JAX until something needs it.
+The public API: ``load_model``, ``load_image``, ``save_image``, ``nightmare``, ``deepdream``, ``lucid``,
+``reconstruct``, ``program_cache`` (see ``help(jaxdream.nightmare)`` and the README's "Library" section). The names
+are imported on first use, so ``import jaxdream`` (and the command line's ``--help``) does not pay for JAX until
+something needs it.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
+
+try:
+    __version__ = metadata.version("jaxdream")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _PUBLIC = {
     "DreamConfig": "jaxdream.dream", "ProgramCache": "jaxdream.dream", "RunStats": "jaxdream.dream",

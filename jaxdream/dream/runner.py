@@ -166,7 +166,8 @@ class ProgramCache:
 
     def _obtain(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...],
                 stats: RunStats | None) -> CachedProgram:
-        readable = {"name": program.name, "model": key[1], "static": key[2], "args": _shapes(args[1:])}
+        model = f"{program.model.name} ({key[1][:12]})" if program.model is not None else ""
+        readable = {"name": program.name, "model": model, "static": key[2], "args": _shapes(args[1:])}
         digest = hashlib.sha256(json.dumps([*key, environment()], sort_keys=True).encode()).hexdigest()
         store = self.store
         start = time.perf_counter()
