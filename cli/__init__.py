@@ -578,11 +578,12 @@ def weights_info(
     model: Annotated[str, typer.Argument(help="A .h5 (converted or Keras), an .onnx, a .cfg, or a built-in name.")],
     height: Annotated[int | None, typer.Option(help="Input height for the shapes (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Input width for the shapes (default: the model's).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help=PREPROCESS_HELP)] = None,
 ) -> None:
     """The layer table: index, type, output shape and parameters — pick a dream layer from it."""
     from jaxdream.model import describe_only
 
-    described = describe_only(model)
+    described = describe_only(model, preprocess)
     rows = described.describe(height, width)
     default_h, default_w = described.input_size
     table = Table(title=f"{model} at {width or default_w}x{height or default_h}")
@@ -594,6 +595,7 @@ def weights_info(
         table.add_row(str(row["index"]), kind, f"{h} x {w} x {c}", f"{row['params']:,}")
     Console().print(table)
     Console().print(f"total parameters: {sum(r['params'] for r in rows):,}")
+    Console().print(f"input: {described.input_note}", highlight=False)
 
 
 @weights_app.command("fetch")

@@ -216,3 +216,35 @@ def letterbox(x: Array, height: int, width: int) -> Array:
     top, left = (height - new_h) // 2, (width - new_w) // 2
     canvas = jnp.full((*x.shape[:-3], height, width, x.shape[-1]), 0.5, x.dtype)
     return canvas.at[..., top : top + new_h, left : left + new_w, :].set(resized)
+
+
+def smooth_resize(x: Array, height: int, width: int) -> Array:
+    """Antialiased bilinear resize of (..., H, W, C): a triangle filter widened by the downscale factor, as Pillow's
+    BILINEAR, tf.image.resize(antialias=True) and torchvision's antialiased resize compute it."""
+    if (x.shape[-3], x.shape[-2]) == (height, width):
+        return x
+    return jax.image.resize(x, (*x.shape[:-3], height, width, x.shape[-1]), "linear", antialias=True)
+
+
+def short_side_crop(x: Array, height: int, width: int) -> Array:
+    """torchvision's ImageNet preset: the short side resized to 256/224 of the crop (``Resize(256)``), then the
+    centred ``height`` x ``width`` (``CenterCrop(224)``)."""
+    h, w = x.shape[-3], x.shape[-2]
+    short = int(min(height, width) * 256 / 224)
+    new_h, new_w = (short, max(width, int(short * w / h))) if h <= w else (max(height, int(short * h / w)), short)
+    resized = smooth_resize(x, new_h, new_w)
+    top, left = round((new_h - height) / 2.0), round((new_w - width) / 2.0)
+    return resized[..., top : top + height, left : left + width, :]
+
+
+def ecosystem_resize(x: Array, height: int, width: int, preset: str) -> Array:
+    """A photo brought to a network's input the way the ecosystem of a value preset does it: torchvision's crop for
+    'torch'; Pillow's antialiased squash for 'caffe', 'tf' and 'raw' (Keras' and TF's classifiers)."""
+    return short_side_crop(x, height, width) if preset == "torch" else smooth_resize(x, height, width)
+
+
+def ecosystem_resize_note(preset: str, height: int, width: int) -> str:
+    """What ``ecosystem_resize`` does for ``preset``, in words (``weights info``, converted files)."""
+    if preset == "torch":
+        return f"short side to {int(min(height, width) * 256 / 224)}, centre crop {width}x{height} (torchvision)"
+    return f"antialiased bilinear squash to {width}x{height} (Pillow/Keras)"

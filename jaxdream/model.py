@@ -48,11 +48,11 @@ def from_converted_file(path: str | Path) -> Model:
     return FROM_CONVERTED[stored.kind](stored, str(path))
 
 
-def describe_only(name_or_path: str | Path) -> Model:
-    """A model to describe or plan, not to run: a .h5 or .onnx loads whole; a cfg or built-in name needs no
-    weights."""
+def describe_only(name_or_path: str | Path, preprocess: str | None = None) -> Model:
+    """A model to describe or plan, not to run: a .h5 or .onnx loads whole (an .onnx with ``preprocess``); a cfg or
+    built-in name needs no weights."""
     if Path(name_or_path).suffix.lower() in (*HDF5, ".onnx"):
-        return load_model(name_or_path)
+        return load_model(name_or_path, preprocess=preprocess)
     return darknet.architecture(name_or_path)
 
 

@@ -101,6 +101,11 @@ class Model(ABC):
     def preprocess(self, x: jax.Array) -> jax.Array:
         """Images (N, H, W, 3) in [0, 1] -> the classifier's input (size and values); differentiable."""
 
+    @property
+    @abstractmethod
+    def input_note(self) -> str:
+        """How ``preprocess`` brings a photo to the network, in words (``weights info``)."""
+
     @abstractmethod
     def param_shapes(self) -> dict[str, Shape]:
         """{'layer/name': shape} of every parameter the network expects (what loaded parameters are checked

@@ -29,6 +29,27 @@ def test_squeezenet_matches_onnxruntime_on_the_photos(squeezenet, squeezenet_dir
     assert squeezenet.labels[int(ours.argmax())] == squeezenet.labels[int(reference.argmax())]
 
 
+def test_without_labels_a_1000_class_model_names_imagenet_classes_and_agrees_with_onnxruntime_on_photos(
+        squeezenet_dir, shared, caplog):
+    """The whole photo through our preprocessing (the caffe preset's antialiased resize) gives onnxruntime's top-1
+    on the photo resized by Pillow, the usual way to feed it."""
+    from PIL import Image
+
+    with caplog.at_level("WARNING", logger="jaxdream"):
+        model = jd.load_model(squeezenet_dir / "squeezenet1.1_fp16.onnx", preprocess="caffe")
+    assert "standard ImageNet class names" in caplog.text
+    listed = (squeezenet_dir / "labels.txt").read_text().splitlines()
+    assert len(model.labels) == 1000 and model.labels[9] == "ostrich" and "ostrich" in listed[9]
+    session = ort.InferenceSession(str(squeezenet_dir / "squeezenet1.1_fp16.onnx"))
+    for path in sorted((shared / "data" / "images").glob("*.jpg")):
+        with Image.open(path) as im:
+            small = np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), np.float32) / 255.0
+        tensor = np.asarray(model.normalize(small[None]))[0].transpose(2, 0, 1)[None]
+        reference = session.run(None, {"data_0": tensor.astype(np.float16)})[0].reshape(-1)
+        ours = np.asarray(model.predict(jd.load_image(path)[None]))[0]
+        assert int(ours.argmax()) == int(reference.argmax()), path.name
+
+
 def test_squeezenet_layers_by_name_dream(squeezenet, shared):
     x = jd.load_image(shared / "data" / "images" / "dog.jpg")[::3, ::3]
     out = jd.nightmare(squeezenet, x, "fire5/concat_1", iters=2)
@@ -156,8 +177,7 @@ def test_lucid_makes_squeezenet_rank_the_chosen_class_first(squeezenet_dir, shar
     import subprocess
     import sys
 
-    model = [str(squeezenet_dir / "squeezenet1.1_fp16.onnx"), "--preprocess", "caffe", "--labels",
-             str(squeezenet_dir / "labels.txt")]
+    model = [str(squeezenet_dir / "squeezenet1.1_fp16.onnx"), "--preprocess", "caffe"]  # no --labels: ImageNet's
     cli = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
     done = subprocess.run([*cli, "lucid", model[0], str(shared / "data" / "images" / "dog.jpg"), *model[1:],
                            "--class", "ostrich", "--out", str(tmp_path), "--quiet"],

@@ -89,6 +89,11 @@ class DarknetModel(Model):
         fill."""
         return letterbox(x, self.cfg.net.height, self.cfg.net.width)
 
+    @property
+    def input_note(self) -> str:
+        height, width = self.input_size
+        return f"values: [0, 1] RGB; resize: Darknet's letterbox to {width}x{height} (its own resize, gray fill)"
+
     def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
         layer = self.logits_layer
         out = self.apply(params, self.preprocess(x), (layer,), precision)[layer]

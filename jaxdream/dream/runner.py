@@ -174,7 +174,8 @@ class ProgramCache:
         compiled = store.load(digest, readable) if store is not None else None
         source = "loaded" if compiled is not None else "compiled"
         if compiled is None:
-            with progress.compiling(_what(program.name, args), store is not None):
+            with progress.compiling(_what(program.name, args[1:] if program.model is not None else args),
+                                store is not None):
                 compiled = jax.jit(program.build()).lower(*args).compile()
             if store is not None:
                 store.save(digest, readable, compiled)

@@ -20,7 +20,7 @@ import numpy as np
 from jaxdream import converted
 from jaxdream import weights as builtin
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
-from jaxdream.image import darknet_resize
+from jaxdream.image import ecosystem_resize, ecosystem_resize_note
 from jaxdream.keras.layers import (
     KERAS_ARCHITECTURES,
     KLayer,
@@ -93,8 +93,12 @@ class KerasModel(Model):
         return [(1,) * (3 - len(s)) + s for s in shapes]  # flat outputs shown as 1 x 1 x n
 
     def preprocess(self, x: Array) -> Array:
-        """Keras' preprocessing: squash to the input size, then 'caffe' or 'tf' value mapping."""
-        return self.normalize(darknet_resize(x, *self.input_hw))
+        """Keras' preprocessing: an antialiased squash to the input size, then 'caffe' or 'tf' value mapping."""
+        return self.normalize(ecosystem_resize(x, *self.input_hw, self.preprocessing))
+
+    @property
+    def input_note(self) -> str:
+        return f"values: {self.preprocessing}; resize: {ecosystem_resize_note(self.preprocessing, *self.input_hw)}"
 
     def normalize(self, x: Array) -> Array:
         if self.preprocessing == "caffe":
@@ -119,6 +123,7 @@ class KerasModel(Model):
 
     def to_converted(self, source_sha256: str) -> converted.Converted:
         architecture = json.dumps({"input_hw": self.input_hw, "preprocessing": self.preprocessing,
+                                   "input": self.input_note,
                                    "layers": [dataclasses.asdict(layer) for layer in self.layers]})
         return converted.Converted(self.name, architecture, self.params, source_sha256, self.labels, "keras")
 

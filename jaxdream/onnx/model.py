@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdream import converted
+from jaxdream import weights as builtin
 from jaxdream.errors import OptionError, WeightsError
-from jaxdream.image import darknet_resize
+from jaxdream.image import ecosystem_resize, ecosystem_resize_note
 from jaxdream.onnx import network
 from jaxdream.onnx.graph import Graph, Node, initializers, parse
 from jaxdream.protocol import Model, Params, Shape
 
+log = logging.getLogger("jaxdream")
 PREPROCESSING = ("caffe", "torch", "tf", "raw")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -99,8 +102,14 @@ class OnnxModel(Model):
         return x * 2.0 - 1.0 if self.preprocessing == "tf" else x
 
     def preprocess(self, x: jax.Array) -> jax.Array:
-        """Squash to the graph's input size, then the value mapping."""
-        return self.normalize(darknet_resize(x, *self.input_hw))
+        """Resized as the preset's ecosystem does (``ecosystem_resize``), then the value mapping."""
+        return self.normalize(ecosystem_resize(x, *self.input_hw, self.preprocessing or "raw"))
+
+    @property
+    def input_note(self) -> str:
+        if self.preprocessing is None:
+            return "values: not given (--preprocess caffe|torch|tf|raw)"
+        return f"values: {self.preprocessing}; resize: {ecosystem_resize_note(self.preprocessing, *self.input_hw)}"
 
     @property
     def head_relus(self) -> frozenset[int]:
@@ -141,7 +150,7 @@ class OnnxModel(Model):
         names = sorted(self.params)  # initializer names may hold any character: stored under p00000 ...
         architecture = json.dumps({"graph": base64.b64encode(self.graph.graph_bytes).decode(), "names": names,
                                    "shapes": [self.param_shapes().get(n) for n in names],
-                                   "preprocessing": self.preprocessing})
+                                   "preprocessing": self.preprocessing, "input": self.input_note})
         params = {f"p{i:05d}": self.params[name] for i, name in enumerate(names)}
         return converted.Converted(self.name, architecture, params, source_sha256, self.labels, "onnx")
 
@@ -180,8 +189,22 @@ def from_proto(model_proto: Any, name: str, source: str, preprocess: str | None 
     graph = parse(model_proto, source, {key: tuple(np.shape(a)) for key, a in params.items()})
     model = OnnxModel(name, graph, params, check_preprocess(preprocess)).checked(source)
     if labels is None:
-        return model
+        return OnnxModel(name, graph, params, model.preprocessing, imagenet_names(model))
     return OnnxModel(name, graph, params, model.preprocessing, _labels(labels, model.num_classes))
+
+
+def imagenet_names(model: Model) -> tuple[str, ...] | None:
+    """The standard ImageNet names (sorted WordNet ids: the order of Keras, torchvision and nearly every exported
+    ImageNet model) for a 1000-class classifier that came without labels, said in one line; else None."""
+    try:
+        classes = model.num_classes
+    except OptionError:  # not a classifier
+        return None
+    if classes != 1000:
+        return None
+    log.warning("%s: no --labels given; using the standard ImageNet class names (sorted WordNet order), as nearly "
+                "every exported ImageNet model does; pass --labels if this one uses another order", model.name)
+    return tuple(builtin.labels_text(builtin.KERAS_1K_NAMES).splitlines())
 
 
 def load_onnx(path: str | Path, preprocess: str | None = None, labels: str | Path | None = None) -> OnnxModel:
