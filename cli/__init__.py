@@ -639,7 +639,7 @@ def bench(
 @app.command()
 def plan(
     model: Annotated[str, typer.Argument(help="Darknet .cfg, built-in name, or a converted/Keras .h5 model.")],
-    layer: Annotated[int, typer.Argument(help="The dream layer.")],
+    layer: Annotated[str, typer.Argument(help="The dream layer: an index or a layer name (`weights info`).")],
     size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")],
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 1,
     tile: Annotated[int | None, typer.Option(help="Tile size to plan (default 256).")] = None,
@@ -652,7 +652,8 @@ def plan(
     from jaxdream.model import describe_only
 
     height, width = parse_size(size)
-    rows = tiles.plan(describe_only(model), layer, height, width, batch_size, tile, memory)
+    described = describe_only(model)
+    rows = tiles.plan(described, described.resolve_layer(layer), height, width, batch_size, tile, memory)
     budget = tiles.parse_memory(memory) or tiles.device_budget()
     table = Table(title=f"{model} layer {layer} at {width}x{height}, budget {budget / 2**30:.1f} GB")
     for column in ("how", "planned MB", "fits", "note"):

@@ -79,11 +79,12 @@ def parse_floats(text: str, name: str) -> list[float]:
 
 
 def sweep(
-    model: Model, x: Any, layers: list[int], rates: list[float], threshs: list[float] = (1.0,),
+    model: Model, x: Any, layers: list[int | str], rates: list[float], threshs: list[float] = (1.0,),
     octaves: list[int] = (4,), iters: int = 10, layer_range: int = 1, seed: int = 0,
     stats: RunStats | None = None, tile: int | None = None, memory: str | int | None = None,
 ) -> list[Cell]:
     """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves).
+    ``layers``: indices or, where the model has them, names.
     Tiled (``tile``, or an image over the ``memory`` budget), the cells run one after another through the one
     tile program of each layer."""
     image = as_batch(x)
@@ -97,6 +98,7 @@ def sweep(
         core.check_number("thresh", thresh)
     seed = core.check_seed(seed)
     grid = list(itertools.product(rates, threshs))
+    layers = list(dict.fromkeys(model.resolve_layer(layer) for layer in layers))
     stats = stats if stats is not None else RunStats()
     with progress.task("dreaming", len(layers) * len(octaves) * len(grid) * iters, "iteration"):
         return _cells(model, image, layers, octaves, grid, iters, layer_range, seed, stats, tile, memory)
