@@ -99,11 +99,11 @@ def yolo_fastest(shared: Path) -> DarknetModel:
 
 
 @pytest.fixture(scope="session")
-def tiny_darknet(shared: Path) -> DarknetModel:
+def tiny_darknet() -> DarknetModel:
+    """The real Tiny Darknet, bundled in the package (the same bytes as ../shared/models/tiny-darknet)."""
     from jaxdream.model import load_model
 
-    folder = shared / "models" / "tiny-darknet"
-    return load_model(folder / "tiny.cfg", folder / "tiny.weights")
+    return load_model("tiny")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Classifiers and class-targeted dreaming on the real Tiny Darknet (../shared/models/tiny-darknet)."""
+"""Classifiers and class-targeted dreaming on the real Tiny Darknet (bundled; ../shared/models/tiny-darknet)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def tiny(tiny_darknet):
 
 
 @pytest.fixture(scope="module")
-def dog(shared):
-    return jd.load_image(shared / "data" / "images" / "dog.jpg")
+def dog():
+    from jaxdream.weights import SAMPLE_IMAGE
+
+    return jd.load_image(SAMPLE_IMAGE)
 
 
 def _as_written(x: np.ndarray) -> np.ndarray:
