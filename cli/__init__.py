@@ -664,9 +664,9 @@ def plan(
 def cache_info() -> None:
     """Where the cache is, what it holds (one row per compiled program) and its size."""
     from jaxdream.dream.store import DISABLE_ENV, ProgramStore
-    from jaxdream.zoo import cache_dir
+    from jaxdream.files import home_dir
 
-    store = ProgramStore(cache_dir() / "programs")
+    store = ProgramStore(home_dir() / "programs")
     entries = store.entries()
     table = Table(title=f"compiled programs in {store.folder}")
     for column in ("program", "model", "argument shapes", "MB"):
@@ -681,11 +681,11 @@ def cache_info() -> None:
 
 @cache_app.command("clear")
 def cache_clear() -> None:
-    """Remove every compiled program from the cache (the next run of each command compiles again)."""
+    """Remove the compiled programs from the cache (only the files it wrote; the next run compiles again)."""
     from jaxdream.dream.store import ProgramStore
-    from jaxdream.zoo import cache_dir
+    from jaxdream.files import home_dir
 
-    store = ProgramStore(cache_dir() / "programs")
+    store = ProgramStore(home_dir() / "programs")
     freed = store.clear()
     err_console.print(f"cleared {store.folder} ({freed / 1e6:.1f} MB freed)", highlight=False)
 

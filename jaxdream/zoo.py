@@ -56,7 +56,9 @@ def find(name: str) -> ZooEntry | None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("JAXDREAM_HOME", Path.home() / ".cache" / "jaxdream"))
+    from jaxdream.files import home_dir
+
+    return home_dir()
 
 
 def cached_path(entry: ZooEntry) -> Path:
