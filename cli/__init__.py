@@ -159,7 +159,7 @@ def nightmare(
     import jax
 
     from jaxdream import dream, outputs
-    from jaxdream.files import write_atomically
+    from jaxdream.files import write_report
     from jaxdream.image import load_image, save_image
 
     phases = {"import_seconds": time.perf_counter() - start}
@@ -179,6 +179,8 @@ def nightmare(
     phases["model_load_seconds"] = time.perf_counter() - loaded
     names = outputs.output_names([image], folder, model.name, str(layer), outputs.round_endings(rounds),
                                  outputs.check_format(format_))[image]
+    outputs.check_io({"IMAGE": image, "CFG": cfg, "WEIGHTS": weights, "--guide": guide, "--labels": labels},
+                     {"--animate" if animate else "output": animate or names, "--stats": stats}, ["--stats"])
     run_stats = dream.RunStats()
     phases["write_seconds"] = 0.0
     with contextlib.ExitStack() as stack:
@@ -217,7 +219,7 @@ def nightmare(
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
                   "machine": platform.machine(), **run_stats.as_dict(), **phases,
                   "command_seconds": time.perf_counter() - start}
-        write_atomically(stats, json.dumps(report, indent=2), "the --stats report")
+        write_report(stats, json.dumps(report, indent=2), "the --stats report")
 
 
 @app.command()
@@ -264,7 +266,7 @@ def video(
 
     from jaxdream import outputs
     from jaxdream import video as video_lib
-    from jaxdream.files import write_atomically
+    from jaxdream.files import write_report
 
     inputs = [video_in, *(more or [])]
     if out is not None and out.suffix.lower() in video_lib.UNWRITTEN_CONTAINERS:
@@ -281,6 +283,9 @@ def video(
         named = outputs.output_names(inputs, folder, loaded.name, layer, ["video"], "mp4")
         targets = [named[path][0] for path in inputs]
     outputs.check_report_path(stats, [*inputs, *targets, model, weights, labels])
+    outputs.check_io({"VIDEO": inputs, "MODEL": model, "WEIGHTS": weights, "--labels": labels},
+                     {"output": targets, "--stats": stats}, ["--stats"],
+                     {"frame store": [video_lib.FrameStore.folder_for(t) for t in targets]})
     bar = Progress(TextColumn("dreaming frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=err_console, disable=quiet)
     task = bar.add_task("frames", total=None)
@@ -300,7 +305,7 @@ def video(
         if started:
             bar.stop()
     if stats:
-        write_atomically(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
+        write_report(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
     if not quiet:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in run.as_dict()["share"].items())
         err_console.print(f"{run.frames} frames dreamed ({run.resumed_frames} resumed) -> "
@@ -341,6 +346,8 @@ def deepdream(
     loaded = _load(model, weights, quiet, preprocess, labels)
     name = outputs.output_names([image], folder, loaded.name, str(layer), ["deepdream"],
                                 outputs.check_format(format_))[image][0]
+    outputs.check_io({"IMAGE": image, "MODEL": model, "WEIGHTS": weights, "--guide": guide, "--labels": labels},
+                     {"output": name})
     frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters, rate=rate,
                              objective=objective, channel=channel, guide=load_image(guide) if guide else None,
                              seed=seed, tile=tile, memory=memory)
@@ -401,7 +408,7 @@ def batch(
     options = {k: v for k, v in given.items() if v is not None}
     batch_lib.make_job(mode, "check", options, seed, size, format_)  # refuse bad options before any work
     process = batch_lib.join_processes(coordinator, num_processes, process_id)
-    files = batch_lib.discover(inputs)
+    files = batch_lib.discover(inputs, out)
     loaded = _load(model, weights, quiet, preprocess, labels)
     job = batch_lib.make_job(mode, loaded.name, options, seed, size, format_)
     bar = Progress(TextColumn("dreaming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
@@ -414,7 +421,8 @@ def batch(
         bar.update(task, completed=done, total=total, speed=f"{done / elapsed:.2f} img/s" if elapsed else "")
 
     with bar:
-        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, advance)
+        summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, advance,
+                                      reads={"MODEL": model, "--weights": weights, "--labels": labels})
     if process[1] > 1 and process[0] == 0:
         batch_lib.merge_manifests(out, process[1])
     run = summary.stats
@@ -462,12 +470,15 @@ def sweep(
     octave_list = sweep_lib.parse_ints(octaves, "octaves")
     loaded = _load(model, weights, quiet, preprocess, labels)
     layer_list = sweep_lib.parse_layers(layers, loaded)
+    stem = outputs.file_stem(image)
+    sheet, results = folder / f"{stem}_sweep.png", folder / f"{stem}_sweep.h5"
+    outputs.check_io({"IMAGE": image, "MODEL": model, "--weights": weights, "--labels": labels},
+                     {"output": [sheet, results]})
     start = time.perf_counter()
     cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
                             tile=tile, memory=memory)
-    stem = outputs.file_stem(image)
-    sheet = sweep_lib.contact_sheet(cells, folder / f"{stem}_sweep.png")
-    results = sweep_lib.write_results(cells, folder / f"{stem}_sweep.h5", str(image), seed)
+    sweep_lib.contact_sheet(cells, sheet)
+    sweep_lib.write_results(cells, results, str(image), seed)
     if not quiet:
         err_console.print(f"{len(cells)} cells in {time.perf_counter() - start:.1f}s -> {sheet}, {results}")
 
@@ -528,7 +539,7 @@ def lucid(
     """
     from jaxdream import dream, outputs
     from jaxdream.dream import lucid_mode
-    from jaxdream.files import write_atomically
+    from jaxdream.files import write_report
     from jaxdream.image import load_image, save_image
 
     outputs.check_report_path(stats, [*images, model, weights, labels])
@@ -537,6 +548,8 @@ def lucid(
     lucid_mode.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
     names = outputs.output_names(images, folder, loaded.name, lucid_mode.class_tag(class_),
                                  outputs.round_endings(rounds), outputs.check_format(format_))
+    outputs.check_io({"IMAGE": images, "MODEL": model, "--weights": weights, "--labels": labels},
+                     {"output": list(names.values()), "--stats": stats}, ["--stats"])
     run_stats = dream.RunStats()
     start = time.perf_counter()
     for path in images:
@@ -550,7 +563,7 @@ def lucid(
         lucid_mode.lucid(loaded, load_image(path), class_, iters=iters, rate=rate, target_scale=target_scale,
                         octaves=octaves, jitter=jitter, rounds=rounds, seed=seed, on_round=write, stats=run_stats)
     if stats:
-        write_atomically(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
+        write_report(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
 
 
 @weights_app.command("convert")
@@ -567,7 +580,7 @@ def weights_convert(
     from jaxdream.model import load_model
 
     weights = None if weights is not None and str(weights) == "-" else weights  # a model that carries its weights
-    outputs.check_not_input(output, [model, weights, labels], "-o")
+    outputs.check_io({"MODEL": model, "WEIGHTS": weights, "--labels": labels}, {"-o": output})
     loaded = load_model(model, weights, preprocess=preprocess, labels=labels)
     converted.write_converted(output, loaded.to_converted(converted.sha256_of(weights or model)))
     err_console.print(f"wrote {output}")
