@@ -176,7 +176,7 @@ def nightmare(
     import jax
 
     from jaxdream import dream, outputs
-    from jaxdream.files import write_atomically
+    from jaxdream.files import write_report
     from jaxdream.image import load_image, save_image
 
     phases = {"import_seconds": time.perf_counter() - start}
@@ -196,6 +196,8 @@ def nightmare(
     phases["model_load_seconds"] = time.perf_counter() - loaded
     names = outputs.output_names([image], folder, model.name, str(layer), outputs.round_endings(rounds),
                                  outputs.check_format(format_))[image]
+    outputs.check_io({"IMAGE": image, "CFG": cfg, "WEIGHTS": weights, "--guide": guide, "--labels": labels},
+                     {"--animate" if animate else "output": animate or names, "--stats": stats}, ["--stats"])
     run_stats = dream.RunStats()
     phases["write_seconds"] = 0.0
     with contextlib.ExitStack() as stack:
@@ -235,7 +237,7 @@ def nightmare(
                   "jax_version": jax.__version__, "image_size": [int(x.shape[1]), int(x.shape[0])],
                   "machine": platform.machine(), **run_stats.as_dict(), **phases,
                   "command_seconds": time.perf_counter() - start}
-        write_atomically(stats, json.dumps(report, indent=2), "the --stats report")
+        write_report(stats, json.dumps(report, indent=2), "the --stats report")
 
 
 @app.command()
@@ -280,7 +282,7 @@ def video(
     --resume finishes it."""
     from jaxdream import outputs
     from jaxdream import video as video_lib
-    from jaxdream.files import write_atomically
+    from jaxdream.files import write_report
 
     inputs = [video_in, *(more or [])]
     if out is not None and out.suffix.lower() in video_lib.UNWRITTEN_CONTAINERS:
@@ -297,13 +299,16 @@ def video(
         named = outputs.output_names(inputs, folder, loaded.name, layer, ["video"], "mp4")
         targets = [named[path][0] for path in inputs]
     outputs.check_report_path(stats, [*inputs, *targets, model, weights, labels])
+    outputs.check_io({"VIDEO": inputs, "MODEL": model, "WEIGHTS": weights, "--labels": labels},
+                     {"output": targets, "--stats": stats}, ["--stats"],
+                     {"frame store": [video_lib.FrameStore.folder_for(t) for t in targets]})
     with Feedback(err_console, quiet) as shown:
         run = video_lib.dream_videos(
             loaded, inputs, targets, layer, iters=iters, layer_range=range_, octaves=octaves, rate=rate,
             thresh=thresh, norm=bool(norm), seed=seed, blend=blend, flow=flow, precision=precision, tile=tile,
             memory=memory, resume=resume, progress=shown.counter("dreaming frames", "frame"))
     if stats:
-        write_atomically(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
+        write_report(stats, json.dumps(run.as_dict(), indent=2), "the --stats report")
     if not quiet:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in run.as_dict()["share"].items())
         err_console.print(f"{run.frames} frames dreamed ({run.resumed_frames} resumed) -> "
@@ -344,6 +349,8 @@ def deepdream(
     loaded = _load(model, weights, quiet, preprocess, labels)
     name = outputs.output_names([image], folder, loaded.name, str(layer), ["deepdream"],
                                 outputs.check_format(format_))[image][0]
+    outputs.check_io({"IMAGE": image, "MODEL": model, "WEIGHTS": weights, "--guide": guide, "--labels": labels},
+                     {"output": name})
     with Feedback(err_console, quiet):
         frames = dream.deepdream(loaded, x, layer, octaves=octaves, octave_scale=octave_scale, iters=iters,
                                  rate=rate, objective=objective, channel=channel,
@@ -403,12 +410,13 @@ def batch(
     options = {k: v for k, v in given.items() if v is not None}
     batch_lib.make_job(mode, "check", options, seed, size, format_)  # refuse bad options before any work
     process = batch_lib.join_processes(coordinator, num_processes, process_id)
-    files = batch_lib.discover(inputs)
+    files = batch_lib.discover(inputs, out)
     loaded = _load(model, weights, quiet, preprocess, labels)
     job = batch_lib.make_job(mode, loaded.name, options, seed, size, format_)
     with Feedback(err_console, quiet) as shown:
         summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume,
-                                      shown.counter("dreaming images", "image"))
+                                      shown.counter("dreaming images", "image"),
+                                      reads={"MODEL": model, "--weights": weights, "--labels": labels})
     if process[1] > 1 and process[0] == 0:
         batch_lib.merge_manifests(out, process[1])
     run = summary.stats
@@ -456,13 +464,16 @@ def sweep(
     octave_list = sweep_lib.parse_ints(octaves, "octaves")
     loaded = _load(model, weights, quiet, preprocess, labels)
     layer_list = sweep_lib.parse_layers(layers, loaded)
+    stem = outputs.file_stem(image)
+    sheet, results = folder / f"{stem}_sweep.png", folder / f"{stem}_sweep.h5"
+    outputs.check_io({"IMAGE": image, "MODEL": model, "--weights": weights, "--labels": labels},
+                     {"output": [sheet, results]})
     start = time.perf_counter()
     with Feedback(err_console, quiet):
         cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, iters, range_, seed,
                                 tile=tile, memory=memory)
-    stem = outputs.file_stem(image)
-    sheet = sweep_lib.contact_sheet(cells, folder / f"{stem}_sweep.png")
-    results = sweep_lib.write_results(cells, folder / f"{stem}_sweep.h5", str(image), seed)
+    sweep_lib.contact_sheet(cells, sheet)
+    sweep_lib.write_results(cells, results, str(image), seed)
     if not quiet:
         err_console.print(f"{len(cells)} cells in {time.perf_counter() - start:.1f}s -> {sheet}, {results}")
 
@@ -524,7 +535,7 @@ def lucid(
     """
     from jaxdream import dream, outputs
     from jaxdream.dream import lucid_mode
-    from jaxdream.files import write_atomically
+    from jaxdream.files import write_report
     from jaxdream.image import load_image, save_image
 
     outputs.check_report_path(stats, [*images, model, weights, labels])
@@ -533,6 +544,8 @@ def lucid(
     lucid_mode.parse_classes(class_, loaded.class_names())  # fail on a bad class before any work
     names = outputs.output_names(images, folder, loaded.name, lucid_mode.class_tag(class_),
                                  outputs.round_endings(rounds), outputs.check_format(format_))
+    outputs.check_io({"IMAGE": images, "MODEL": model, "--weights": weights, "--labels": labels},
+                     {"output": list(names.values()), "--stats": stats}, ["--stats"])
     run_stats = dream.RunStats()
     start = time.perf_counter()
     with Feedback(err_console, quiet) as shown:
@@ -550,7 +563,7 @@ def lucid(
                                 for row in lucid_mode.top_classes(loaded, result[-1], 3)[0])
             shown.print(f"  {loaded.name} now sees: {escape(verdict)}")
     if stats:
-        write_atomically(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
+        write_report(stats, json.dumps(run_stats.as_dict(), indent=2), "the --stats report")
 
 
 @weights_app.command("convert")
@@ -567,7 +580,7 @@ def weights_convert(
     from jaxdream.model import load_model
 
     weights = None if weights is not None and str(weights) == "-" else weights  # a model that carries its weights
-    outputs.check_not_input(output, [model, weights, labels], "-o")
+    outputs.check_io({"MODEL": model, "WEIGHTS": weights, "--labels": labels}, {"-o": output})
     loaded = load_model(model, weights, preprocess=preprocess, labels=labels)
     converted.write_converted(output, loaded.to_converted(converted.sha256_of(weights or model)))
     err_console.print(f"wrote {output}")
@@ -667,9 +680,9 @@ def plan(
 def cache_info() -> None:
     """Where the cache is, what it holds (one row per compiled program) and its size."""
     from jaxdream.dream.store import DISABLE_ENV, ProgramStore
-    from jaxdream.zoo import cache_dir
+    from jaxdream.files import home_dir
 
-    store = ProgramStore(cache_dir() / "programs")
+    store = ProgramStore(home_dir() / "programs")
     entries = store.entries()
     table = Table(title=f"compiled programs in {store.folder}")
     for column in ("program", "model", "argument shapes", "MB"):
@@ -684,11 +697,11 @@ def cache_info() -> None:
 
 @cache_app.command("clear")
 def cache_clear() -> None:
-    """Remove every compiled program from the cache (the next run of each command compiles again)."""
+    """Remove the compiled programs from the cache (only the files it wrote; the next run compiles again)."""
     from jaxdream.dream.store import ProgramStore
-    from jaxdream.zoo import cache_dir
+    from jaxdream.files import home_dir
 
-    store = ProgramStore(cache_dir() / "programs")
+    store = ProgramStore(home_dir() / "programs")
     freed = store.clear()
     err_console.print(f"cleared {store.folder} ({freed / 1e6:.1f} MB freed)", highlight=False)
 

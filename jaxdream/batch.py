@@ -9,9 +9,11 @@ whether the run was interrupted and resumed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
@@ -33,20 +35,29 @@ from jaxdream.dream.runner import Program, RunStats, program_cache
 from jaxdream.errors import ImageError, JaxdreamError, OptionError
 from jaxdream.files import write_atomically
 from jaxdream.ops import default_precision
-from jaxdream.outputs import check_format, output_folder, output_names, round_endings
+from jaxdream.outputs import check_format, check_io, output_folder, output_names, round_endings
 from jaxdream.protocol import Model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 
 
-def discover(inputs: list[str]) -> list[Path]:
-    """Image files from paths, folders (recursive), globs, and text files listing one path per line."""
+def discover(inputs: list[str], out: str | Path | None = None) -> list[Path]:
+    """Image files from paths, folders (recursive), globs, and text files listing one path per line.
+
+    A batch never takes its own outputs: a folder walk skips ``out`` and every folder holding a jaxdream manifest
+    (below the folder given), and any file a manifest beside it records as an output is left out, however it was
+    named (so ``--out`` may even be the input folder).
+    """
     found: list[Path] = []
+    outputs = _DreamFolders(out)
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            for root, dirs, files in os.walk(path):  # links to folders are not followed: no endless search
+                dirs[:] = sorted(d for d in dirs if not outputs.is_dream_folder(Path(root) / d))
+                found += [Path(root) / f for f in files
+                          if Path(f).suffix.lower() in IMAGE_SUFFIXES and (Path(root) / f).is_file()]
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             found += [path.parent / line for line in _list_lines(path)]
         elif path.is_file():
@@ -56,9 +67,41 @@ def discover(inputs: list[str]) -> list[Path]:
         else:
             raise OptionError(f"{item}: no such file, folder or matching glob")
     unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: str(p.resolve()))
-    if not unique:
-        raise OptionError(f"no images found in {', '.join(inputs)}")
-    return unique
+    kept = [p for p in unique if not outputs.is_output(p)]
+    if len(kept) < len(unique):
+        logging.getLogger("jaxdream").warning("batch: %d file(s) that jaxdream wrote (recorded in a manifest) "
+                                              "left out of the inputs", len(unique) - len(kept))
+    if not kept:
+        raise OptionError(f"no images found in {', '.join(inputs)}"
+                          + (" (only outputs of earlier runs)" if unique else ""))
+    return kept
+
+
+class _DreamFolders:
+    """Recognises a batch's own outputs: the output folder, folders holding a manifest, and the files their
+    manifests record as outputs."""
+
+    def __init__(self, out: str | Path | None) -> None:
+        self.out = Path(out).resolve() if out is not None else None
+        self._recorded: dict[Path, set[str]] = {}
+
+    def is_dream_folder(self, folder: Path) -> bool:
+        with contextlib.suppress(OSError):
+            if self.out is not None and folder.resolve() == self.out:
+                return True
+            return any(folder.glob("manifest*.jsonl"))
+        return False
+
+    def is_output(self, path: Path) -> bool:
+        folder = path.resolve().parent
+        if folder not in self._recorded:
+            names: set[str] = set()
+            for record in read_records(folder):
+                written = record.get("outputs")
+                if isinstance(written, list):
+                    names.update(str(name) for name in written)
+            self._recorded[folder] = names
+        return path.resolve().name in self._recorded[folder]
 
 
 def _list_lines(path: Path) -> list[str]:
@@ -406,12 +449,14 @@ def run_batch(
     model: Model, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
     process: tuple[int, int] = (0, 1), resume: bool = False,
     progress: Callable[[int, int], None] | None = None, prefetch: int = 2, decoders: int = 2,
+    reads: dict[str, Any] | None = None,
 ) -> Summary:
     """Dream ``inputs`` (this process's slice of them) into ``out``; returns what was done and what failed.
 
     A streaming pipeline: the headers give each image's size and so the batches; ``decoders`` threads decode the
     next ``prefetch`` batches while one dreams; a writer thread encodes and writes what is done. Memory holds
-    only the batches in flight, whatever the number of inputs.
+    only the batches in flight, whatever the number of inputs. ``reads``: the run's other files (model, weights,
+    labels), which no output may replace; checked with the inputs before any work.
     """
     core.check_count("batch-size", batch_size, 1)
     core.check_count("prefetch", prefetch, 1)
@@ -422,6 +467,7 @@ def run_batch(
     key = run_key(job, model)
     finished = manifest.done(key) if resume else set()
     names = output_names(inputs, out, job.model, job.tag, round_endings(job.rounds), job.format)  # whole list
+    check_io({"input": inputs, **(reads or {})}, {"output": list(names.values())})
     summary = Summary(skipped=sum(str(p.resolve()) in finished for p in mine))
     todo = [p for p in mine if str(p.resolve()) not in finished]
     start = time.perf_counter()

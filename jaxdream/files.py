@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +19,21 @@ from PIL import Image
 
 from jaxdream.errors import JaxdreamError
 
+HOME_ENV = "JAXDREAM_HOME"
 _UMASK = os.umask(0o022)  # read once at import (the only way to read it), then restored
 os.umask(_UMASK)
 
 
 def write_atomically(
-    path: str | Path, data: bytes | str, what: str, error: type[JaxdreamError] = JaxdreamError
+    path: str | Path, data: bytes | str, what: str, error: type[JaxdreamError] = JaxdreamError,
+    mode: int | None = None,
 ) -> Path:
     """Write ``data`` (str as UTF-8) to a temp file beside ``path`` and rename it to ``path`` once complete.
 
     On failure the temp file is removed, whatever ``path`` held before stays as it was, and ``error`` is raised
     naming the file and the fix. The temp file has an unpredictable name and is created exclusively (mkstemp), so
     a symlink planted in a shared folder is never followed; the rename replaces a link at ``path`` itself.
+    ``mode``: the file's permissions (default: what the umask gives a new file).
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -38,7 +42,7 @@ def write_atomically(
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private
+        os.fchmod(fd, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp's 0600 would make every output private
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
@@ -69,8 +73,31 @@ def hdf5_bytes(fill: Callable[[h5py.File], None]) -> bytes:
 
 
 def home_dir() -> Path:
-    """jaxdream's cache folder: ``$JAXDREAM_HOME`` when set and not empty, else the platform's user cache folder
-    (``~/.cache/jaxdream`` on Linux, honouring ``XDG_CACHE_HOME``)."""
+    """jaxdream's own folder (fetched weights, compiled programs): ``$JAXDREAM_HOME``, or the platform's user cache
+    folder (``~/.cache/jaxdream`` on Linux). An empty ``JAXDREAM_HOME=`` means unset, never the current folder."""
+    value = os.environ.get(HOME_ENV, "")
+    if value.strip():
+        return Path(value).expanduser()
     import platformdirs
 
-    return Path(os.environ.get("JAXDREAM_HOME") or platformdirs.user_cache_dir("jaxdream"))
+    return Path(platformdirs.user_cache_dir("jaxdream"))
+
+
+def write_report(path: str | Path, data: str, what: str, error: type[JaxdreamError] = JaxdreamError) -> Path:
+    """A report (``--stats``): written atomically like any output, except to a stream the user named (a character
+    device or FIFO such as /dev/stdout, or a link to one), which is written through rather than replaced."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(data if data.endswith("\n") else data + "\n")
+        except OSError as err:
+            raise error(f"{path}: cannot write {what} ({err.strerror or err})") from None
+        return path
+    if path.is_symlink():
+        raise error(f"{path}: {what} would replace a symbolic link; name the file itself")
+    return write_atomically(path, data, what, error)

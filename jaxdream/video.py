@@ -340,7 +340,7 @@ class FrameStore:
     """
 
     def __init__(self, output: Path, key: str, resume: bool) -> None:
-        self.folder = output.parent / f".{output.name}.frames"
+        self.folder = self.folder_for(output)
         self.key = key
         key_file = self.folder / "run.json"
         if self.folder.is_symlink() or (self.folder.exists() and not self.folder.is_dir()):
@@ -364,6 +364,12 @@ class FrameStore:
         from jaxdream.files import write_atomically
 
         write_atomically(key_file, json.dumps({"key": key}), "the resume key", VideoError)
+
+    @staticmethod
+    def folder_for(output: str | Path) -> Path:
+        """The hidden folder beside ``output`` that holds its finished frames."""
+        output = Path(output)
+        return output.parent / f".{output.name}.frames"
 
     def path(self, index: int) -> Path:
         return self.folder / f"{index:06d}.png"

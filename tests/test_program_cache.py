@@ -106,8 +106,9 @@ def test_a_damaged_or_foreign_store_entry_is_rebuilt_not_used(small_vgg, store, 
     jnet_cfg = parse_cfg(ARCHITECTURES["jnet-conv"], "jnet-conv")
     jnet = model_from_bytes(jnet_cfg, random_weights_bytes(jnet_cfg, 6), "jnet-conv")
     _forward(ProgramCache(store=store), jnet, x, 4)
-    entries = {e.model: e.path for e in store.entries()}
-    mine, other = entries[small_vgg.fingerprint[:12]], entries[jnet.fingerprint[:12]]
+    entries = {e.model: e.path for e in store.entries()}  # 'name (fingerprint)'
+    mine, other = (next(path for model, path in entries.items() if m.fingerprint[:12] in model)
+                   for m in (small_vgg, jnet))
     data = mine.read_bytes()
     damaged = {"flipped byte": data[:-100] + bytes([data[-100] ^ 1]) + data[-99:], "truncated": data[: len(data) // 2],
                "other model": other.read_bytes(), "not a program": b"hello", "empty": b""}[damage]
@@ -180,3 +181,164 @@ def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes
                              env=env, capture_output=True, text=True, timeout=120)
     assert cleared.returncode == 0 and "MB freed" in cleared.stderr
     assert not list((tmp_path / "home" / "programs").glob("*.program"))
+
+
+class _Plant:
+    """A pickle that creates ``path`` when it is loaded: proof that an entry was unpickled."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _forge(entry: Path, marker: Path) -> None:
+    """Replace a stored entry by one with a consistent header and sha256 whose payload creates ``marker``."""
+    import hashlib
+    import pickle
+
+    from jaxdream.dream.store import MAGIC
+
+    payload = pickle.dumps(_Plant(marker))
+    header = {"digest": entry.name.split(".")[0], "key": {"name": "forward"}, "bytes": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest()}
+    entry.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+
+@pytest.mark.parametrize("how", ["trusted", "world-writable folder", "foreign folder", "foreign entry",
+                                 "group-writable entry"])
+def test_a_forged_entry_is_unpickled_only_from_a_private_store(small_vgg, store, how, program_events, caplog,
+                                                                monkeypatch, tmp_path):
+    import jaxdream.dream.store as store_module
+
+    x = _image(7)[None]
+    _forward(ProgramCache(store=store), small_vgg, x, 3)
+    (entry,) = [e.path for e in store.entries()]
+    assert store.folder.stat().st_mode & 0o777 == 0o700 and entry.stat().st_mode & 0o777 == 0o600  # created private
+    marker = tmp_path / "pwned"
+    _forge(entry, marker)
+    if how == "world-writable folder":
+        store.folder.chmod(0o777)
+    elif how == "foreign folder":
+        real = os.geteuid()
+        monkeypatch.setattr(store_module, "current_uid", lambda: real + 4242)
+        os.chown(entry, real + 4242, -1)  # the entry is "ours" in that pretence: only the folder is foreign
+    elif how == "foreign entry":
+        os.chown(entry, os.geteuid() + 4242, -1)  # tests run as root: root may give a file away
+    elif how == "group-writable entry":
+        entry.chmod(0o620)
+    with caplog.at_level(logging.WARNING, logger="jaxdream"), program_events() as seen:
+        got = _forward(ProgramCache(store=store), small_vgg, x, 3)
+    np.testing.assert_array_equal(got, _forward(ProgramCache(store=None), small_vgg, x, 3))
+    assert len(seen.compiles) == 1  # compiled as if absent
+    if how == "trusted":  # the payload is live: a store that passes the check does unpickle it (then rebuilds)
+        assert marker.exists() and "rebuilding it" in caplog.text
+        return
+    assert not marker.exists()
+    notices = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert len(notices) == 1, caplog.text  # one line, however many programs the run asks for
+
+
+def test_a_fifo_named_like_an_entry_hangs_neither_a_dream_nor_cache_info(small_vgg, store, monkeypatch, tmp_path):
+    import threading
+
+    from typer.testing import CliRunner
+
+    from jaxdream.cli import app
+
+    x = _image(8)[None]
+    _forward(ProgramCache(store=store), small_vgg, x, 2)
+    (entry,) = [e.path for e in store.entries()]
+    entry.unlink()
+    os.mkfifo(entry)
+    results = {}
+
+    def dream() -> None:
+        results["dream"] = _forward(ProgramCache(store=store), small_vgg, x, 2)
+        os.mkfifo(store.folder / f"{'f' * 64}.program")  # the dream replaced the first FIFO; another for info
+        results["info"] = CliRunner().invoke(app, ["cache", "info"])
+
+    thread = threading.Thread(target=dream, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "a FIFO entry hung the run"
+    assert results["dream"].shape[0] == 1
+    assert results["info"].exit_code == 0, results["info"].output
+    assert "1 program(s)" in results["info"].output
+
+
+def test_cache_clear_removes_only_its_own_entries(small_vgg, store, tmp_path):
+    from typer.testing import CliRunner
+
+    from jaxdream.cli import app
+    from jaxdream.dream.store import MAGIC
+
+    _forward(ProgramCache(store=store), small_vgg, _image(9)[None], 2)
+    (entry,) = [e.path for e in store.entries()]
+    outside = tmp_path / "precious.program"
+    outside.write_bytes(MAGIC + b"mine")
+    strangers = {
+        "notes.txt": b"my notes", "model.program": MAGIC + b"a name the store never writes",
+        f"{'a' * 64}.program": b"named like an entry, without the magic line",
+    }
+    for name, data in strangers.items():
+        (store.folder / name).write_bytes(data)
+    (store.folder / f"{'b' * 64}.program").symlink_to(outside)
+    temp = store.folder / f".{'c' * 64}.program.x1y2.tmp"
+    temp.write_bytes(MAGIC)  # a killed save's temp file: the store's own
+    done = CliRunner().invoke(app, ["cache", "clear"])
+    assert done.exit_code == 0, done.output
+    assert not entry.exists() and not temp.exists()
+    assert sorted(p.name for p in store.folder.iterdir()) == sorted([*strangers, f"{'b' * 64}.program"])
+    assert outside.read_bytes() == MAGIC + b"mine"
+
+
+def test_an_empty_jaxdream_home_means_unset(monkeypatch, tmp_path):
+    import platformdirs
+
+    from jaxdream.dream.store import default_store
+    from jaxdream.files import home_dir
+    from jaxdream.zoo import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JAXDREAM_NO_CACHE", raising=False)
+    for value in ("", "  "):
+        monkeypatch.setenv("JAXDREAM_HOME", value)
+        assert home_dir() == cache_dir() == Path(platformdirs.user_cache_dir("jaxdream"))
+        assert home_dir().is_absolute() and default_store().folder == home_dir() / "programs"
+    monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "h"))
+    assert home_dir() == cache_dir() == tmp_path / "h"
+
+
+MULTI_PROCESS = """
+import sys
+import jax
+import numpy as np
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from jaxdream.dream.runner import Program, ProgramCache
+from jaxdream.dream.store import ProgramStore
+cache = ProgramCache(store=ProgramStore(sys.argv[3]))
+x = jax.device_put(np.arange(6, dtype=np.float32), jax.local_devices()[0])
+out = cache(Program("double", None, (), lambda: lambda v: 2 * v + 1), x)
+assert np.array_equal(np.asarray(out), 2 * np.arange(6) + 1)
+print(cache.info()[0].source)
+"""
+
+
+def test_a_multi_process_run_loads_only_programs_compiled_for_its_own_devices(tmp_path):
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    sources = []
+    for _ in range(2):  # the second run finds the programs stored by the first
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = [subprocess.Popen([sys.executable, "-c", MULTI_PROCESS, f"127.0.0.1:{port}", str(i),
+                                   str(tmp_path / "programs")], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        results = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        sources.append([out.strip().splitlines()[-1] for out, _ in results])
+    assert sources == [["compiled", "compiled"], ["loaded", "loaded"]]
