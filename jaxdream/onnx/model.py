@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxdream import converted
 from jaxdream.errors import OptionError, WeightsError
+from jaxdream.files import read_user_file
 from jaxdream.image import darknet_resize
 from jaxdream.onnx import network
 from jaxdream.onnx.graph import Graph, Node, initializers, parse
@@ -28,6 +29,8 @@ from jaxdream.protocol import Model, Params, Shape
 
 PREPROCESSING = ("caffe", "torch", "tf", "raw")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+MAX_ONNX_BYTES = 2**31 - 1  # protobuf's own limit on one message
+MAX_LABELS_BYTES = 16 << 20
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -157,7 +160,12 @@ def _labels(path: str | Path | None, count: int | None) -> tuple[str, ...] | Non
     """A label file: one name per line, or `index,name` lines (indices 0 .. n-1 in order)."""
     if path is None:
         return None
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = read_user_file(path, "the label file", MAX_LABELS_BYTES, OptionError, "a label file is one name a line")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OptionError(f"{path}: the label file is not UTF-8 text; save it as UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     names = []
     for number, line in enumerate(lines):
         head, sep, rest = line.partition(",")
@@ -191,10 +199,10 @@ def load_onnx(path: str | Path, preprocess: str | None = None, labels: str | Pat
     except ImportError:
         raise OptionError(f"{path}: reading ONNX files needs the onnx package: pip install 'jaxdream[onnx]'") from None
 
+    data = read_user_file(path, "the ONNX file", MAX_ONNX_BYTES, WeightsError,
+                          "protobuf cannot hold a larger model (weights in external files are not supported)")
     try:
-        proto = onnx.load(str(path))
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such ONNX file") from None
+        proto = onnx.load_model_from_string(data)
     except Exception as err:
         raise WeightsError(f"{path}: not an ONNX model onnx can read ({type(err).__name__}: {err})") from None
     return from_proto(proto, Path(path).name.split(".", 1)[0], str(path), preprocess, labels)
