@@ -31,13 +31,14 @@ from jaxdream.dream import core
 from jaxdream.dream.lucid_mode import class_tag
 from jaxdream.dream.runner import Program, RunStats, program_cache
 from jaxdream.errors import ImageError, JaxdreamError, OptionError
-from jaxdream.files import write_atomically
+from jaxdream.files import read_user_file, write_atomically
 from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, output_folder, output_names, round_endings
 from jaxdream.protocol import Model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
+MAX_LIST_BYTES = 64 << 20  # a million long paths
 
 
 def discover(inputs: list[str]) -> list[Path]:
@@ -64,7 +65,8 @@ def discover(inputs: list[str]) -> list[Path]:
 def _list_lines(path: Path) -> list[str]:
     """The paths a list file names, one a line ('#' starts a comment)."""
     lines = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+    data = read_user_file(path, "the list file", MAX_LIST_BYTES, OptionError, "split the list into several files")
+    for number, raw in enumerate(data.splitlines(), 1):
         try:
             line = raw.decode("utf-8").strip()
         except UnicodeDecodeError:

@@ -156,6 +156,11 @@ def test_discover_folders_globs_and_lists(tmp_path):
     assert len(discover([str(tmp_path / "in")])) == 12
     with pytest.raises(OptionError, match="no such file, folder or matching glob"):
         discover([str(tmp_path / "missing")])
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as handle:
+        handle.truncate(1 << 40)  # sparse: read whole it would be a MemoryError
+    with pytest.raises(OptionError, match=r"huge\.txt: the list file holds 1,099,511,627,776 bytes, more than"):
+        discover([str(huge)])
 
 
 def _small_model(filters: int):
