@@ -87,7 +87,7 @@ class OnnxModel(Model):
         try:
             out = jax.eval_shape(lambda x: self.run(self.params, x, wanted),
                                  jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, WeightsError) as err:
             raise WeightsError(f"{self.name}: a {width}x{height} input does not fit ({err})") from None
         return [tuple(int(d) for d in out[i].shape[1:]) for i in wanted]
 
@@ -184,9 +184,10 @@ def check_preprocess(preprocess: str | None) -> str | None:
 def from_proto(model_proto: Any, name: str, source: str, preprocess: str | None = None,
                labels: str | Path | None = None) -> OnnxModel:
     """A checked OnnxModel from a parsed ModelProto, its weights from its initializers."""
-    params = initializers(model_proto)
+    params = initializers(model_proto, source)
     graph = parse(model_proto, source, {key: tuple(np.shape(a)) for key, a in params.items()})
     model = OnnxModel(name, graph, params, check_preprocess(preprocess)).checked(source)
+    network.check(graph, params, source)
     if labels is None:
         return model
     return OnnxModel(name, graph, params, model.preprocessing, _labels(labels, model.num_classes))
@@ -231,4 +232,6 @@ def from_converted(stored: converted.Converted, source: str) -> OnnxModel:
     if spec.get("preprocessing") not in (None, *PREPROCESSING):
         raise WeightsError(f"{source}: the stored preprocessing {spec.get('preprocessing')!r} is not one of "
                            f"{', '.join(PREPROCESSING)}; the file is damaged")
-    return OnnxModel(stored.name, graph, params, spec.get("preprocessing"), stored.labels).checked(source)
+    model = OnnxModel(stored.name, graph, params, spec.get("preprocessing"), stored.labels).checked(source)
+    network.check(graph, params, source)
+    return model
