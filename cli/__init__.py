@@ -164,6 +164,8 @@ def nightmare(
 
     phases = {"import_seconds": time.perf_counter() - start}
     inputs = [image, cfg, weights, guide, labels]
+    if out is not None and prefix is not None and out != prefix:
+        raise JaxdreamError(f"--out {out} and --prefix {prefix} both name the output folder; give one of them")
     if animate is not None:
         from jaxdream import video
 

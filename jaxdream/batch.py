@@ -30,7 +30,7 @@ from jaxdream import dream, image, interrupts
 from jaxdream.dream import core
 from jaxdream.dream.lucid_mode import class_tag
 from jaxdream.dream.runner import Program, RunStats, program_cache
-from jaxdream.errors import ImageError, JaxdreamError, OptionError
+from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
 from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, output_folder, output_names, round_endings
@@ -477,7 +477,14 @@ def run_batch(
                 continue
             stack = np.stack([x for _, x in good] + [good[-1][1]] * (batch_size - len(good)))  # fixed batch shape
             del decoded
-            writer.put([p for p, _ in good], dream_batch(model, job, stack, mesh, summary.stats))
+            try:
+                frames = dream_batch(model, job, stack, mesh, summary.stats)
+            except SizeError as err:  # these images (all of one size) do not fit the dream; the rest go on
+                for path, _ in good:
+                    failed(path, f"{path}: {err}")
+                continue
+            writer.put([p for p, _ in good], frames)
+            del frames
             del good, stack
     except BaseException:
         writer.close(abort=True)  # Ctrl-C or an error: stop now; --resume redoes what was not written

@@ -18,7 +18,7 @@ from jaxdream.dream.runner import (
     run_in_chunks,
     run_rounds,
 )
-from jaxdream.errors import JaxdreamError, OptionError
+from jaxdream.errors import JaxdreamError, OptionError, SizeError
 from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def check_zoom(zoom: float, rounds: int, height: int, width: int) -> None:
         return
     side = min(int(height * zoom), int(width * zoom))
     if side < 1 or max(height, width) * zoom > MAX_ZOOMED_SIDE:
-        raise OptionError(f"--zoom {zoom} on a {width}x{height} image crops {int(width * zoom)}x{int(height * zoom)} "
+        raise SizeError(f"--zoom {zoom} on a {width}x{height} image crops {int(width * zoom)}x{int(height * zoom)} "
                           f"pixels between rounds; use a zoom between {1 / min(height, width):.3g} and "
                           f"{MAX_ZOOMED_SIDE / max(height, width):.3g}")
 
@@ -58,7 +58,7 @@ def validate(model: Model, config: core.DreamConfig, height: int, width: int) ->
         except JaxdreamError:
             fits = False
         if not fits:
-            raise OptionError(
+            raise SizeError(
                 f"the {width}x{height} image is too small: at octave {octave} ({ow}x{oh}) layer {max(config.layers)} "
                 "of the network has no output; use a larger image, fewer --octaves or an earlier layer"
             )
