@@ -93,7 +93,7 @@ def sweep(
     """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves).
     Tiled (``tile``, or an image over the ``memory`` budget), the cells run one after another through the one
     tile program of each layer."""
-    image = as_batch(x)
+    image = as_batch(x, images=True)
     if image.shape[0] != 1:
         raise OptionError("a sweep dreams one image")
     if not (layers and rates and threshs and octaves):

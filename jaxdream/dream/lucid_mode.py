@@ -109,7 +109,7 @@ def lucid(
     precision: str | None = None,
 ) -> np.ndarray:
     """Dream images (H, W, 3) or (N, H, W, 3) toward ``classes`` -> (rounds, N, H, W, 3)."""
-    images = as_batch(x)
+    images = as_batch(x, images=True)
     labels = model.class_names()
     chosen = parse_classes(classes, labels)
     core.check_number("target-scale", target_scale, 0.0, strict=True)

@@ -81,7 +81,7 @@ def objective_input(model: Model, config: core.DreamConfig, thresh: float, chann
             raise OptionError("the guide objective needs a guide image (--guide FILE)")
         if config.layer_range != 1:
             raise OptionError("the guide objective needs --range 1: the guide's features belong to one layer")
-        features = model.forward(as_batch(guide)[:1], config.layer, config.precision)[config.layer][0]
+        features = model.forward(as_batch(guide, images=True)[:1], config.layer, config.precision)[config.layer][0]
         return features.reshape(-1, features.shape[-1])
     return np.float32(0)
 
@@ -180,7 +180,7 @@ def nightmare(
     what that changes); ``memory``: the budget ('6G') past which the dream is tiled by itself. ``keep_rounds``
     False returns only the last round (1, N, H, W, 3): long animations stream their frames through ``on_round``.
     """
-    images = as_batch(x)
+    images = as_batch(x, images=True)
     if objective not in LAYER_OBJECTIVES:
         raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
     config = core.DreamConfig(layer=model.resolve_layer(layer), layer_range=layer_range, iters=iters, octaves=octaves,
