@@ -228,3 +228,25 @@ def test_options_that_make_no_sense_are_one_line(monkeypatch, capsys, little_cla
     code, _, err = cli(monkeypatch, capsys, *[a.format(**names) for a in args])
     assert code == 1 and len(err) == 1 and err[0].startswith("error:") and re.search(message, err[0]), err
     assert not (folder / "a").exists() and not (folder / "b").exists()
+
+
+def test_an_unknown_xla_flag_is_one_line_not_an_abort(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_bogus_flag=1")  # XLA itself would kill the process (SIGABRT)
+    code, _, err = cli(monkeypatch, capsys, "plan", "vgg-conv", "3", "--size", "64x64")
+    assert code == 1 and len(err) == 1, err
+    assert re.search(r"^error: XLA_FLAGS='--xla_bogus_flag=1': Unknown flag in XLA_FLAGS: --xla_bogus_flag=1; "
+                     "remove or correct", err[0]), err
+
+
+def test_jax_platforms_naming_a_missing_backend_is_one_line(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("jax_plugins") is not None and any(
+            importlib.util.find_spec(f"jax_plugins.{name}") for name in ("xla_cuda12", "xla_cuda13")):
+        pytest.skip("CUDA is installed here")
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cuda"}
+    done = subprocess.run([*CLI, "plan", "vgg-conv", "3", "--size", "64x64"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: JAX_PLATFORMS='cuda': JAX cannot start that backend"), lines
