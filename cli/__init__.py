@@ -181,6 +181,8 @@ def nightmare(
 
     phases = {"import_seconds": time.perf_counter() - start}
     inputs = [image, cfg, weights, guide, labels]
+    if out is not None and prefix is not None and out != prefix:
+        raise JaxdreamError(f"--out {out} and --prefix {prefix} both name the output folder; give one of them")
     if animate is not None:
         from jaxdream import video
 
@@ -760,7 +762,10 @@ def main() -> None:
     argv = [a for a in argv if a not in ("--debug", "--no-cache")]
     _notices()
     signal.signal(signal.SIGINT, _interrupt)
+    from jaxdream.environment import check_environment, platform_problem
+
     try:
+        check_environment()  # before anything starts JAX: XLA aborts the process on a bad XLA_FLAGS
         app(argv, prog_name="jaxdream")
     except Interrupted:
         err_console.print("interrupted: every file written is whole (batch and video go on from here with "
@@ -770,8 +775,8 @@ def main() -> None:
         # Every output is already whole or removed; finalising the interpreter while XLA's threads are mid-work can
         # crash it (a segfault instead of 130), so leave at once.
         os._exit(130)
-    except (JaxdreamError, RuntimeError) as err:
-        message = str(err) if isinstance(err, JaxdreamError) else _out_of_memory(err)
+    except (JaxdreamError, RuntimeError, AssertionError) as err:
+        message = str(err) if isinstance(err, JaxdreamError) else _out_of_memory(err) or platform_problem(err)
         if debug or message is None:
             raise
         err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

@@ -32,14 +32,15 @@ from jaxdream import dream, image, interrupts
 from jaxdream.dream import core
 from jaxdream.dream.lucid_mode import class_tag
 from jaxdream.dream.runner import Program, RunStats, program_cache
-from jaxdream.errors import ImageError, JaxdreamError, OptionError
-from jaxdream.files import write_atomically
+from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
+from jaxdream.files import read_user_file, write_atomically
 from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, check_io, output_folder, output_names, round_endings
 from jaxdream.protocol import Model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
+MAX_LIST_BYTES = 64 << 20  # a million long paths
 
 
 def discover(inputs: list[str], out: str | Path | None = None) -> list[Path]:
@@ -107,7 +108,8 @@ class _DreamFolders:
 def _list_lines(path: Path) -> list[str]:
     """The paths a list file names, one a line ('#' starts a comment)."""
     lines = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+    data = read_user_file(path, "the list file", MAX_LIST_BYTES, OptionError, "split the list into several files")
+    for number, raw in enumerate(data.splitlines(), 1):
         try:
             line = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
@@ -521,7 +523,14 @@ def run_batch(
                 continue
             stack = np.stack([x for _, x in good] + [good[-1][1]] * (batch_size - len(good)))  # fixed batch shape
             del decoded
-            writer.put([p for p, _ in good], dream_batch(model, job, stack, mesh, summary.stats))
+            try:
+                frames = dream_batch(model, job, stack, mesh, summary.stats)
+            except SizeError as err:  # these images (all of one size) do not fit the dream; the rest go on
+                for path, _ in good:
+                    failed(path, f"{path}: {err}")
+                continue
+            writer.put([p for p, _ in good], frames)
+            del frames
             del good, stack
     except BaseException:
         writer.close(abort=True)  # Ctrl-C or an error: stop now; --resume redoes what was not written

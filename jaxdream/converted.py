@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from jaxdream.errors import WeightsError
-from jaxdream.files import hdf5_bytes, write_atomically
+from jaxdream.files import check_user_file, hdf5_bytes, write_atomically
 from jaxdream.protocol import Params, flat_params
 
 FORMAT = "jaxdream-model"
@@ -52,9 +52,20 @@ def write_converted(path: str | Path, converted: Converted) -> None:
     write_atomically(path, hdf5_bytes(fill), "the converted model", WeightsError)
 
 
+def check_stored_here(dataset: h5py.Dataset, path: Path, entry: str) -> None:
+    """Refuse a dataset whose bytes live outside the file: a virtual dataset (mapped from other files) or external
+    storage (raw bytes in a file it names) would make reading it read whatever file a hand-edited entry points at.
+    """
+    if dataset.is_virtual or dataset.external:
+        how = "a virtual dataset" if dataset.is_virtual else "stored in an external file"
+        raise WeightsError(f"{path}: the entry {entry!r} is {how}, not data in this file; jaxdream writes every "
+                           "parameter inside the file: convert the model again")
+
+
 def read_converted(path: str | Path) -> Converted:
     """Read a file written by :func:`write_converted`; anything else gets a clear error."""
     path = Path(path)
+    check_user_file(path, "the model file", WeightsError)
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
@@ -70,11 +81,14 @@ def read_converted(path: str | Path) -> Converted:
             kind = str(f.attrs.get("kind", "darknet"))
             params: dict[str, np.ndarray] = {}
 
-            def keep(path: str, item: h5py.HLObject) -> None:
+            def keep(entry: str, item: h5py.HLObject) -> None:
                 if isinstance(item, h5py.Dataset):
-                    params[path] = np.asarray(item[()], np.float32)
+                    check_stored_here(item, path, f"params/{entry}")
+                    params[entry] = np.asarray(item[()], np.float32)
 
             f["params"].visititems(keep)
+            if "labels" in f:
+                check_stored_here(f["labels"], path, "labels")
             labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["labels"][()]) \
                 if "labels" in f else None
             return Converted(str(f.attrs["name"]), str(f.attrs["architecture"]), params, str(f.attrs["source_sha256"]),

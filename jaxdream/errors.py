@@ -23,6 +23,11 @@ class OptionError(JaxdreamError):
     """A bad option value (layer index, rate, zoom, class name ...)."""
 
 
+class SizeError(OptionError):
+    """An image too small (or large) for the dream's layer, octaves or zoom: an error of that image alone (a batch
+    reports it and dreams the rest)."""
+
+
 class FetchError(JaxdreamError):
     """A download that failed or delivered the wrong bytes."""
 

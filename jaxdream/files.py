@@ -57,6 +57,61 @@ def write_atomically(
     return path
 
 
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return word
+    return "special file"
+
+
+def open_user_file(path: str | Path, what: str, error: type[JaxdreamError] = JaxdreamError,
+                   limit: int | None = None, fix: str = "") -> tuple[int, int]:
+    """A user's input file opened for reading: (file descriptor, size). Only a regular file (a link to one is
+    followed): a pipe, device or folder is refused, and opening does not block (O_NONBLOCK, so a FIFO with no
+    writer cannot hang the run). A file over ``limit`` bytes is refused (``fix`` says what to do). The caller
+    closes the descriptor."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise error(f"{path}: cannot read {what} ({err.strerror or err}); check the path") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: {what} must be a regular file, not a {_kind(info.st_mode)}; give the path of a file")
+        if limit is not None and info.st_size > limit:
+            raise error(f"{path}: {what} holds {info.st_size:,} bytes, more than the {limit:,} it may"
+                        + (f"; {fix}" if fix else ""))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def check_user_file(path: str | Path, what: str, error: type[JaxdreamError] = JaxdreamError) -> int:
+    """The size of a user's input file that another library opens by name (HDF5): only a regular file."""
+    fd, size = open_user_file(path, what, error)
+    os.close(fd)
+    return size
+
+
+def read_user_file(path: str | Path, what: str, limit: int, error: type[JaxdreamError] = JaxdreamError,
+                   fix: str = "") -> bytes:
+    """The bytes of a user's input file (a regular file of at most ``limit`` bytes; see :func:`open_user_file`).
+    At most ``limit`` + 1 bytes are ever read, so a file that grows while it is read is refused too."""
+    fd, _ = open_user_file(path, what, error, limit, fix)
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as err:
+        raise error(f"{path}: cannot read {what} ({err.strerror or err}); check the path") from None
+    if len(data) > limit:
+        raise error(f"{path}: {what} holds more than the {limit:,} bytes it may" + (f"; {fix}" if fix else ""))
+    return data
+
+
 def image_bytes(image: Image.Image, fmt: str, **options: Any) -> bytes:
     """The encoded file of a Pillow image (``fmt``: "PNG", "JPEG" ...)."""
     buffer = io.BytesIO()

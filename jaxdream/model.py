@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jaxdream import converted, zoo
 from jaxdream.darknet import model as darknet
-from jaxdream.errors import WeightsError
+from jaxdream.errors import JaxdreamError, WeightsError
 from jaxdream.keras import model as keras
 from jaxdream.keras.weights import is_keras_file
 from jaxdream.onnx import model as onnx
@@ -45,7 +45,16 @@ def from_converted_file(path: str | Path) -> Model:
     stored = converted.read_converted(path)
     if stored.kind not in FROM_CONVERTED:
         raise WeightsError(f"{path}: a converted model of kind {stored.kind!r}, which this jaxdream does not know")
-    return FROM_CONVERTED[stored.kind](stored, str(path))
+    model = FROM_CONVERTED[stored.kind](stored, str(path))
+    if stored.labels is not None:
+        try:
+            classes = model.num_classes
+        except JaxdreamError:  # not a classifier: its labels are never used
+            classes = len(stored.labels)
+        if len(stored.labels) != classes:
+            raise WeightsError(f"{path}: the entry 'labels' lists {len(stored.labels)} names for a model with "
+                               f"{classes} classes; the file was edited or damaged: convert the model again")
+    return model
 
 
 def describe_only(name_or_path: str | Path, preprocess: str | None = None) -> Model:

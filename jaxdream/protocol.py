@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxdream.errors import OptionError, WeightsError
+from jaxdream.errors import NumericError, OptionError, WeightsError
 from jaxdream.ops import check_precision, default_precision
 
 if TYPE_CHECKING:
@@ -202,8 +202,12 @@ class Model(ABC):
         return runner.program_cache()(program, runner.placed_params(self, images), images)
 
     def predict(self, x: Any, precision: str | None = None) -> np.ndarray:
-        """(N, classes) class probabilities."""
+        """(N, classes) class probabilities; logits with NaN or infinite values (overflowing weights) are refused,
+        as every non-finite result is, rather than returned as NaN probabilities."""
         z = np.asarray(self.logits(x, precision), np.float64)
+        if not np.isfinite(z).all():
+            raise NumericError(f"{self.name}: the class probabilities have NaN or infinite values: the network "
+                               "overflows on this input; check the weights file (a damaged or hand-edited value?)")
         z = np.exp(z - z.max(axis=-1, keepdims=True))
         return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 

@@ -41,9 +41,7 @@ def parse_layers(text: str, model: Model) -> list[int]:
     """'4:13' (Python-style, end excluded), '4,7,10', '10', or layer names where the model has them
     ('fire5/concat_1,fire9/concat_1'; a range of names 'fire2/concat:fire5/concat' too); each layer once."""
     layers: list[int] = []
-    for piece in (p.strip() for p in text.split(",")):
-        if not piece:
-            continue
+    for piece in _items(text, "layers", "4,7,10"):
         if piece in model.layer_names or ":" not in piece:
             layers.append(model.resolve_layer(piece))
             continue
@@ -64,16 +62,26 @@ def _range_ends(piece: str, model: Model) -> tuple[int, int]:
     raise OptionError(f"--layers {piece!r}: not a range of layers (4:13) or a layer {model.name} has")
 
 
+def _items(text: str, name: str, example: str) -> list[str]:
+    """The items of a comma-separated list; an empty one (``0.01,,0.02``, a trailing comma) is a typo, refused."""
+    items = [v.strip() for v in text.split(",")]
+    if not all(items):
+        raise OptionError(f"--{name} {text!r}: an empty item; write a comma-separated list, e.g. {example}")
+    return items
+
+
 def parse_ints(text: str, name: str) -> list[int]:
+    items = _items(text, name, "2,4")
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        return [int(v) for v in items]
     except ValueError:
         raise OptionError(f"--{name} {text!r}: write a comma-separated list of whole numbers") from None
 
 
 def parse_floats(text: str, name: str) -> list[float]:
+    items = _items(text, name, "0.01,0.02")
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return [float(v) for v in items]
     except ValueError:
         raise OptionError(f"--{name} {text!r}: write a comma-separated list of numbers") from None
 
@@ -87,7 +95,7 @@ def sweep(
     ``layers``: indices or, where the model has them, names.
     Tiled (``tile``, or an image over the ``memory`` budget), the cells run one after another through the one
     tile program of each layer."""
-    image = as_batch(x)
+    image = as_batch(x, images=True)
     if image.shape[0] != 1:
         raise OptionError("a sweep dreams one image")
     if not (layers and rates and threshs and octaves):

@@ -336,18 +336,25 @@ class VideoStats:
 
 class FrameStore:
     """The finished frames of an unfinished video, as lossless PNGs in a hidden folder beside the output, with the
-    run's key: what ``--resume`` continues from (and re-encodes, so the file is the same as an uninterrupted run's).
+    run's key and each stored frame's sha256 (run.json, rewritten atomically after each frame): what ``--resume``
+    continues from (and re-encodes, so the file is the same as an uninterrupted run's). A frame whose bytes are not
+    the ones this run stored (repainted, swapped, half-copied) is dreamed again.
     """
 
     def __init__(self, output: Path, key: str, resume: bool) -> None:
         self.folder = self.folder_for(output)
         self.key = key
-        key_file = self.folder / "run.json"
+        self.hashes: dict[str, str] = {}
+        self.key_file = key_file = self.folder / "run.json"
         if self.folder.is_symlink() or (self.folder.exists() and not self.folder.is_dir()):
             raise OptionError(f"{self.folder}: in the way of the resume folder; remove it")
         if resume and key_file.is_file():
             try:
-                stored = json.loads(key_file.read_text()).get("key")
+                record = json.loads(key_file.read_text())
+                stored = record.get("key")
+                frames = record.get("frames", {})
+                if isinstance(frames, dict):
+                    self.hashes = {k: v for k, v in frames.items() if isinstance(k, str) and isinstance(v, str)}
             except (OSError, ValueError, AttributeError):
                 stored = None
             if stored != key:
@@ -361,9 +368,13 @@ class FrameStore:
         for stale in output.parent.glob(f".{glob_escape(output.name)}.*.partial{output.suffix}"):
             stale.unlink(missing_ok=True)  # a killed run's encoder file (its frames are in the folder)
         self.folder.mkdir(exist_ok=True)
+        self._write_index()
+
+    def _write_index(self) -> None:
         from jaxdream.files import write_atomically
 
-        write_atomically(key_file, json.dumps({"key": key}), "the resume key", VideoError)
+        write_atomically(self.key_file, json.dumps({"key": self.key, "frames": self.hashes}), "the resume key",
+                         VideoError)
 
     @staticmethod
     def folder_for(output: str | Path) -> Path:
@@ -383,22 +394,36 @@ class FrameStore:
         return count
 
     def load(self, index: int) -> np.ndarray | None:
-        """A stored frame, or None when it is missing or unreadable."""
+        """A stored frame, or None when it is missing, unreadable or not the bytes this run stored."""
+        import hashlib
+        import io
+
         from PIL import Image
 
+        path = self.path(index)
         try:
-            with Image.open(self.path(index)) as im:
+            data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        except OSError:
+            data = None
+        if data is None or hashlib.sha256(data).hexdigest() != self.hashes.get(path.name):
+            return None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
                 return np.asarray(im.convert("RGB"), np.uint8)
         except (OSError, ValueError):
             return None
 
     def save(self, index: int, frame: np.ndarray) -> None:
+        import hashlib
+
         from PIL import Image
 
         from jaxdream.files import image_bytes, write_atomically
 
-        write_atomically(self.path(index), image_bytes(Image.fromarray(frame, "RGB"), "PNG"), "a video frame",
-                         VideoError)
+        data = image_bytes(Image.fromarray(frame, "RGB"), "PNG")
+        write_atomically(self.path(index), data, "a video frame", VideoError)
+        self.hashes[self.path(index).name] = hashlib.sha256(data).hexdigest()
+        self._write_index()
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -156,6 +156,11 @@ def test_discover_folders_globs_and_lists(tmp_path):
     assert len(discover([str(tmp_path / "in")])) == 12
     with pytest.raises(OptionError, match="no such file, folder or matching glob"):
         discover([str(tmp_path / "missing")])
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as handle:
+        handle.truncate(1 << 40)  # sparse: read whole it would be a MemoryError
+    with pytest.raises(OptionError, match=r"huge\.txt: the list file holds 1,099,511,627,776 bytes, more than"):
+        discover([str(huge)])
 
 
 def _small_model(filters: int):
@@ -208,3 +213,16 @@ def test_memory_holds_only_the_batches_in_flight(tmp_path):
     summary = run_batch(model, job, files, tmp_path / "out", batch_size=4, prefetch=2)
     assert summary.done == 200 and len(list((tmp_path / "out").glob("*.png"))) == 200
     assert 4 <= summary.peak_decoded <= (2 * 2 + 2) * 4
+
+
+def test_an_image_too_small_for_the_layer_is_its_own_error_and_the_rest_are_dreamed(tmp_path):
+    from jaxdream.batch import Job, read_records, run_batch
+
+    model = _small_model(7)
+    files = _pictures(tmp_path / "in", [(16, 16), (1, 1), (16, 16)])
+    job = Job("nightmare", model.name, {"layer": 2, "iters": 1, "octaves": 2}, 0, None, "png")
+    summary = run_batch(model, job, files, tmp_path / "out", batch_size=2)
+    assert summary.done == 2 and not summary.ok
+    assert [(Path(s).name, "1x1 image is too small" in m) for s, m in summary.errors] == [("p001.png", True)]
+    records = {Path(r["input"]).name: r["status"] for r in read_records(tmp_path / "out")}
+    assert records == {"p000.png": "done", "p001.png": "error", "p002.png": "done"}

@@ -95,3 +95,21 @@ def test_mutated_reference_cfg_only_raises_jaxdream_errors(data):
         cfg = C.parse_cfg("\n".join(lines), "mutated.cfg")
         layer_shapes(cfg)
         parse_weights(data.draw(st.binary(max_size=200)), cfg, "mutated.weights")
+
+
+def test_a_device_a_pipe_or_a_huge_file_is_refused_before_it_is_read(tmp_path):
+    import os
+
+    with pytest.raises(CfgError, match="regular file, not a character device"):
+        C.load_cfg("/dev/zero")
+    fifo = tmp_path / "pipe.cfg"
+    os.mkfifo(fifo)  # no writer: a blocking open or read would hang here
+    with pytest.raises(CfgError, match="not a pipe \\(FIFO\\)"):
+        C.load_cfg(fifo)
+    big = tmp_path / "big.cfg"
+    with open(big, "wb") as handle:
+        handle.truncate(C.MAX_CFG_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(CfgError, match="more than the 1,048,576"):
+        C.load_cfg(big)
+    with pytest.raises(CfgError, match="not a folder"):
+        C.load_cfg(tmp_path)

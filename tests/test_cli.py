@@ -151,3 +151,102 @@ def test_ctrl_c_stops_a_long_round_within_two_seconds_and_leaves_no_file(shared,
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err and "Exception ignored" not in err
     assert list((tmp_path / "out").iterdir()) == []  # no image, no temp file
+
+
+def cli(monkeypatch, capsys, *args):
+    """The command in this process, as `main` runs it: (exit status, stdout, stderr lines)."""
+    import signal
+
+    from jaxdream.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["jaxdream", *map(str, args)])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def little_classifier(tmp_path):
+    """A 4-class classifier cfg, its random weights, an image, and the weights with one value of 1e38."""
+    import numpy as np
+
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.weights import random_weights_bytes
+    from jaxdream.image import save_image
+
+    text = ("[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\n"
+            "activation=linear\n[avgpool]\n[softmax]\n")
+    (tmp_path / "little.cfg").write_text(text)
+    data = random_weights_bytes(parse_cfg(text, "little.cfg"), 1)
+    (tmp_path / "little.weights").write_bytes(data)
+    huge = bytearray(data)
+    huge[-4:] = np.array([1e38], "<f4").tobytes()  # the last kernel value
+    (tmp_path / "huge.weights").write_bytes(bytes(huge))
+    save_image(tmp_path / "in.png", np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--top", "0"], r"^error: --top 0: show at least 1 class"),
+    (["--top", "-1"], r"^error: --top -1: show at least 1 class"),
+    (["--json", "--weights", "{huge}"], r"^error: little: the class probabilities have NaN or infinite values"),
+])
+def test_classify_refuses_a_bad_top_and_non_finite_probabilities(monkeypatch, capsys, little_classifier, args,
+                                                                 message):
+    folder = little_classifier
+    args = [a.format(huge=folder / "huge.weights") for a in args]
+    weights = [] if "--weights" in args else ["--weights", folder / "little.weights"]
+    code, out, err = cli(monkeypatch, capsys, "classify", folder / "little.cfg", folder / "in.png", *weights, *args)
+    assert code == 1 and out == "" and len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_classify_caps_top_at_the_class_count(monkeypatch, capsys, little_classifier):
+    folder = little_classifier
+    code, out, _ = cli(monkeypatch, capsys, "classify", folder / "little.cfg", folder / "in.png", "--weights",
+                         folder / "little.weights", "--json", "--top", "99")
+    assert code == 0 and len(json.loads(out)[0]["top"]) == 4
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["sweep", "{cfg}", "{image}", "--weights", "{weights}", "--layers", "0", "--rates", "0.01,,0.02"],
+     r"--rates '0\.01,,0\.02': an empty item"),
+    (["plan", "{cfg}", "0", "--size", "1x1"], r"the 1x1 image is too small"),
+    (["nightmare", "{cfg}", "{weights}", "{image}", "0", "--out", "{tmp}/a", "--prefix", "{tmp}/b"],
+     r"--out .*/a and --prefix .*/b both name the output folder"),
+])
+def test_options_that_make_no_sense_are_one_line(monkeypatch, capsys, little_classifier, args, message):
+    folder = little_classifier
+    names = {"cfg": folder / "little.cfg", "weights": folder / "little.weights", "image": folder / "in.png",
+             "tmp": folder}
+    code, _, err = cli(monkeypatch, capsys, *[a.format(**names) for a in args])
+    assert code == 1 and len(err) == 1 and err[0].startswith("error:") and re.search(message, err[0]), err
+    assert not (folder / "a").exists() and not (folder / "b").exists()
+
+
+def test_an_unknown_xla_flag_is_one_line_not_an_abort(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_bogus_flag=1")  # XLA itself would kill the process (SIGABRT)
+    code, _, err = cli(monkeypatch, capsys, "plan", "vgg-conv", "3", "--size", "64x64")
+    assert code == 1 and len(err) == 1, err
+    assert re.search(r"^error: XLA_FLAGS='--xla_bogus_flag=1': Unknown flag in XLA_FLAGS: --xla_bogus_flag=1; "
+                     "remove or correct", err[0]), err
+
+
+def test_jax_platforms_naming_a_missing_backend_is_one_line(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("jax_plugins") is not None and any(
+            importlib.util.find_spec(f"jax_plugins.{name}") for name in ("xla_cuda12", "xla_cuda13")):
+        pytest.skip("CUDA is installed here")
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cuda"}
+    done = subprocess.run([*CLI, "plan", "vgg-conv", "3", "--size", "64x64"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: JAX_PLATFORMS='cuda': JAX cannot start that backend"), lines

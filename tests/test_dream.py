@@ -146,3 +146,42 @@ def test_a_round_in_chunks_gives_the_bytes_of_one_call(small_vgg, monkeypatch):
     monkeypatch.setattr(runner, "CHUNK_SECONDS", 1e9)
     np.testing.assert_array_equal(one_by_one, dream.nightmare(small_vgg, x, 4, **options))
     np.testing.assert_array_equal(recon_one_by_one, dream.reconstruct(small_vgg, x, 5, iters=4, lam=0.05))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda x: x * 255, r"values in \[0, 1\], these range over \[0\.0\d*, 25\d\.\d*\]"),
+    (lambda x: x - 0.5, r"values in \[0, 1\], these range over \[-0\.4"),
+    (lambda x: jnp.asarray(x) * 255, r"values in \[0, 1\]"),
+    (lambda x: jnp.asarray(x) - 0.5, r"values in \[0, 1\]"),
+    (lambda x: jnp.asarray(x).at[3, 4, 1].set(jnp.nan), "NaN or infinite"),
+])
+def test_images_outside_0_1_or_not_finite_are_refused_numpy_or_jax(small_vgg, make, message):
+    with pytest.raises(OptionError, match=message):
+        dream.nightmare(small_vgg, make(_image(8)), 4, iters=1)
+
+
+def test_an_image_on_another_device_is_moved_to_the_programs_device(tmp_path):
+    """Two (forced) CPU devices: an input committed to the second dreams as one on the first."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, jax, jaxdream as jd\n"
+        "from jaxdream.darknet.cfg import parse_cfg\n"
+        "from jaxdream.darknet.model import model_from_bytes\n"
+        "from jaxdream.darknet.weights import random_weights_bytes\n"
+        "cfg = parse_cfg('[net]\\nwidth=16\\nheight=16\\nchannels=3\\n[convolutional]\\nfilters=4\\nsize=3\\n"
+        "stride=1\\npad=1\\nactivation=leaky\\n', 'c')\n"
+        "m = model_from_bytes(cfg, random_weights_bytes(cfg, 1))\n"
+        "x = np.random.default_rng(0).uniform(0, 1, (16, 16, 3)).astype(np.float32)\n"
+        "other = jax.device_put(x, jax.devices()[1])\n"
+        "a, b = jd.nightmare(m, x, 0, iters=1, octaves=1), jd.nightmare(m, other, 0, iters=1, octaves=1)\n"
+        "assert np.array_equal(a, b)\n"
+        "assert np.array_equal(np.asarray(m.forward(other, 0)[0]), np.asarray(m.forward(x, 0)[0]))\n"
+        "print(len(jax.devices()))\n"
+    )
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "2", done.stderr[-2000:]

@@ -197,3 +197,26 @@ def test_lucid_mix_with_mobilenet_puts_both_in_the_top_two(mobilenet, shared, se
     dreamed = jd.lucid(mobilenet, dog, "ostrich:0.5,pelican:0.5", iters=20, seed=seed)[0, 0]
     written = to_uint8(dreamed).astype(np.float32) / 255.0
     assert {r["name"] for r in top_classes(mobilenet, written[None], 2)[0]} == {"ostrich", "pelican"}
+
+
+@pytest.mark.parametrize(("filters", "message"), [
+    (10**9, r"huge\.h5: the weights declare 72,000,011,074 values, more than"),
+    (10**7, r"huge\.h5: .*block2_conv1/kernel has shape \(3, 3, 8, 10000000\), the architecture needs")])
+def test_a_huge_declared_shape_is_refused_before_it_is_allocated(tmp_path, filters, message):
+    path = tmp_path / "huge.h5"
+    _write_full_model(path, _small_vgg_weights(np.random.default_rng(5)))
+    with h5py.File(path, "a") as f:
+        name = "model_weights/block2_conv1/block2_conv1/kernel:0"
+        del f[name]  # declared values in chunks never written: a small file, gigabytes if read whole
+        f.create_dataset(name, shape=(3, 3, 8, filters), dtype="f4", chunks=(1, 1, 1, 1 << 16))
+    with pytest.raises(WeightsError, match=message):
+        jd.load_model(path)
+
+
+def test_a_keras_file_that_is_a_pipe_is_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)  # HDF5 would block opening it
+    with pytest.raises(WeightsError, match=r"pipe\.h5: the model file must be a regular file, not a pipe"):
+        jd.load_model(fifo)

@@ -188,3 +188,73 @@ def test_lucid_makes_squeezenet_rank_the_chosen_class_first(squeezenet_dir, shar
     import json
 
     assert json.loads(result.stdout)[0]["top"][0]["name"].startswith("ostrich")
+
+
+def _conv(name="c", **attrs):
+    return helper.make_node("Conv", ["x", "w"], ["y"], name=name, **attrs)
+
+
+MALFORMED = {
+    "zero stride": ([_conv(strides=[0, 1])], W, r"node 'c' \(Conv\): strides=\[0, 1\] must be at least 1"),
+    "zero group": ([_conv(group=0)], W, r"node 'c' \(Conv\): group=\[0\] must be at least 1"),
+    "negative dilation": ([_conv(dilations=[-1, 1])], W, r"node 'c' \(Conv\): dilations=\[-1, 1\] must be at least 1"),
+    "zero kernel": ([helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[0, 2])], {},
+                    r"node 'p' \(MaxPool\): kernel_shape=\[0, 2\] must be at least 1"),
+    "negative pads": ([_conv(pads=[-1, 0, 0, 0])], W, r"node 'c' \(Conv\): pads=\[-1, 0, 0, 0\] must be .* 0 or more"),
+    "huge pooling window": ([helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[50, 50])], {},
+                            r"node 'p' \(AveragePool\): the window .* is larger than the padded input"),
+    "kernel mismatch": ([_conv()], {"w": RNG.normal(0, 1, (6, 2, 3, 3))},
+                        r"node 'c' \(Conv\): the weight of shape \(6, 2, 3, 3\) \(group 1\) does not fit"),
+    "transpose perm": ([helper.make_node("Transpose", ["x"], ["y"], name="t", perm=[0, 1, 2, 5])], {},
+                       r"node 't' \(Transpose\): perm=\[0, 1, 2, 5\] is not a permutation"),
+    "transpose rank": ([helper.make_node("Transpose", ["x"], ["y"], name="t", perm=[0, 2, 1])], {},
+                       r"node 't' \(Transpose\): perm=\[0, 2, 1\] does not fit a 4-D input"),
+    "concat axis": ([helper.make_node("Concat", ["x", "x"], ["y"], name="k", axis=7)], {},
+                    r"node 'k' \(Concat\): axis=7 is out of range for a 4-D input"),
+    "gather index": ([helper.make_node("Shape", ["x"], ["s"]),
+                      helper.make_node("Gather", ["s", "i"], ["y"], name="g", axis=0)],
+                     {"i": np.array([9], np.int64)}, r"node 'g' \(Gather\): indices \[9\] are out of range"),
+    "reshape 10^12": ([helper.make_node("Reshape", ["x", "s"], ["y"], name="r")],
+                      {"s": np.array([10**6, 10**6], np.int64)},
+                      r"node 'r' \(Reshape\): cannot reshape \(1, 3, 11, 13\) \(429 values\) to \[1000000, 1000000\]"),
+    "huge pad": ([helper.make_node("Pad", ["x", "pads"], ["y"], name="q")],
+                 {"pads": np.array([0, 0, 10**5, 10**5, 0, 0, 10**5, 10**5], np.int64)},
+                 r"node 'q' \(Pad\): its output of shape \(1, 3, 200011, 200013\) has more than"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_graph_is_refused_at_load_naming_the_node(case):
+    from jaxdream.errors import WeightsError
+
+    nodes, weights, message = MALFORMED[case]
+    with pytest.raises(WeightsError, match=rf"^test: {message}"):
+        from_proto(_model(nodes, {k: np.asarray(v) for k, v in weights.items()}), "g", "test", "raw")
+
+
+def test_an_int_input_and_bad_initializers_are_refused_before_allocating():
+    from jaxdream.errors import WeightsError
+
+    relu = [helper.make_node("Relu", ["x"], ["y"])]
+    proto = _model(relu, {})
+    proto.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+    with pytest.raises(WeightsError, match=r"test: the input 'x' is declared of ONNX type 7 \(not a floating"):
+        from_proto(proto, "g", "test", "raw")
+    for dims, data, message in [([2**31], b"", r"declares shape \[2147483648\]; at most 2,147,483,647 values"),
+                                ([2**20, 8], b"\0" * 12, r"declares shape \[1048576, 8\] \(8,388,608 values\) but "
+                                                         r"holds 3"),
+                                ([-3], b"", r"declares shape \[-3\]; at most .* none negative")]:
+        proto = _model([helper.make_node("Add", ["x", "w"], ["y"])], {})
+        tensor = proto.graph.initializer.add()
+        tensor.name, tensor.data_type, tensor.raw_data = "w", TensorProto.FLOAT, data
+        tensor.dims.extend(dims)
+        with pytest.raises(WeightsError, match=rf"test: initializer: the tensor 'w' {message}"):
+            from_proto(proto, "g", "test", "raw")
+
+
+def test_an_onnx_file_that_is_a_device_is_refused():
+    from jaxdream.errors import WeightsError
+    from jaxdream.onnx.model import load_onnx
+
+    with pytest.raises(WeightsError, match=r"^/dev/zero: the ONNX file must be a regular file, not a character dev"):
+        load_onnx("/dev/zero")

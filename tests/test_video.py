@@ -230,3 +230,20 @@ def test_reconstruct_rounds_animate(shared, tmp_path):
     assert done.returncode == 0, done.stderr
     info = video.probe(tmp_path / "r.mp4")
     assert info.frames == 2 and (info.width, info.height) == (224, 224)  # the network's size, as Darknet's
+
+
+def test_a_stored_frame_repainted_before_resume_is_dreamed_again(tmp_path):
+    from jaxdream.files import image_bytes
+
+    out = tmp_path / "v.mp4"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (6, 8, 3), dtype=np.uint8) for _ in range(4)]
+    store = video.FrameStore(out, "key", resume=False)
+    for i, frame in enumerate(frames):
+        store.save(i, frame)
+    again = video.FrameStore(out, "key", resume=True)
+    assert again.finished(4, 8, 6) == 4 and np.array_equal(again.load(3), frames[3])
+    repainted = frames[1].copy()
+    repainted[0, 0] ^= 1  # a valid PNG of the right size: only its checksum tells
+    store.path(1).write_bytes(image_bytes(Image.fromarray(repainted, "RGB"), "PNG"))
+    assert video.FrameStore(out, "key", resume=True).finished(4, 8, 6) == 1

@@ -124,3 +124,61 @@ def test_not_a_model_file(tmp_path):
     bad.write_bytes(b"not hdf5 at all")
     with pytest.raises(WeightsError, match="cannot read"):
         load_model(bad)
+
+
+def test_weights_larger_than_the_cfg_implies_a_device_or_a_pipe_are_refused_unread(tmp_path):
+    import os
+
+    cfg = parse_cfg(GROUPED, "grouped.cfg")
+    big = tmp_path / "big.weights"
+    with open(big, "wb") as handle:
+        handle.truncate(1 << 40)  # a sparse terabyte: reading it whole would be a MemoryError
+    with pytest.raises(WeightsError, match=r"more than the .* it may; the cfg grouped.cfg needs at most"):
+        read_weights(big, cfg)
+    with pytest.raises(WeightsError, match="regular file, not a character device"):
+        read_weights("/dev/zero", cfg)
+    fifo = tmp_path / "pipe.weights"
+    os.mkfifo(fifo)
+    with pytest.raises(WeightsError, match="not a pipe \\(FIFO\\)"):
+        read_weights(fifo, cfg)
+
+
+def _classifier_h5(path, labels):
+    from jaxdream.darknet.model import model_from_bytes
+
+    cfg = parse_cfg(GROUPED + "\n[softmax]\n", "grouped.cfg")
+    model = model_from_bytes(cfg, random_weights_bytes(cfg, 3))
+    converted.write_converted(path, converted.Converted("g", cfg.text, model.params, "0" * 64, labels))
+
+
+def test_a_converted_label_list_of_the_wrong_length_is_refused(tmp_path):
+    _classifier_h5(tmp_path / "ok.h5", tuple("abcde"))
+    assert load_model(tmp_path / "ok.h5").labels == tuple("abcde")
+    _classifier_h5(tmp_path / "short.h5", ("a", "b"))
+    with pytest.raises(WeightsError, match=r"short\.h5: the entry 'labels' lists 2 names for a model with 5 classes"):
+        load_model(tmp_path / "short.h5")
+
+
+@pytest.mark.parametrize("how", ["virtual", "external"])
+def test_a_converted_parameter_stored_outside_the_file_is_refused(tmp_path, how):
+    import h5py
+
+    path = tmp_path / "model.h5"
+    _classifier_h5(path, None)
+    outside = tmp_path / "secret.bin"
+    with h5py.File(path, "a") as f:
+        entry = "params/layer_2/bias"
+        shape = f[entry].shape
+        del f[entry]
+        if how == "external":
+            outside.write_bytes(b"\0" * 4 * int(np.prod(shape)))
+            f.create_dataset(entry, shape=shape, dtype="f4", external=[(str(outside), 0, 4 * int(np.prod(shape)))])
+        else:
+            with h5py.File(tmp_path / "other.h5", "w") as other:
+                other.create_dataset("x", data=np.zeros(shape, np.float32))
+            layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "x", shape=shape)
+            f.create_virtual_dataset(entry, layout)
+    message = "a virtual dataset" if how == "virtual" else "stored in an external file"
+    with pytest.raises(WeightsError, match=rf"model\.h5: the entry 'params/layer_2/bias' is {message}"):
+        load_model(path)

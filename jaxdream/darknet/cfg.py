@@ -30,6 +30,9 @@ from jaxdream.darknet.layers import (
 )
 from jaxdream.darknet.reading import Reader, Reading, Section, read_int
 from jaxdream.errors import CfgError
+from jaxdream.files import read_user_file
+
+MAX_CFG_BYTES = 1 << 20  # the largest Darknet cfgs are ~30 kB; /dev/zero or a video given by mistake is refused
 
 HEAD_TYPES = tuple(HEAD_TRAINING_KEYS)
 NET_TRAINING_KEYS = (
@@ -132,10 +135,8 @@ def parse_cfg(text: str, source: str = "<cfg>") -> Cfg:
 def load_cfg(path: str | Path) -> Cfg:
     """Read and parse a .cfg file."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise CfgError(f"{path}: cannot read the cfg file ({err.strerror or err}); check the path") from None
+    raw = read_user_file(path, "the cfg file", MAX_CFG_BYTES, CfgError,
+                         "a Darknet .cfg is a short text file; check the path")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

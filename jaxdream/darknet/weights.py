@@ -16,7 +16,7 @@ import numpy as np
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.shapes import input_shapes
 from jaxdream.errors import WeightsError
-from jaxdream.files import write_atomically
+from jaxdream.files import read_user_file, write_atomically
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -137,10 +137,9 @@ def parse_weights(data: bytes, cfg: C.Cfg, source: str = "<weights>") -> tuple[P
 def read_weights(path: str | Path, cfg: C.Cfg) -> tuple[Params, Header]:
     """Read a Darknet .weights file for ``cfg``."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise WeightsError(f"{path}: cannot read the weights file ({err.strerror or err}); check the path") from None
+    need = 20 + 4 * parameter_count(cfg)  # the widest header (a 64-bit seen count) and every parameter
+    data = read_user_file(path, "the weights file", need, WeightsError,
+                          f"the cfg {cfg.source} needs at most {need:,}: is it the weights file for this cfg?")
     return parse_weights(data, cfg, str(path))
 
 

@@ -38,7 +38,7 @@ def deepdream(
     Jitter is Darknet's edge-clamped shift of up to 8 px and a flip, where Google rolls the image. ``tile`` and
     ``memory`` tile the octaves that need it (nightmare_mode.plan_tiles).
     """
-    images = as_batch(x)
+    images = as_batch(x, images=True)
     core.check_number("rate", rate, 0.0)
     seed = core.check_seed(seed)
     if objective not in LAYER_OBJECTIVES:

@@ -110,7 +110,7 @@ def lucid(
 ) -> np.ndarray:
     """Dream images (H, W, 3) or (N, H, W, 3) toward ``classes`` -> (rounds, N, H, W, 3) (``keep_rounds`` False:
     only the last round, as in ``nightmare``)."""
-    images = as_batch(x)
+    images = as_batch(x, images=True)
     labels = model.class_names()
     chosen = parse_classes(classes, labels)
     core.check_number("target-scale", target_scale, 0.0, strict=True)
@@ -131,7 +131,9 @@ def lucid(
 
 
 def top_classes(model: Model, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:
-    """Per image, the ``top`` classes as {"index", "name", "prob"}, highest first."""
+    """Per image, the ``top`` classes (at most the class count) as {"index", "name", "prob"}, highest first."""
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise OptionError(f"--top {top!r}: show at least 1 class (a whole number >= 1)")
     probs = np.asarray(model.predict(x))
     names = model.class_names()
     order = np.argsort(-probs, axis=1)[:, :top]

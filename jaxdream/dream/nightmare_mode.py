@@ -19,7 +19,7 @@ from jaxdream.dream.runner import (
     run_in_chunks,
     run_rounds,
 )
-from jaxdream.errors import JaxdreamError, OptionError
+from jaxdream.errors import JaxdreamError, OptionError, SizeError
 from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def check_zoom(zoom: float, rounds: int, height: int, width: int) -> None:
         return
     side = min(int(height * zoom), int(width * zoom))
     if side < 1 or max(height, width) * zoom > MAX_ZOOMED_SIDE:
-        raise OptionError(f"--zoom {zoom} on a {width}x{height} image crops {int(width * zoom)}x{int(height * zoom)} "
+        raise SizeError(f"--zoom {zoom} on a {width}x{height} image crops {int(width * zoom)}x{int(height * zoom)} "
                           f"pixels between rounds; use a zoom between {1 / min(height, width):.3g} and "
                           f"{MAX_ZOOMED_SIDE / max(height, width):.3g}")
 
@@ -59,7 +59,7 @@ def validate(model: Model, config: core.DreamConfig, height: int, width: int) ->
         except JaxdreamError:
             fits = False
         if not fits:
-            raise OptionError(
+            raise SizeError(
                 f"the {width}x{height} image is too small: at octave {octave} ({ow}x{oh}) layer {max(config.layers)} "
                 "of the network has no output; use a larger image, fewer --octaves or an earlier layer"
             )
@@ -82,7 +82,7 @@ def objective_input(model: Model, config: core.DreamConfig, thresh: float, chann
             raise OptionError("the guide objective needs a guide image (--guide FILE)")
         if config.layer_range != 1:
             raise OptionError("the guide objective needs --range 1: the guide's features belong to one layer")
-        features = model.forward(as_batch(guide)[:1], config.layer, config.precision)[config.layer][0]
+        features = model.forward(as_batch(guide, images=True)[:1], config.layer, config.precision)[config.layer][0]
         return features.reshape(-1, features.shape[-1])
     return np.float32(0)
 
@@ -191,7 +191,7 @@ def nightmare(
     what that changes); ``memory``: the budget ('6G') past which the dream is tiled by itself. ``keep_rounds``
     False returns only the last round (1, N, H, W, 3): long animations stream their frames through ``on_round``.
     """
-    images = as_batch(x)
+    images = as_batch(x, images=True)
     if objective not in LAYER_OBJECTIVES:
         raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
     config = core.DreamConfig(layer=model.resolve_layer(layer), layer_range=layer_range, iters=iters, octaves=octaves,

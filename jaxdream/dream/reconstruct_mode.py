@@ -42,7 +42,7 @@ def reconstruct(
     config = core.ReconstructConfig(layer=target, iters=iters, rate=rate, momentum=momentum, lam=lam, smooth=smooth,
                                     **({"precision": precision} if precision else {}))
     check_round_options(rate, rounds, zoom, rotate)
-    images = as_batch(x)
+    images = as_batch(x, images=True)
     net_hw = model.input_size
     check_zoom(zoom, rounds, *net_hw)
     stats = stats if stats is not None else RunStats()

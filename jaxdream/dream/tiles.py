@@ -172,6 +172,9 @@ def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile
     model.check_layer(layer)
     core.check_count("batch-size", batch, 1)
     config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
+    from jaxdream.dream.nightmare_mode import validate  # (nightmare_mode imports this module)
+
+    validate(model, config, height, width)  # an image too small for the layer is one error, not a traceback
     tile = check_tile(tile) or DEFAULT_TILE
     aux = np.float32(1.0)
     untiled = program_cache().compiled(

@@ -20,6 +20,7 @@ import numpy as np
 from jaxdream import converted
 from jaxdream import weights as builtin
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
+from jaxdream.files import check_user_file
 from jaxdream.image import ecosystem_resize, ecosystem_resize_note
 from jaxdream.keras.layers import (
     KERAS_ARCHITECTURES,
@@ -172,6 +173,8 @@ def _architecture(architecture: str, names: list[str]) -> tuple[str, tuple[KLaye
     """A built-in Keras name, or a full model file whose layers are cut after the last one the weights name."""
     if architecture in KERAS_ARCHITECTURES:
         return architecture, *keras_architecture(architecture, include_top="fc1" in names)
+    if Path(architecture).exists():
+        check_user_file(architecture, "the architecture file", WeightsError)
     try:
         with h5py.File(architecture, "r") as f:
             name, layers, input_hw = full_model_layers(f, architecture)
@@ -186,12 +189,12 @@ def load_keras(path: str | Path, architecture: str | None = None) -> KerasModel:
     """A full Keras model file, or a weights-only file with ``architecture``: a built-in Keras name (vgg-16, vgg-19)
     or the path of a full model file whose layers it fills (e.g. a no-top file with the full model)."""
     path, source = Path(path), str(path)
+    check_user_file(path, "the Keras model file", WeightsError)
     with reading(source), h5py.File(path, "r") as f:
         group = f.get("model_weights", f)
         if "layer_names" not in group.attrs:
             raise WeightsError(f"{source}: an HDF5 file with no Keras layers (no layer_names attribute)")
         names = layer_names(group)
-        weights = read_weight_groups(group, names)
         if "model_config" in f.attrs and architecture is None:
             name, layers, input_hw = full_model_layers(f, source)
         elif architecture is None:
@@ -201,6 +204,8 @@ def load_keras(path: str | Path, architecture: str | None = None) -> KerasModel:
             )
         else:
             name, layers, input_hw = _architecture(architecture, names)
+        expected = KerasModel(name, layers, {}, input_hw, _preprocessing_for(name)).param_shapes()
+        weights = read_weight_groups(group, names, expected, source, f"{name}'s architecture")
     with reading(source):
         return build(name, layers, weights, input_hw, source)
 

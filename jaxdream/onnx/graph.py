@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from jaxdream.errors import OptionError, WeightsError
-from jaxdream.onnx.ops import OPS
+from jaxdream.image import MAX_PIXELS
+from jaxdream.onnx.ops import MAX_ELEMENTS, OPS, check_attributes
 
 SUPPORTED = tuple(sorted([*OPS, "Constant", "Softmax"]))
 
@@ -35,14 +36,44 @@ class Graph:
     graph_bytes: bytes  # the ModelProto without its weights (for converted files and the fingerprint)
 
 
-def attributes(node: Any) -> dict[str, Any]:
-    from onnx import helper, numpy_helper
+def tensor_array(tensor: Any, where: str) -> np.ndarray:
+    """A TensorProto's array once its declared shape is bounded and matches the data the file holds: a declared
+    2^31-element tensor with no data must not allocate, and data in another file is never read."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    dims = [int(d) for d in tensor.dims]
+    count = int(np.prod(dims, dtype=object)) if dims else 1
+    if min(dims, default=0) < 0 or count > MAX_ELEMENTS:
+        raise WeightsError(f"{where}: the tensor {tensor.name!r} declares shape {dims}; at most {MAX_ELEMENTS:,} "
+                           "values, none negative")
+    if tensor.data_location == TensorProto.EXTERNAL:
+        raise WeightsError(f"{where}: the tensor {tensor.name!r} keeps its data in another file; jaxdream reads "
+                           "one-file ONNX models: save the model with its weights inside (onnx.save_model(model, "
+                           "path, save_as_external_data=False))")
+    try:
+        if tensor.data_type == TensorProto.STRING:
+            held = len(tensor.string_data)
+        elif tensor.HasField("raw_data"):
+            held = len(tensor.raw_data) // np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        else:
+            held = len(getattr(tensor, helper.tensor_dtype_to_field(tensor.data_type)))
+    except (KeyError, TypeError, ValueError):
+        raise WeightsError(f"{where}: the tensor {tensor.name!r} has data type {tensor.data_type}, which jaxdream "
+                           "cannot read") from None
+    if held != count:
+        raise WeightsError(f"{where}: the tensor {tensor.name!r} declares shape {dims} ({count:,} values) but holds "
+                           f"{held:,}; the file is damaged")
+    return numpy_helper.to_array(tensor)
+
+
+def attributes(node: Any, where: str = "") -> dict[str, Any]:
+    from onnx import helper
 
     attrs = {}
     for attribute in node.attribute:
         value = helper.get_attribute_value(attribute)
         if hasattr(value, "raw_data") or hasattr(value, "dims"):  # a tensor (Constant's value)
-            value = numpy_helper.to_array(value)
+            value = tensor_array(value, where or node.name)
             value = value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
         elif isinstance(value, bytes):
             value = value.decode()
@@ -56,11 +87,9 @@ def attributes(node: Any) -> dict[str, Any]:
 
 
 
-def initializers(model_proto: Any) -> dict[str, np.ndarray]:
+def initializers(model_proto: Any, source: str = "the ONNX file") -> dict[str, np.ndarray]:
     """The graph's weights, floating ones as float32 (float16 files compute in float32)."""
-    from onnx import numpy_helper
-
-    arrays = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
+    arrays = {t.name: tensor_array(t, f"{source}: initializer") for t in model_proto.graph.initializer}
     return {name: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a for name, a in arrays.items()}
 
 
@@ -73,12 +102,22 @@ def parse(model_proto: Any, source: str, param_shapes: dict[str, tuple[int, ...]
     if len(images) != 1:
         raise WeightsError(f"{source}: the graph has {len(images)} inputs besides its weights; jaxdream needs one "
                            "image input")
-    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in images[0].type.tensor_type.shape.dim]
+    from onnx import TensorProto
+
+    tensor_type = images[0].type.tensor_type
+    if tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+                                     TensorProto.BFLOAT16):
+        raise WeightsError(f"{source}: the input {images[0].name!r} is declared of ONNX type {tensor_type.elem_type} "
+                           "(not a floating-point type); jaxdream feeds images as floats")
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor_type.shape.dim]
     if len(dims) != 4 or dims[1] != 3:
         raise WeightsError(f"{source}: the input {images[0].name!r} has shape {dims}; jaxdream needs (N, 3, H, W)")
     if min(dims[2:]) < 1:
         raise WeightsError(f"{source}: the input {images[0].name!r} has a dynamic height or width; export the model "
                            "with a fixed input size (e.g. 224x224)")
+    if dims[2] * dims[3] > MAX_PIXELS:
+        raise WeightsError(f"{source}: the input {images[0].name!r} declares {dims[3]}x{dims[2]} pixels, more than "
+                           f"the {MAX_PIXELS:,} an image may have")
     nodes, known = [], {"", images[0].name, *param_shapes}
     for index, node in enumerate(graph.node):
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED:
@@ -89,8 +128,13 @@ def parse(model_proto: Any, source: str, param_shapes: dict[str, tuple[int, ...]
             raise WeightsError(f"{source}: node {node.name or index!r} reads {missing[0]!r}, which no node, input or "
                                "weight provides")
         known.update(node.output)
-        nodes.append(Node(node.op_type, node.name or f"node{index}", tuple(node.input), tuple(node.output),
-                          attributes(node)))
+        name = node.name or f"node{index}"
+        attrs = attributes(node, f"{source}: node {name!r}")
+        try:
+            check_attributes(node.op_type, attrs)
+        except ValueError as err:
+            raise WeightsError(f"{source}: node {name!r} ({node.op_type}): {err}") from None
+        nodes.append(Node(node.op_type, name, tuple(node.input), tuple(node.output), attrs))
     stripped = type(model_proto)()
     stripped.CopyFrom(model_proto)
     del stripped.graph.initializer[:]

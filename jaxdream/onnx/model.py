@@ -23,6 +23,7 @@ import numpy as np
 from jaxdream import converted
 from jaxdream import weights as builtin
 from jaxdream.errors import OptionError, WeightsError
+from jaxdream.files import read_user_file
 from jaxdream.image import ecosystem_resize, ecosystem_resize_note
 from jaxdream.onnx import network
 from jaxdream.onnx.graph import Graph, Node, initializers, parse
@@ -31,6 +32,8 @@ from jaxdream.protocol import Model, Params, Shape
 log = logging.getLogger("jaxdream")
 PREPROCESSING = ("caffe", "torch", "tf", "raw")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+MAX_ONNX_BYTES = 2**31 - 1  # protobuf's own limit on one message
+MAX_LABELS_BYTES = 16 << 20
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -87,7 +90,7 @@ class OnnxModel(Model):
         try:
             out = jax.eval_shape(lambda x: self.run(self.params, x, wanted),
                                  jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, WeightsError) as err:
             raise WeightsError(f"{self.name}: a {width}x{height} input does not fit ({err})") from None
         return [tuple(int(d) for d in out[i].shape[1:]) for i in wanted]
 
@@ -166,7 +169,12 @@ def _labels(path: str | Path | None, count: int | None) -> tuple[str, ...] | Non
     """A label file: one name per line, or `index,name` lines (indices 0 .. n-1 in order)."""
     if path is None:
         return None
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = read_user_file(path, "the label file", MAX_LABELS_BYTES, OptionError, "a label file is one name a line")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OptionError(f"{path}: the label file is not UTF-8 text; save it as UTF-8") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     names = []
     for number, line in enumerate(lines):
         head, sep, rest = line.partition(",")
@@ -185,9 +193,10 @@ def check_preprocess(preprocess: str | None) -> str | None:
 def from_proto(model_proto: Any, name: str, source: str, preprocess: str | None = None,
                labels: str | Path | None = None) -> OnnxModel:
     """A checked OnnxModel from a parsed ModelProto, its weights from its initializers."""
-    params = initializers(model_proto)
+    params = initializers(model_proto, source)
     graph = parse(model_proto, source, {key: tuple(np.shape(a)) for key, a in params.items()})
     model = OnnxModel(name, graph, params, check_preprocess(preprocess)).checked(source)
+    network.check(graph, params, source)
     if labels is None:
         return OnnxModel(name, graph, params, model.preprocessing, imagenet_names(model))
     return OnnxModel(name, graph, params, model.preprocessing, _labels(labels, model.num_classes))
@@ -214,10 +223,10 @@ def load_onnx(path: str | Path, preprocess: str | None = None, labels: str | Pat
     except ImportError:
         raise OptionError(f"{path}: reading ONNX files needs the onnx package: pip install 'jaxdream[onnx]'") from None
 
+    data = read_user_file(path, "the ONNX file", MAX_ONNX_BYTES, WeightsError,
+                          "protobuf cannot hold a larger model (weights in external files are not supported)")
     try:
-        proto = onnx.load(str(path))
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such ONNX file") from None
+        proto = onnx.load_model_from_string(data)
     except Exception as err:
         raise WeightsError(f"{path}: not an ONNX model onnx can read ({type(err).__name__}: {err})") from None
     return from_proto(proto, Path(path).name.split(".", 1)[0], str(path), preprocess, labels)
@@ -246,4 +255,6 @@ def from_converted(stored: converted.Converted, source: str) -> OnnxModel:
     if spec.get("preprocessing") not in (None, *PREPROCESSING):
         raise WeightsError(f"{source}: the stored preprocessing {spec.get('preprocessing')!r} is not one of "
                            f"{', '.join(PREPROCESSING)}; the file is damaged")
-    return OnnxModel(stored.name, graph, params, spec.get("preprocessing"), stored.labels).checked(source)
+    model = OnnxModel(stored.name, graph, params, spec.get("preprocessing"), stored.labels).checked(source)
+    network.check(graph, params, source)
+    return model

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxdream.errors import JaxdreamError, WeightsError
 from jaxdream.onnx.graph import Graph
-from jaxdream.onnx.ops import OPS, softmax
+from jaxdream.onnx.ops import MAX_ELEMENTS, OPS, softmax
 
 
 @jax.custom_vjp
@@ -29,6 +32,19 @@ def _redirected_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
 redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
 
 
+def check(graph: Graph, params: Any, source: str) -> None:
+    """Every node's shapes against its operator's rules, for the graph's own input size, before anything runs (an
+    abstract evaluation: nothing is computed or allocated). Integer parameters (shapes, indices, axes) stay
+    concrete, so their values are checked too."""
+    concrete = {k: v for k, v in params.items() if not np.issubdtype(np.asarray(v).dtype, np.floating)}
+    abstract = {k: jax.ShapeDtypeStruct(np.shape(v), jnp.float32) for k, v in params.items() if k not in concrete}
+    probe = jax.ShapeDtypeStruct((1, *graph.input_hw, 3), jnp.float32)
+    try:
+        jax.eval_shape(lambda p, x: run(graph, {**p, **concrete}, x, (len(graph.nodes) - 1,)), abstract, probe)
+    except WeightsError as err:
+        raise WeightsError(f"{source}: {err}") from None
+
+
 def run(graph: Graph, params: Any, x: jax.Array, layers: tuple[int, ...], precision: str = "f32",
         straight_through: frozenset[int] = frozenset()) -> dict[int, jax.Array]:
     """The graph on NHWC input (already mapped to the network's values), up to the deepest requested layer; each
@@ -38,14 +54,24 @@ def run(graph: Graph, params: Any, x: jax.Array, layers: tuple[int, ...], precis
     wanted, out = set(layers), {}
     for index, node in enumerate(graph.nodes[: max(layers) + 1]):
         inputs = [values[name] for name in node.inputs]
-        if node.op == "Constant":
-            results = [node.attrs["value"]]
-        elif node.op == "Softmax":
-            results = softmax(inputs, node.attrs, precision, graph.opset)
-        elif index in straight_through:
-            results = [redirected_relu(inputs[0])]
-        else:
-            results = OPS[node.op](inputs, node.attrs, precision)
+        try:  # shapes are static: every check runs once, while the graph is traced
+            if node.op == "Constant":
+                results = [node.attrs["value"]]
+            elif node.op == "Softmax":
+                results = softmax(inputs, node.attrs, precision, graph.opset)
+            elif index in straight_through:
+                results = [redirected_relu(inputs[0])]
+            else:
+                results = OPS[node.op](inputs, node.attrs, precision)
+            for result in results:
+                if math.prod(np.shape(result)) > MAX_ELEMENTS:
+                    raise ValueError(f"its output of shape {tuple(np.shape(result))} has more than {MAX_ELEMENTS:,} "
+                                     "values")
+        except JaxdreamError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as err:
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise WeightsError(f"node {node.name!r} ({node.op}): {text}") from None
         values.update(zip(node.outputs, results, strict=False))
         if index in wanted:
             y = jnp.asarray(results[0])
