@@ -54,6 +54,11 @@ def test_l2_and_guide_objectives_raise_their_score(tiny, photo, shared):
 
 
 def test_deepdream_single_step_is_the_mean_abs_normalised_gradient(tiny, photo):
+    # Saturated sky gives exactly equal activations, and a max-pool tie may then route the gradient either way
+    # depending on the compiled program's rounding (seen: 0.2 % of pixels off by 6e-4 on one CPU): a little noise
+    # keeps the comparison about the arithmetic.
+    noise = np.random.default_rng(0).uniform(-0.005, 0.005, photo.shape).astype(np.float32)
+    photo = photo * np.float32(0.98) + np.float32(0.01) + noise
     rate = 0.01
     out = jd.deepdream(tiny, photo, LAYER, octaves=1, iters=1, rate=rate, jitter=False)[0, 0]
 
