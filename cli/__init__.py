@@ -578,13 +578,13 @@ def weights_convert(
     labels: Annotated[Path | None, typer.Option(help=LABELS_HELP)] = None,
 ) -> None:
     """Convert a model into one jaxdream .h5 (architecture, parameters, the source file's sha256)."""
-    from jaxdream import converted, outputs
+    from jaxdream import converted, files, outputs
     from jaxdream.model import load_model
 
     weights = None if weights is not None and str(weights) == "-" else weights  # a model that carries its weights
     outputs.check_io({"MODEL": model, "WEIGHTS": weights, "--labels": labels}, {"-o": output})
     loaded = load_model(model, weights, preprocess=preprocess, labels=labels)
-    converted.write_converted(output, loaded.to_converted(converted.sha256_of(weights or model)))
+    converted.write_converted(output, loaded.to_converted(files.sha256_of(weights or model)))
     err_console.print(f"wrote {output}")
 
 
@@ -616,7 +616,7 @@ def weights_info(
 @weights_app.command("fetch")
 def weights_fetch(name: Annotated[str, typer.Argument(help="A zoo name: vgg-conv, jnet-conv, vgg-16.")]) -> None:
     """Download a zoo model's official weights into the cache ($JAXDREAM_HOME, default ~/.cache/jaxdream)."""
-    from jaxdream import zoo
+    from jaxdream.darknet import zoo
 
     entry = zoo.find(name)
     if entry is None:
@@ -681,7 +681,7 @@ def plan(
 @cache_app.command("info")
 def cache_info() -> None:
     """Where the cache is, what it holds (one row per compiled program) and its size."""
-    from jaxdream.dream.store import DISABLE_ENV, ProgramStore
+    from jaxdream.compiled.store import DISABLE_ENV, ProgramStore
     from jaxdream.files import home_dir
 
     store = ProgramStore(home_dir() / "programs")
@@ -700,7 +700,7 @@ def cache_info() -> None:
 @cache_app.command("clear")
 def cache_clear() -> None:
     """Remove the compiled programs from the cache (only the files it wrote; the next run compiles again)."""
-    from jaxdream.dream.store import ProgramStore
+    from jaxdream.compiled.store import ProgramStore
     from jaxdream.files import home_dir
 
     store = ProgramStore(home_dir() / "programs")
@@ -714,9 +714,11 @@ def info() -> None:
     import jax
     import jaxlib
 
-    from jaxdream import __version__, zoo
+    from jaxdream import __version__
     from jaxdream import weights as bundled
-    from jaxdream.dream.store import default_store
+    from jaxdream.compiled.store import default_store
+    from jaxdream.darknet import zoo
+    from jaxdream.files import home_dir
 
     console = Console()
     devices = ", ".join(f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices())
@@ -728,7 +730,7 @@ def info() -> None:
         ("devices", devices),
         ("compute modes", "f32 (exact, default), tf32 and bf16" + ("" if gpu else
                           " (faster only on GPUs; for CUDA: pip install -e \".[cuda]\")")),
-        ("cache folder", f"{zoo.cache_dir()} ({len(held)} compiled programs, "
+        ("cache folder", f"{home_dir()} ({len(held)} compiled programs, "
                          f"{sum(e.bytes for e in held) / 1e6:.1f} MB" + ("" if store else "; program cache off") + ")"),
         ("bundled model", f"{bundled.BUNDLED_MODEL} (Tiny Darknet, ImageNet-1k): {zoo.cached_path(zoo.find('tiny'))}"),
         ("sample photo", str(bundled.SAMPLE_IMAGE)),
@@ -740,7 +742,7 @@ def info() -> None:
 @app.command()
 def models() -> None:
     """List the built-in architectures and where their weights come from."""
-    from jaxdream import zoo
+    from jaxdream.darknet import zoo
 
     table = Table(title="built-in models")
     for column in ("name", "weights URL", "bytes", "cached"):

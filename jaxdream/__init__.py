@@ -18,9 +18,9 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
     __version__ = "0+unknown"
 
 _PUBLIC = {
-    "DreamConfig": "jaxdream.dream", "ProgramCache": "jaxdream.dream", "RunStats": "jaxdream.dream",
+    "DreamConfig": "jaxdream.dream", "ProgramCache": "jaxdream.compiled.cache", "RunStats": "jaxdream.compiled.stats",
     "deepdream": "jaxdream.dream", "lucid": "jaxdream.dream", "nightmare": "jaxdream.dream",
-    "program_cache": "jaxdream.dream", "reconstruct": "jaxdream.dream", "top_classes": "jaxdream.dream",
+    "program_cache": "jaxdream.compiled.cache", "reconstruct": "jaxdream.dream", "top_classes": "jaxdream.dream",
     "JaxdreamError": "jaxdream.errors", "load_image": "jaxdream.image", "save_image": "jaxdream.image",
     "Model": "jaxdream.model", "load_model": "jaxdream.model",
 }

@@ -28,10 +28,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxdream import dream, image, interrupts
-from jaxdream.dream import core
+from jaxdream import checks, dream, image, interrupts
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream.lucid_mode import class_tag
-from jaxdream.dream.runner import Program, RunStats, program_cache
 from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
 from jaxdream.ops import default_precision
@@ -187,7 +187,7 @@ def make_job(mode: str, model: str, options: dict[str, Any], seed: int, size: st
     needed = "classes" if mode == "lucid" else "layer"
     if needed not in options:
         raise OptionError(f"{mode} needs --{'class' if needed == 'classes' else 'layer'}")
-    return Job(mode, model, dict(options), core.check_seed(seed), parse_size(size) if size else None,
+    return Job(mode, model, dict(options), checks.check_seed(seed), parse_size(size) if size else None,
                check_format(fmt))
 
 
@@ -460,8 +460,8 @@ def run_batch(
     only the batches in flight, whatever the number of inputs. ``reads``: the run's other files (model, weights,
     labels), which no output may replace; checked with the inputs before any work.
     """
-    core.check_count("batch-size", batch_size, 1)
-    core.check_count("prefetch", prefetch, 1)
+    checks.check_count("batch-size", batch_size, 1)
+    checks.check_count("prefetch", prefetch, 1)
     out = output_folder(out)
     index, count = process
     mine = inputs[index::count]

@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image
 
 from jaxdream import image
+from jaxdream.compiled.cache import program_peak_bytes
+from jaxdream.compiled.stats import RunStats
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.model import DarknetModel, model_from_bytes
@@ -36,7 +38,6 @@ from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.dream import core
 from jaxdream.dream.nightmare_mode import nightmare
-from jaxdream.dream.runner import RunStats, program_peak_bytes
 from jaxdream.files import image_bytes, write_atomically
 from jaxdream.ops import check_precision
 from jaxdream.weights import ARCHITECTURES
@@ -292,8 +293,8 @@ def pipeline_case(model: DarknetModel, precision: str, scratch: Path, batch_size
 def mixed_case(model: DarknetModel, precision: str, scratch: Path) -> dict[str, Any]:
     """24 photos in 6 sizes: one program per size, compiled in a cold run, loaded from the store in a warm one."""
     from jaxdream.batch import Job, run_batch
-    from jaxdream.dream.runner import program_cache
-    from jaxdream.dream.store import DISABLE_ENV
+    from jaxdream.compiled.cache import program_cache
+    from jaxdream.compiled.store import DISABLE_ENV
 
     sizes = [(224, 224), (200, 256), (256, 200), (192, 240), (240, 192), (208, 208)]
     files = _photos(scratch / "mixed", sizes * 4)
@@ -394,9 +395,9 @@ def tiles_cases(model: DarknetModel, scratch: Path, precision: str) -> list[dict
     """Tiled dreaming: peak memory of a 2000x1500 dream with tiles of 256 and without, a 12-MP photo with the
     planner's choice, tiled against untiled time at 1024x768, and 24 photos in 12 sizes tiled and untiled."""
     from jaxdream.batch import Job, run_batch
+    from jaxdream.compiled.cache import program_cache
+    from jaxdream.compiled.store import DISABLE_ENV
     from jaxdream.darknet.weights import write_weights
-    from jaxdream.dream.runner import program_cache
-    from jaxdream.dream.store import DISABLE_ENV
 
     weights = scratch / "vgg-conv.weights"
     write_weights(weights, model.cfg, model.params)
@@ -652,7 +653,7 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
                                   "the CUDA build with pip install -e \".[cuda]\", or use --device cpu") from None
             log(f"no {p} device here; skipped")
     out.parent.mkdir(parents=True, exist_ok=True)
-    from jaxdream.dream.store import DISABLE_ENV
+    from jaxdream.compiled.store import DISABLE_ENV
 
     with _environment(**{DISABLE_ENV: "1"}):  # compile times are measured, not loaded from an earlier run's store
         results = [run_on(d, cases, shared, log, precision) for d in devices]

@@ -6,6 +6,7 @@ one ``OSError``, whereas HDF5 can crash the process when its writes fail part-wa
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -156,3 +157,12 @@ def write_report(path: str | Path, data: str, what: str, error: type[JaxdreamErr
     if path.is_symlink():
         raise error(f"{path}: {what} would replace a symbolic link; name the file itself")
     return write_atomically(path, data, what, error)
+
+
+def sha256_of(path: str | Path) -> str:
+    """The sha256 of a file, read in blocks (a model's source, a video input)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jaxdream import converted, zoo
+from jaxdream import converted
 from jaxdream.darknet import model as darknet
+from jaxdream.darknet import zoo
 from jaxdream.errors import JaxdreamError, WeightsError
 from jaxdream.keras import model as keras
 from jaxdream.keras.weights import is_keras_file

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from jaxdream.checks import check_count
 from jaxdream.errors import OptionError
 
 FORMATS = ("jpg", "png")
@@ -186,6 +187,4 @@ def check_report_path(path: str | Path | None, inputs: Sequence[str | Path | Non
 
 def round_endings(rounds: int) -> list[str]:
     """Darknet's per-round endings: 000000, 000001, ..."""
-    from jaxdream.dream.core import check_count
-
     return [f"{r:06d}" for r in range(check_count("rounds", rounds, 1))]

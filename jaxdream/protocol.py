@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.errors import NumericError, OptionError, WeightsError
 from jaxdream.ops import check_precision, default_precision
 
@@ -180,26 +182,23 @@ class Model(ABC):
     def forward(self, x: Any, layers: tuple[int, ...] | int = (-1,), precision: str | None = None
                 ) -> dict[int, jax.Array]:
         """Activations (NHWC) of the requested layers for float32 NHWC images in [0, 1]."""
-        from jaxdream.dream import core, runner
-
         layers = (layers,) if isinstance(layers, int) else tuple(layers)
         layers = tuple(self.num_layers + i if i < 0 else i for i in layers)
         for layer in layers:
             self.check_layer(layer)
         mode = check_precision(precision) if precision else default_precision()
-        images = runner.as_batch(x)
-        program = runner.Program("forward", self, (layers, mode), lambda: core.forward_layers(self, layers, mode))
-        return runner.program_cache()(program, runner.placed_params(self, images), images)
+        images = as_batch(x)
+        program = Program("forward", self, (layers, mode),
+                          lambda: lambda params, x: self.apply(params, self.normalize(x), layers, mode))
+        return program_cache()(program, placed_params(self, images), images)
 
     def logits(self, x: Any, precision: str | None = None) -> jax.Array:
         """(N, classes): the input of the final softmax, for images of any size in [0, 1]."""
-        from jaxdream.dream import core, runner
-
         self.num_classes  # noqa: B018 - raises for a network that is not a classifier
         mode = check_precision(precision) if precision else default_precision()
-        images = runner.as_batch(x)
-        program = runner.Program("logits", self, mode, lambda: core.logits(self, mode))
-        return runner.program_cache()(program, runner.placed_params(self, images), images)
+        images = as_batch(x)
+        program = Program("logits", self, mode, lambda: lambda params, x: self.apply_logits(params, x, mode))
+        return program_cache()(program, placed_params(self, images), images)
 
     def predict(self, x: Any, precision: str | None = None) -> np.ndarray:
         """(N, classes) class probabilities; logits with NaN or infinite values (overflowing weights) are refused,

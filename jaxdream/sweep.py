@@ -17,10 +17,13 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxdream import progress
+from jaxdream import checks, progress
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.placement import as_batch, placed_params
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.nightmare_mode import plan_tiles, validate
-from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
+from jaxdream.dream.nightmare_mode import plan_tiles
+from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 from jaxdream.files import hdf5_bytes, image_bytes, write_atomically
 from jaxdream.image import to_uint8
@@ -101,10 +104,10 @@ def sweep(
     if not (layers and rates and threshs and octaves):
         raise OptionError("a sweep needs at least one layer, rate, threshold and octave count")
     for rate in rates:
-        core.check_number("rate", rate, 0.0)
+        checks.check_number("rate", rate, 0.0)
     for thresh in threshs:
-        core.check_number("thresh", thresh)
-    seed = core.check_seed(seed)
+        checks.check_number("thresh", thresh)
+    seed = checks.check_seed(seed)
     grid = list(itertools.product(rates, threshs))
     layers = list(dict.fromkeys(model.resolve_layer(layer) for layer in layers))
     stats = stats if stats is not None else RunStats()

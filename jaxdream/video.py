@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxdream import interrupts
-from jaxdream.converted import sha256_of
+from jaxdream import checks, interrupts
 from jaxdream.errors import JaxdreamError, OptionError
+from jaxdream.files import sha256_of
 
 ANIMATION_SUFFIXES = (".mp4", ".gif", ".webp")
 UNWRITTEN_CONTAINERS = (".mov", ".mkv", ".avi", ".m4v", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".ts")
@@ -445,7 +445,8 @@ def dream_videos(
     ``progress(done, total)`` follows the frames.
     """
     from jaxdream.dream import core, tiles
-    from jaxdream.dream.nightmare_mode import check_round_options, objective_input, run_dream, validate
+    from jaxdream.dream.nightmare_mode import objective_input, run_dream
+    from jaxdream.dream.validate import check_round_options, validate
     from jaxdream.image import to_uint8
 
     if not inputs or len(inputs) != len(outputs):
@@ -466,7 +467,7 @@ def dream_videos(
                               octaves=octaves, norm="std" if norm else "none",
                               **({"precision": precision} if precision else {}))
     check_round_options(rate, 1, 1.0, 0.0)
-    seed = core.check_seed(seed)
+    seed = checks.check_seed(seed)
     tiles.check_tile(tile)
     tiles.parse_memory(memory)
     validate(model, config, first.height, first.width)

@@ -407,7 +407,7 @@ def test_a_glob_through_linked_folders_ends(tmp_path):
 
 
 def test_a_silent_weights_server_is_given_up_on_quickly_and_said_so(tmp_path):
-    from jaxdream import zoo
+    from jaxdream.darknet import zoo
     from jaxdream.errors import FetchError
 
     server = socket.socket()

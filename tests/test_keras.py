@@ -172,10 +172,10 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
 
 
 def test_converted_keras_model_is_bit_identical(mobilenet, mobilenet_dir, tmp_path):
-    from jaxdream import converted
+    from jaxdream import converted, files
 
     out = tmp_path / "mobilenet.h5"
-    converted.write_converted(out, mobilenet.to_converted(converted.sha256_of(mobilenet_dir /
+    converted.write_converted(out, mobilenet.to_converted(files.sha256_of(mobilenet_dir /
                                                                              "mobilenet_v1_0.25_224.h5")))
     again = jd.load_model(out)
     assert isinstance(again, KerasModel) and again.layers == mobilenet.layers and again.labels == mobilenet.labels

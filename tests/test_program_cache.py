@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import jaxdream as jd
+from jaxdream.compiled.cache import Program, ProgramCache
+from jaxdream.compiled.store import ProgramStore
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.model import model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
-from jaxdream.dream.runner import Program, ProgramCache
-from jaxdream.dream.store import ProgramStore
 from jaxdream.errors import OptionError
 from jaxdream.weights import ARCHITECTURES
 
@@ -198,7 +198,7 @@ def _forge(entry: Path, marker: Path) -> None:
     import hashlib
     import pickle
 
-    from jaxdream.dream.store import MAGIC
+    from jaxdream.compiled.store import MAGIC
 
     payload = pickle.dumps(_Plant(marker))
     header = {"digest": entry.name.split(".")[0], "key": {"name": "forward"}, "bytes": len(payload),
@@ -210,7 +210,7 @@ def _forge(entry: Path, marker: Path) -> None:
                                  "group-writable entry"])
 def test_a_forged_entry_is_unpickled_only_from_a_private_store(small_vgg, store, how, program_events, caplog,
                                                                 monkeypatch, tmp_path):
-    import jaxdream.dream.store as store_module
+    import jaxdream.compiled.store as store_module
 
     x = _image(7)[None]
     _forward(ProgramCache(store=store), small_vgg, x, 3)
@@ -272,7 +272,7 @@ def test_cache_clear_removes_only_its_own_entries(small_vgg, store, tmp_path):
     from typer.testing import CliRunner
 
     from jaxdream.cli import app
-    from jaxdream.dream.store import MAGIC
+    from jaxdream.compiled.store import MAGIC
 
     _forward(ProgramCache(store=store), small_vgg, _image(9)[None], 2)
     (entry,) = [e.path for e in store.entries()]
@@ -297,18 +297,17 @@ def test_cache_clear_removes_only_its_own_entries(small_vgg, store, tmp_path):
 def test_an_empty_jaxdream_home_means_unset(monkeypatch, tmp_path):
     import platformdirs
 
-    from jaxdream.dream.store import default_store
+    from jaxdream.compiled.store import default_store
     from jaxdream.files import home_dir
-    from jaxdream.zoo import cache_dir
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("JAXDREAM_NO_CACHE", raising=False)
     for value in ("", "  "):
         monkeypatch.setenv("JAXDREAM_HOME", value)
-        assert home_dir() == cache_dir() == Path(platformdirs.user_cache_dir("jaxdream"))
+        assert home_dir() == Path(platformdirs.user_cache_dir("jaxdream"))
         assert home_dir().is_absolute() and default_store().folder == home_dir() / "programs"
     monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "h"))
-    assert home_dir() == cache_dir() == tmp_path / "h"
+    assert home_dir() == tmp_path / "h"
 
 
 MULTI_PROCESS = """
@@ -316,8 +315,8 @@ import sys
 import jax
 import numpy as np
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
-from jaxdream.dream.runner import Program, ProgramCache
-from jaxdream.dream.store import ProgramStore
+from jaxdream.compiled.cache import Program, ProgramCache
+from jaxdream.compiled.store import ProgramStore
 cache = ProgramCache(store=ProgramStore(sys.argv[3]))
 x = jax.device_put(np.arange(6, dtype=np.float32), jax.local_devices()[0])
 out = cache(Program("double", None, (), lambda: lambda v: 2 * v + 1), x)

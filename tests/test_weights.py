@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxdream import converted
+from jaxdream import converted, files
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.weights import (
     Header,
@@ -100,7 +100,7 @@ def test_converted_h5_is_bit_identical(shared, tmp_path):
     model = load_model(folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights")
     out = tmp_path / "yolo.h5"
     converted.write_converted(out, converted.Converted(
-        model.name, model.cfg.text, model.params, converted.sha256_of(folder / "yolo-fastest-1.1.weights"), None))
+        model.name, model.cfg.text, model.params, files.sha256_of(folder / "yolo-fastest-1.1.weights"), None))
     again = load_model(out)
     assert again.cfg.text == model.cfg.text
     for layer, arrays in model.params.items():

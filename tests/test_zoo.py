@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from jaxdream import zoo
+from jaxdream.darknet import zoo
 from jaxdream.errors import FetchError
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes

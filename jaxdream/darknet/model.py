@@ -11,9 +11,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdream import converted, zoo
+from jaxdream import converted
 from jaxdream import weights as builtin_weights
 from jaxdream.darknet import cfg as C
+from jaxdream.darknet import zoo
 from jaxdream.darknet.network import Network
 from jaxdream.darknet.shapes import input_shapes, layer_shapes
 from jaxdream.darknet.weights import Entry, file_layout, layer_key, parse_weights, read_weights

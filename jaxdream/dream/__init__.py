@@ -2,12 +2,13 @@
 warm-start ``store`` and the host loop over rounds) and one module per mode (nightmare, deepdream, lucid,
 reconstruct)."""
 
+from jaxdream.compiled.cache import ProgramCache, program_cache
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream.core import DreamConfig, ReconstructConfig, draw_schedule, octave_size, round_key
 from jaxdream.dream.deepdream_mode import deepdream
 from jaxdream.dream.lucid_mode import lucid, top_classes
 from jaxdream.dream.nightmare_mode import nightmare
 from jaxdream.dream.reconstruct_mode import reconstruct
-from jaxdream.dream.runner import ProgramCache, RunStats, program_cache
 
 __all__ = [
     "DreamConfig", "ProgramCache", "ReconstructConfig", "RunStats", "deepdream", "draw_schedule", "lucid",

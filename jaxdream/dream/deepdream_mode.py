@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxdream import progress
+from jaxdream import checks, progress
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.placement import as_batch, placed_params
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.nightmare_mode import objective_input, plan_tiles, validate
-from jaxdream.dream.runner import Program, RunStats, as_batch, placed_params, program_cache
+from jaxdream.dream.nightmare_mode import objective_input, plan_tiles
+from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
 
@@ -20,8 +23,8 @@ if TYPE_CHECKING:
 
 def pyramid_sizes(height: int, width: int, octaves: int, octave_scale: float) -> list[tuple[int, int]]:
     """The octave sizes, smallest first, the last one the image's own."""
-    core.check_count("octaves", octaves, 1)
-    core.check_number("octave-scale", octave_scale, 1.0, strict=True)
+    checks.check_count("octaves", octaves, 1)
+    checks.check_number("octave-scale", octave_scale, 1.0, strict=True)
     return [(max(1, round(height / octave_scale**k)), max(1, round(width / octave_scale**k)))
             for k in range(octaves)][::-1]
 
@@ -39,8 +42,8 @@ def deepdream(
     ``memory`` tile the octaves that need it (nightmare_mode.plan_tiles).
     """
     images = as_batch(x, images=True)
-    core.check_number("rate", rate, 0.0)
-    seed = core.check_seed(seed)
+    checks.check_number("rate", rate, 0.0)
+    seed = checks.check_seed(seed)
     if objective not in LAYER_OBJECTIVES:
         raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
     config = core.DreamConfig(layer=model.resolve_layer(layer), iters=iters, octaves=1, norm="mean_abs", jitter=jitter,
@@ -62,7 +65,7 @@ def _octaves(model: Model, images: Any, config: core.DreamConfig, sizes: list[tu
     params, cache, iters = placed_params(model, images), program_cache(), config.iters
     detail = np.zeros((images.shape[0], *sizes[0], 3), np.float32)
     for k, size in enumerate(sizes):
-        octave_seed = np.uint32((seed + k) % (core.MAX_SEED + 1))
+        octave_seed = np.uint32((seed + k) % (checks.MAX_SEED + 1))
         shape = jax.ShapeDtypeStruct((images.shape[0], *size, 3), np.float32)
         tile_size, per_call = plan_tiles(model, config, shape, aux, tile, memory, stats)
         if tile_size is None:

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jaxdream import checks
+from jaxdream.compiled.placement import as_batch
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core
-from jaxdream.dream.nightmare_mode import check_round_options, run_dream
-from jaxdream.dream.runner import RunStats, as_batch
+from jaxdream.dream.nightmare_mode import run_dream
+from jaxdream.dream.validate import check_round_options
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
@@ -113,7 +116,7 @@ def lucid(
     images = as_batch(x, images=True)
     labels = model.class_names()
     chosen = parse_classes(classes, labels)
-    core.check_number("target-scale", target_scale, 0.0, strict=True)
+    checks.check_number("target-scale", target_scale, 0.0, strict=True)
     target = target_vector(chosen, len(labels), target_scale)
     if not np.isfinite(target).all():
         raise OptionError(f"--target-scale {target_scale} is too large for float32 targets")

@@ -8,67 +8,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxdream import progress
+from jaxdream import checks, progress
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.placement import as_batch, placed_params
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.runner import (
-    Program,
-    RunStats,
-    as_batch,
-    placed_params,
-    program_cache,
-    run_in_chunks,
-    run_rounds,
-)
-from jaxdream.errors import JaxdreamError, OptionError, SizeError
+from jaxdream.dream.runner import run_in_chunks, run_rounds
+from jaxdream.dream.validate import check_round_options, check_zoom, validate
+from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES
 
 if TYPE_CHECKING:
     from jaxdream.protocol import Model
 
 log = logging.getLogger("jaxdream")
-MAX_ZOOMED_SIDE = 1 << 16  # a zoom that would crop more than this many pixels per side is refused
-
-
-def check_round_options(rate: float, rounds: int, zoom: float, rotate: float) -> None:
-    """The options of the round loop, each checked on its own (one error naming the option)."""
-    core.check_number("rate", rate, 0.0)
-    core.check_number("zoom", zoom, 0.0, strict=True)
-    core.check_number("rotate", rotate)
-    core.check_count("rounds", rounds, 1)
-
-
-def check_zoom(zoom: float, rounds: int, height: int, width: int) -> None:
-    """Darknet's zoom crops int(size * zoom) pixels: at least one, and not absurdly many."""
-    if rounds < 2 or zoom == 1.0:
-        return
-    side = min(int(height * zoom), int(width * zoom))
-    if side < 1 or max(height, width) * zoom > MAX_ZOOMED_SIDE:
-        raise SizeError(f"--zoom {zoom} on a {width}x{height} image crops {int(width * zoom)}x{int(height * zoom)} "
-                          f"pixels between rounds; use a zoom between {1 / min(height, width):.3g} and "
-                          f"{MAX_ZOOMED_SIDE / max(height, width):.3g}")
-
-
-def validate(model: Model, config: core.DreamConfig, height: int, width: int) -> None:
-    """Every layer the run may visit exists, can run, and has a non-empty output at every octave size."""
-    for layer in config.layers:
-        model.check_layer(layer, "layer" if config.layer_range == 1 else f"layer (from --range {config.layer_range})")
-    for octave in range(config.octave_count):
-        oh, ow = core.octave_size(height, width, octave)
-        try:
-            fits = min(oh, ow) >= 1 and bool(model.layer_output_shapes(oh, ow, max(config.layers)))
-        except JaxdreamError:
-            fits = False
-        if not fits:
-            raise SizeError(
-                f"the {width}x{height} image is too small: at octave {octave} ({ow}x{oh}) layer {max(config.layers)} "
-                "of the network has no output; use a larger image, fewer --octaves or an earlier layer"
-            )
 
 
 def objective_input(model: Model, config: core.DreamConfig, thresh: float, channel: int, guide: Any) -> Any:
     """The ``aux`` argument each layer objective takes, checked against the layers it may run on."""
     if config.objective == "darknet":
-        return np.float32(core.check_number("thresh", thresh))
+        return np.float32(checks.check_number("thresh", thresh))
     if config.objective in ("channel", "neuron"):
         for layer in config.layers:
             channels = model.layer_output_shapes(*model.input_size, layer)[-1][2]
@@ -146,7 +105,7 @@ def _run_dream(
     rotate: float, seed: int, schedule: Any, on_round: Callable[[int, np.ndarray], None] | None, stats: RunStats,
     tile: int | None, memory: str | int | None, keep_rounds: bool,
 ) -> np.ndarray:
-    seed, rate_a = core.check_seed(seed), np.float32(rate)
+    seed, rate_a = checks.check_seed(seed), np.float32(rate)
     tile, per_call = plan_tiles(model, config, images, aux, tile, memory, stats)
     if tile is not None:
         if schedule is not None:

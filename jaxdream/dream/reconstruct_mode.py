@@ -8,17 +8,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxdream import progress
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.placement import as_batch, placed_params
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core
-from jaxdream.dream.nightmare_mode import check_round_options, check_zoom
-from jaxdream.dream.runner import (
-    Program,
-    RunStats,
-    as_batch,
-    placed_params,
-    program_cache,
-    run_in_chunks,
-    run_rounds,
-)
+from jaxdream.dream.runner import run_in_chunks, run_rounds
+from jaxdream.dream.validate import check_round_options, check_zoom
 
 if TYPE_CHECKING:
     from jaxdream.protocol import Model

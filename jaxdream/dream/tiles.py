@@ -27,10 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxdream import checks, progress
 from jaxdream import image as I
-from jaxdream import progress
+from jaxdream.compiled.cache import Program, program_cache, program_peak_bytes
+from jaxdream.compiled.placement import placed_params
+from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core
-from jaxdream.dream.runner import Program, RunStats, placed_params, program_cache, program_peak_bytes
+from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 def check_tile(tile: int | None) -> int | None:
     if tile is None:
         return None
-    return core.check_count("tile", tile, 8)
+    return checks.check_count("tile", tile, 8)
 
 
 def parse_memory(text: str | int | None) -> int | None:
@@ -170,9 +173,8 @@ def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile
     Rows: {"how", "bytes", "fits", "note"}."""
     budget = parse_memory(memory) or device_budget()
     model.check_layer(layer)
-    core.check_count("batch-size", batch, 1)
+    checks.check_count("batch-size", batch, 1)
     config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
-    from jaxdream.dream.nightmare_mode import validate  # (nightmare_mode imports this module)
 
     validate(model, config, height, width)  # an image too small for the layer is one error, not a traceback
     tile = check_tile(tile) or DEFAULT_TILE

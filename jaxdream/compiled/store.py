@@ -83,10 +83,8 @@ def read_regular(path: Path, limit: int | None = None) -> tuple[bytes, os.stat_r
 
 @functools.cache
 def _source_digest() -> str:
-    import jaxdream
-
     source = hashlib.sha256()
-    package = Path(jaxdream.__file__).parent
+    package = Path(__file__).resolve().parent.parent  # the jaxdream package
     for path in sorted(package.rglob("*.py")):
         source.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
     return source.hexdigest()

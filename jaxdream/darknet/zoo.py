@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jaxdream import weights as builtin
 from jaxdream.errors import FetchError
+from jaxdream.files import home_dir
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None)
 log = logging.getLogger("jaxdream")
@@ -61,17 +62,11 @@ def find(name: str) -> ZooEntry | None:
     return ZooEntry(name, builtin.OFFICIAL_WEIGHTS[name])
 
 
-def cache_dir() -> Path:
-    from jaxdream.files import home_dir
-
-    return home_dir()
-
-
 def cached_path(entry: ZooEntry) -> Path:
     """Where the entry's weights are: in the package when bundled, else in the cache."""
     if entry.bundled:
         return builtin.BUNDLED_WEIGHTS[entry.name]
-    return cache_dir() / "weights" / f"{entry.name}.weights"
+    return home_dir() / "weights" / f"{entry.name}.weights"
 
 
 def fetch(entry: ZooEntry, progress: Progress | None = None) -> Path:

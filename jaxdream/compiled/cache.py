@@ -1,0 +1,191 @@
+"""One compiled-program cache for every caller.
+
+A program is found by a key made without tracing: its name, the fingerprint of what it computes with (a model's
+architecture, or nothing), its static configuration, and the shapes, dtypes and shardings of its arguments. The first
+call with a key loads the program from the disk store (another process compiled it) or traces and compiles it (and
+stores it); every later call in the process reuses it. ``program_cache().info()`` lists what is held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+from jaxdream import interrupts, progress
+from jaxdream.compiled.stats import RunStats
+from jaxdream.compiled.store import ProgramStore, default_store, environment
+
+DEFAULT_CAPACITY = 64
+
+
+class Fingerprinted(Protocol):
+    """What a program computes with (a model): named, with a fingerprint of its architecture."""
+
+    name: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+def program_peak_bytes(compiled: jax.stages.Compiled) -> int | None:
+    """Device memory a compiled program holds: its arguments, outputs and the temporaries XLA's buffer assignment
+    allocates (already reused between ops); None where the backend does not say."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    # Not m.peak_memory_in_bytes: XLA:CPU leaves the temporaries out of it.
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A pure function to compile, named by everything that decides it besides its arguments' shapes.
+
+    ``static`` must be hashable with a stable ``repr`` (a frozen config, a tuple of numbers); ``build`` returns
+    the function and is only called when no compiled program is found.
+    """
+
+    name: str
+    model: Fingerprinted | None
+    static: Any
+    build: Callable[[], Callable]
+
+
+@dataclass
+class CachedProgram:
+    """One compiled program held in memory, as ``info()`` reports it."""
+
+    name: str
+    model: str
+    static: str
+    args: str
+    source: str  # "compiled" or "loaded" (from the disk store)
+    seconds: float
+    calls: int
+    peak_bytes: int | None
+    compiled: jax.stages.Compiled = field(repr=False)
+
+
+def _leaf_signature(leaf: Any) -> str:
+    sharding = getattr(leaf, "sharding", None)
+    where = f"@{dict(sharding.mesh.shape)}{sharding.spec}" if isinstance(sharding, NamedSharding) else ""
+    return f"{np.dtype(getattr(leaf, 'dtype', type(leaf)))}{tuple(np.shape(leaf))}{where}"
+
+
+def signature(args: tuple[Any, ...]) -> str:
+    """Tree structure, shapes, dtypes and shardings of ``args``: what a compiled program is specialised to."""
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    return f"{tree}|{';'.join(_leaf_signature(leaf) for leaf in leaves)}"
+
+
+def _what(name: str, args: tuple[Any, ...]) -> str:
+    """A program as a person reads it: its name and the size of the images it takes ('drawn iterations for
+    768x576, batch 4')."""
+    images = next((leaf for leaf in jax.tree_util.tree_leaves(args) if np.ndim(leaf) == 4 and np.shape(leaf)[-1] == 3),
+                  None)
+    if images is None:
+        return name.replace("_", " ")
+    n, h, w, _ = np.shape(images)
+    return f"{name.replace('_', ' ')} for {w}x{h}" + (f", batch {n}" if n > 1 else "")
+
+
+def _shapes(args: tuple[Any, ...]) -> str:
+    return " ".join("x".join(map(str, np.shape(leaf))) or "()" for leaf in jax.tree_util.tree_leaves(args))
+
+
+class ProgramCache:
+    """Compiled programs by key: an LRU of at most ``capacity`` in memory, backed by a ``ProgramStore`` on disk
+    (by default ``$JAXDREAM_HOME/programs`` unless $JAXDREAM_NO_CACHE is set; ``store=None`` for memory only)."""
+
+    _DEFAULT_STORE = object()
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, store: ProgramStore | object | None = _DEFAULT_STORE):
+        self.capacity, self._store = capacity, store
+        self._programs: OrderedDict[tuple[str, ...], CachedProgram] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> ProgramStore | None:
+        return default_store() if self._store is ProgramCache._DEFAULT_STORE else self._store  # type: ignore
+
+    def __call__(self, program: Program, *args: Any, stats: RunStats | None = None) -> Any:
+        """Run ``program`` on ``args`` (compiling or loading it on first use) and wait for the result."""
+        interrupts.check()
+        compiled = self.compiled(program, args, stats)
+        start = time.perf_counter()
+        out = jax.block_until_ready(compiled(*args))
+        if stats is not None:
+            stats.run_seconds += time.perf_counter() - start
+        return out
+
+    def compiled(self, program: Program, args: tuple[Any, ...], stats: RunStats | None = None) -> jax.stages.Compiled:
+        fingerprint = program.model.fingerprint if program.model is not None else ""
+        key = (program.name, fingerprint, repr(program.static), signature(args))
+        with self._lock:
+            held = self._programs.get(key)
+            if held is not None:
+                self._programs.move_to_end(key)
+                held.calls += 1
+                return held.compiled
+        held = self._obtain(program, key, args, stats)
+        with self._lock:
+            self._programs[key] = held
+            while len(self._programs) > self.capacity:
+                self._programs.popitem(last=False)
+        return held.compiled
+
+    def _obtain(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...],
+                stats: RunStats | None) -> CachedProgram:
+        model = f"{program.model.name} ({key[1][:12]})" if program.model is not None else ""
+        readable = {"name": program.name, "model": model, "static": key[2], "args": _shapes(args[1:])}
+        digest = hashlib.sha256(json.dumps([*key, environment()], sort_keys=True).encode()).hexdigest()
+        store = self.store
+        start = time.perf_counter()
+        compiled = store.load(digest, readable) if store is not None else None
+        source = "loaded" if compiled is not None else "compiled"
+        if compiled is None:
+            with progress.compiling(_what(program.name, args[1:] if program.model is not None else args),
+                                store is not None):
+                compiled = jax.jit(program.build()).lower(*args).compile()
+            if store is not None:
+                store.save(digest, readable, compiled)
+        seconds = time.perf_counter() - start
+        peak = program_peak_bytes(compiled)
+        if stats is not None:
+            if source == "loaded":
+                stats.load_seconds += seconds
+                stats.programs_loaded += 1
+            else:
+                stats.compile_seconds += seconds
+                stats.programs_compiled += 1
+            if peak is not None:
+                stats.program_peak_bytes = max(peak, stats.program_peak_bytes or 0)
+        return CachedProgram(program.name, key[1][:12], key[2], readable["args"], source, seconds, 1, peak, compiled)
+
+    def info(self) -> list[CachedProgram]:
+        """The programs held in memory, least recently used first."""
+        with self._lock:
+            return list(self._programs.values())
+
+    def clear(self) -> None:
+        """Forget the programs held in memory (the disk store is ``store.clear()``)."""
+        with self._lock:
+            self._programs.clear()
+
+
+_CACHE = ProgramCache()
+
+
+def program_cache() -> ProgramCache:
+    """The process-wide cache every mode runs its programs through."""
+    return _CACHE
