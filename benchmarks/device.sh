@@ -40,7 +40,7 @@ case $stage in
         "$py" -m pytest -q -p no:cacheprovider tests/test_image_ops.py tests/test_golden.py tests/test_precision.py \
             tests/test_pooling.py 2>&1 | tee "$out/gpu-tests.txt"
         ;;
-    f32) "$py" -m benchmarks.bench --device all --out "$out/f32.json" ;;
-    bf16) "$py" -m benchmarks.bench --device gpu --precision bf16 --out "$out/bf16.json" ;;
+    f32) "$py" -m benchmarks --device all --out "$out/f32.json" ;;
+    bf16) "$py" -m benchmarks --device gpu --precision bf16 --out "$out/bf16.json" ;;
     *) echo "unknown stage $stage: use pack, tests, f32 or bf16" >&2; exit 2 ;;
 esac

@@ -639,15 +639,25 @@ def bench(
         Path("benchmarks/out/results.json"),
     precision: Annotated[str, typer.Option(help="Compute mode: f32 (exact, default), tf32 or bf16.")] = "f32",
 ) -> None:
-    """Throughput suite: compile and run times apart, GFLOP/s against the measured matmul rate, baselines."""
-    from jaxdream import bench as bench_lib
+    """Throughput suite: compile and run times apart, GFLOP/s against the measured matmul rate, baselines. Runs the
+    source tree's benchmarks/ folder (a source checkout, `pip install -e .`); an installed wheel has no suite."""
+    import importlib
 
+    import jaxdream
+
+    root = Path(jaxdream.__file__).resolve().parent.parent  # the repository root of an editable install
+    if not ((root / "benchmarks" / "suite.py").is_file() and (root / "pyproject.toml").is_file()):
+        raise JaxdreamError("the benchmark suite lives in jaxdream's source tree (benchmarks/): run `jaxdream bench` "
+                            "from a source checkout installed with pip install -e .")
     if device not in ("cpu", "gpu", "all"):
         raise JaxdreamError(f"--device {device!r}: use cpu, gpu or all")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    suite = importlib.import_module("benchmarks.suite")
     shared = Path(os.environ.get("JAXDREAM_SHARED", "../shared"))
-    bench_lib.run(device, tuple(c.strip() for c in cases.split(",") if c.strip()), out,
-                  shared if shared.is_dir() else None, log=lambda line: err_console.print(line, highlight=False),
-                  precision=precision)
+    suite.run(device, tuple(c.strip() for c in cases.split(",") if c.strip()), out,
+              shared if shared.is_dir() else None, log=lambda line: err_console.print(line, highlight=False),
+              precision=precision)
     err_console.print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import jax
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from jaxdream.darknet.cfg import Cfg, load_cfg
 from jaxdream.darknet.model import DarknetModel, model_from_bytes
@@ -19,6 +25,12 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_allow_excess
 # Compiled programs stay in memory unless a test turns the disk store on (tests/test_program_cache.py): the suite
 # never writes into the user's cache, and a test's compile counts do not depend on what an earlier run stored.
 os.environ["JAXDREAM_NO_CACHE"] = "1"
+# Hypothesis keeps its example database (and its other caches) in a temporary folder, not in .hypothesis/ of the repo.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="jaxdream-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", _HYPOTHESIS_HOME)
+settings.register_profile("jaxdream", database=DirectoryBasedExampleDatabase(Path(_HYPOTHESIS_HOME) / "examples"))
+settings.load_profile("jaxdream")
 # The golden README's generated weight files: cfg name -> PCG64 seed.
 GOLDEN_SEEDS = {"vgg-conv": 1001, "jnet-conv": 1002, "tiny": 1003}
 
@@ -44,6 +56,29 @@ class ProgramEvents:
         jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
+def _untracked() -> set[str] | None:
+    """The repo's untracked, non-ignored files (``git status --porcelain``), or None where git cannot say."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:  # not a git checkout (an unpacked sdist)
+        return None
+    return {line[3:] for line in done.stdout.splitlines() if line.startswith("?? ")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_files_left_in_the_repo():
+    """The suite writes under tmp_path (or the system's temp folder), never into the checkout: a run that leaves a
+    new untracked, non-ignored file in the repo fails."""
+    before = _untracked()
+    yield
+    after = _untracked()
+    if before is not None and after is not None and (left := sorted(after - before)):
+        pytest.fail(f"the tests left files in the repo (write them under tmp_path): {', '.join(left)}")
+
+
 @pytest.fixture
 def program_events() -> type[ProgramEvents]:
     """``with program_events() as seen: ...`` then ``seen.traces`` / ``seen.compiles`` (function names)."""
@@ -52,7 +87,7 @@ def program_events() -> type[ProgramEvents]:
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    path = Path(os.environ.get("JAXDREAM_SHARED", ROOT.parent / "shared"))
+    path = Path(os.environ.get("JAXDREAM_SHARED", ROOT.parent / "shared")).resolve()  # tests may change cwd
     if not (path / "golden").is_dir():
         pytest.skip(f"shared data not found at {path}; set JAXDREAM_SHARED to the folder holding golden/ and models/")
     return path

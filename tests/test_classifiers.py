@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import numpy as np
 import pytest
 
@@ -11,14 +13,21 @@ from jaxdream.darknet.weights import random_weights_bytes
 
 
 @pytest.mark.parametrize("name", ["darknet", "darknet19", "extraction", "resnet18"])
-def test_reference_classifier_runs_to_softmax(darknet_cfg, name):
+def test_reference_classifier_runs_to_softmax(shared, darknet_cfg, name, tmp_path):
+    """Loaded as a user loads it (a cfg file and a .weights file), a 1000-class classifier names its classes."""
+    from jaxdream.model import load_model
+
     cfg = darknet_cfg(name)
-    model = model_from_bytes(cfg, random_weights_bytes(cfg, 0), name)
+    weights = tmp_path / f"{name}.weights"
+    weights.write_bytes(random_weights_bytes(cfg, 0))
+    model = load_model(shared / "darknet" / "cfg" / f"{name}.cfg", weights)
     x = np.random.default_rng(0).uniform(0, 1, (1, 224, 224, 3)).astype(np.float32)
     probs = np.asarray(model.predict(x))
     assert probs.shape == (1, 1000)
     assert abs(probs.sum() - 1) < 1e-4 and np.isfinite(probs).all()
-    assert model.labels is None or len(model.labels) == 1000
+    names = (files("jaxdream.weights") / "imagenet1k-darknet.names").read_text().splitlines()
+    assert (names[0], names[-1]) == ("kit fox", "dumbbell")  # Darknet's own order, not Keras's
+    assert model.labels == tuple(names)  # a 1000-class Darknet softmax: Darknet's ImageNet-1k names
 
 
 CONNECTED = """[net]

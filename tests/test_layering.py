@@ -20,8 +20,8 @@ FLOORS = [
     ("jaxdream.darknet", "jaxdream.keras", "jaxdream.onnx"),
     ("jaxdream.model",),
     ("jaxdream.dream",),
-    ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video"),
-    ("jaxdream.cli", "jaxdream.bench"),
+    ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video", "jaxdream.timing"),
+    ("jaxdream.cli",),
 ]
 
 

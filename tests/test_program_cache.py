@@ -133,21 +133,24 @@ def test_a_program_stored_by_one_cache_is_loaded_by_another_without_tracing(smal
 
 
 COUNTING_CLI = """
-import atexit, json, sys, jax
+import atexit, json, os, sys, jax
 events = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, duration, **kw: events.append(event.rsplit("/", 1)[-1]))
-record = sys.argv[1]
+record = os.environ["COUNTING_CLI_EVENTS"]
 atexit.register(lambda: open(record, "w").write(json.dumps(events)))
-sys.argv = ["jaxdream", *sys.argv[2:]]
+sys.argv = ["jaxdream", *sys.argv[1:]]
 from jaxdream.cli import main
 main()
 """
 
 
 def _cli(args: list[str], events: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", COUNTING_CLI, str(events), *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+    """A jaxdream command in a fresh process that records its jax.monitoring events in ``events`` (an absolute path,
+    passed apart from the command's own arguments); it runs in that file's folder, so nothing lands in the repo."""
+    assert events.is_absolute()
+    return subprocess.run([sys.executable, "-c", COUNTING_CLI, *args], env={**env, "COUNTING_CLI_EVENTS": str(events)},
+                          cwd=events.parent, capture_output=True, text=True, timeout=600)
 
 
 def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes(shared, tmp_path):
