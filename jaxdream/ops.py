@@ -39,6 +39,12 @@ def default_precision() -> str:
     return check_precision(os.environ.get(PRECISION_ENV, "f32"), f"{PRECISION_ENV}=")
 
 
+def resolve_precision(mode: str | None) -> str:
+    """``mode`` checked, or the default (``default_precision``) when None: the one place a config's precision is
+    settled."""
+    return check_precision(mode) if mode is not None else default_precision()
+
+
 def _operands(precision: str, *arrays: Array) -> tuple[tuple[Array, ...], dict]:
     if precision == "bf16":
         return tuple(a.astype(jnp.bfloat16) for a in arrays), {}

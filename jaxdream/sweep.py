@@ -22,7 +22,7 @@ from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.nightmare_mode import plan_tiles
+from jaxdream.dream.engine import plan_tiles
 from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 from jaxdream.files import hdf5_bytes, image_bytes, write_atomically

@@ -22,6 +22,7 @@ from jaxdream.darknet import cfg as C
 from jaxdream.darknet.model import DarknetModel
 from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.dream import core
+from jaxdream.dream.seams import octave_size
 
 
 def timed(fn: Callable, *args: Any, runs: int = 5) -> dict[str, float]:
@@ -67,5 +68,5 @@ def drawn_flops(model: DarknetModel, config: core.DreamConfig, rounds: int, heig
     total = 0.0
     for r in range(rounds):
         for layer, octave, *_ in np.asarray(core.draw_schedule(core.round_key(seed, r), config)).tolist():
-            total += 2 * forward_flops(model.cfg, *core.octave_size(height, width, octave), layer)
+            total += 2 * forward_flops(model.cfg, *octave_size(height, width, octave), layer)
     return total

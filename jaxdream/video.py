@@ -444,8 +444,7 @@ def dream_videos(
     ``resume``: continue an interrupted run from its stored frames (the result is byte-identical).
     ``progress(done, total)`` follows the frames.
     """
-    from jaxdream.dream import core, tiles
-    from jaxdream.dream.nightmare_mode import objective_input, run_dream
+    from jaxdream.dream import core, engine, tiles
     from jaxdream.dream.validate import check_round_options, validate
     from jaxdream.image import to_uint8
 
@@ -464,8 +463,7 @@ def dream_videos(
             raise VideoError(f"{info.path} is {info.width}x{info.height} and {first.path} {first.width}x"
                              f"{first.height}: videos dreamed together must share a size (dream them separately)")
     config = core.DreamConfig(layer=model.resolve_layer(layer), layer_range=layer_range, iters=iters,
-                              octaves=octaves, norm="std" if norm else "none",
-                              **({"precision": precision} if precision else {}))
+                              octaves=octaves, norm="std" if norm else "none", precision=precision)
     check_round_options(rate, 1, 1.0, 0.0)
     seed = checks.check_seed(seed)
     tiles.check_tile(tile)
@@ -474,7 +472,8 @@ def dream_videos(
     if coherence.flow == "dis" and coherence.blend > 0 and max(first.width, first.height) < DIS_MIN_SIDE:
         raise OptionError(f"{first.path}: {first.width}x{first.height} frames are too small for DIS optical flow "
                           f"(it needs a side of {DIS_MIN_SIDE} pixels); use --flow none")
-    aux = objective_input(model, config, thresh, 0, None)
+    run = engine.Run(rate=rate, aux=engine.objective_input(model, config, thresh, 0, None), seed=seed, tile=tile,
+                     memory=memory, keep_rounds=False)
     options = {"layer": config.layer, "range": layer_range, "iters": iters, "octaves": octaves, "rate": rate,
                "thresh": thresh, "norm": norm, "seed": seed, "blend": blend, "flow": flow,
                "precision": config.precision, "tile": tile, "model": model.fingerprint,
@@ -507,8 +506,7 @@ def dream_videos(
                     starts = np.stack([coherence.start(frame, previous, dream) for frame, previous, dream
                                        in zip(frames, previous_frames, previous_dreams, strict=True)])
                 with stats.timing("dream"):
-                    result = run_dream(model, starts, config, rate, aux, 1, seed=seed, tile=tile, memory=memory,
-                                       keep_rounds=False)
+                    result = engine.dream(model, starts, config, run)
                     dreamed = [to_uint8(image) for image in np.asarray(result[-1])]
                     for store, image, on, index in zip(stores, dreamed, live, done, strict=True):
                         if on and t >= index:

@@ -136,14 +136,14 @@ def test_schedule_draws_darknet_ranges_and_a_still_tail():
 def test_a_round_in_chunks_gives_the_bytes_of_one_call(small_vgg, monkeypatch):
     """Long rounds run as several compiled calls (so Ctrl-C is seen between them); how they are cut must not
     change a bit: one iteration per call against one iteration and then the rest of the round in one call."""
-    from jaxdream.dream import runner
+    from jaxdream.dream import engine
 
     x = np.stack([_image(11), _image(12)])
     options = {"iters": 5, "layer_range": 3, "octaves": 2, "seed": 3, "rounds": 2, "zoom": 1.1}
-    monkeypatch.setattr(runner, "CHUNK_SECONDS", 1e-9)
+    monkeypatch.setattr(engine, "CHUNK_SECONDS", 1e-9)
     one_by_one = dream.nightmare(small_vgg, x, 4, **options)
     recon_one_by_one = dream.reconstruct(small_vgg, x, 5, iters=4, lam=0.05)
-    monkeypatch.setattr(runner, "CHUNK_SECONDS", 1e9)
+    monkeypatch.setattr(engine, "CHUNK_SECONDS", 1e9)
     np.testing.assert_array_equal(one_by_one, dream.nightmare(small_vgg, x, 4, **options))
     np.testing.assert_array_equal(recon_one_by_one, dream.reconstruct(small_vgg, x, 5, iters=4, lam=0.05))
 

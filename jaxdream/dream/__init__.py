@@ -4,11 +4,12 @@ reconstruct)."""
 
 from jaxdream.compiled.cache import ProgramCache, program_cache
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream.core import DreamConfig, ReconstructConfig, draw_schedule, octave_size, round_key
+from jaxdream.dream.core import DreamConfig, ReconstructConfig, draw_schedule, round_key
 from jaxdream.dream.deepdream_mode import deepdream
 from jaxdream.dream.lucid_mode import lucid, top_classes
 from jaxdream.dream.nightmare_mode import nightmare
 from jaxdream.dream.reconstruct_mode import reconstruct
+from jaxdream.dream.seams import octave_size
 
 __all__ = [
     "DreamConfig", "ProgramCache", "ReconstructConfig", "RunStats", "deepdream", "draw_schedule", "lucid",

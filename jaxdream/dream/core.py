@@ -11,27 +11,25 @@ Every function here returns a function of arrays only; ``runner`` compiles and c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxdream import image as I
 from jaxdream.checks import check_count, check_number
+from jaxdream.dream.seams import PARAMETERISATIONS, TRANSFORMS, Parameterisation, Transform
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES, reconstruction_objective
-from jaxdream.ops import check_precision, default_precision
+from jaxdream.ops import resolve_precision
 
 if TYPE_CHECKING:
     from jaxdream.protocol import Model
 
 Array = jax.Array
-OCTAVE_BASE = 1.33333333  # Darknet's literal
 GRAY_PULL = 0.1
 SHIFT_RANGE = 8  # dx, dy in [-8, 7]
 NORMS = ("std", "mean_abs", "none")  # Darknet's normalize_array, Google's mean |g|, or the raw update
@@ -52,10 +50,12 @@ class DreamConfig:
     norm: str = "std"  # one of NORMS
     jitter: bool = True
     objective: str = "darknet"  # one of OBJECTIVES
+    param: str = "darknet-octaves"  # the image parameterisation (seams.PARAMETERISATIONS)
+    transform: str = "darknet-jitter"  # the transform around the network (seams.TRANSFORMS)
     gray_pull: float = GRAY_PULL
     anneal: bool = False  # step size falls linearly to 0 over the round (lets a mixed target settle)
     settle: float = 0.0  # final fraction of the round drawn without jitter: steps on the view that gets classified
-    precision: str = field(default_factory=default_precision)  # compute mode of convolutions (nn.COMPUTE_MODES)
+    precision: str | None = None  # compute mode of convolutions (ops.COMPUTE_MODES); None: $JAXDREAM_PRECISION or f32
 
     def __post_init__(self) -> None:
         check_count("layer", self.layer, 0)
@@ -66,10 +66,14 @@ class DreamConfig:
             raise OptionError(f"norm {self.norm!r}: use one of {', '.join(NORMS)}")
         if self.objective not in OBJECTIVES:
             raise OptionError(f"--objective {self.objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
+        if self.param not in PARAMETERISATIONS:
+            raise OptionError(f"param {self.param!r}: use one of {', '.join(PARAMETERISATIONS)}")
+        if self.transform not in TRANSFORMS:
+            raise OptionError(f"transform {self.transform!r}: use one of {', '.join(TRANSFORMS)}")
         check_number("gray-pull", self.gray_pull)
         if not 0.0 <= check_number("settle", self.settle) <= 1.0:
             raise OptionError(f"settle {self.settle} must be between 0 and 1")
-        check_precision(self.precision)
+        object.__setattr__(self, "precision", resolve_precision(self.precision))
         object.__setattr__(self, "jitter", bool(self.jitter))
 
     @property
@@ -79,15 +83,17 @@ class DreamConfig:
         return tuple(range(first, first + self.layer_range))
 
     @property
+    def parameterisation(self) -> Parameterisation:
+        return PARAMETERISATIONS[self.param]
+
+    @property
+    def transformation(self) -> Transform:
+        return TRANSFORMS[self.transform]
+
+    @property
     def octave_count(self) -> int:
         """Octaves the schedule can draw (1 without jitter)."""
         return self.octaves if self.jitter else 1
-
-
-def octave_size(height: int, width: int, octave: int) -> tuple[int, int]:
-    """(int)(size * scale) with Darknet's float scale = 1 / 1.33333333^octave."""
-    scale = np.float32(1.0 / math.pow(OCTAVE_BASE, octave))
-    return int(np.float32(height) * scale), int(np.float32(width) * scale)
 
 
 def round_key(seed: Array | int, round_index: Array | int) -> Array:
@@ -129,13 +135,15 @@ def objective_function(model: Model, name: str, precision: str) -> Objective:
     return objective
 
 
-def _gradient_branch(objective: Objective, layer: int, size: tuple[int, int], full: tuple[int, int]) -> Callable:
-    """Input gradient of the objective at one (layer, octave): resize, flip, grad, un-flip, resize back."""
+def _gradient_branch(config: DreamConfig, objective: Objective, layer: int, size: tuple[int, int],
+                     full: tuple[int, int]) -> Callable:
+    """Input gradient of the objective at one (layer, view size): view, transform, grad, untransform, back."""
+    param, transform = config.parameterisation, config.transformation
 
-    def branch(params: Any, shifted: Array, flip: Array, aux: Any) -> tuple[Array, Array]:
-        small = I.flip_if(I.darknet_resize(shifted, *size), flip)
+    def branch(params: Any, moved: Array, row: Array, aux: Any) -> tuple[Array, Array]:
+        small = transform.inside(param.view(moved, size), row)
         value, grad = jax.value_and_grad(lambda img: objective(params, img, layer, aux))(small)
-        return value, I.darknet_resize(I.flip_if(grad, flip), *full)
+        return value, param.back(transform.inside(grad, row), full)
 
     return branch
 
@@ -144,24 +152,22 @@ def nightmare_step(
     model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
 ) -> tuple[Array, Array]:
     """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip);
-    returns the new image and the objective's value before the step."""
+    returns the new image and the objective's value before the step. The row picks one branch per (layer, view
+    size); every branch is the same assembly of the config's parameterisation, transform and objective."""
     h, w = image.shape[0], image.shape[1]
     objective = objective_function(model, config.objective, config.precision)
-    n_octaves = config.octave_count
-    branches = [
-        _gradient_branch(objective, layer, octave_size(h, w, octave), (h, w))
-        for layer in config.layers for octave in range(n_octaves)
-    ]
-    layer, octave, dx, dy, flip = row[0], row[1], row[2], row[3], row[4]
-    index = (layer - config.layers[0]) * n_octaves + jnp.minimum(octave, n_octaves - 1)
-    value, grad = lax.switch(index, branches, params, I.shift(image, dx, dy), flip.astype(bool), aux)
-    return apply_gradient(config, image, grad, dx, dy, rate), value
+    n_views = config.octave_count
+    sizes = config.parameterisation.sizes(h, w, n_views)
+    branches = [_gradient_branch(config, objective, layer, size, (h, w)) for layer in config.layers for size in sizes]
+    index = (row[0] - config.layers[0]) * n_views + jnp.minimum(row[1], n_views - 1)
+    value, grad = lax.switch(index, branches, params, config.transformation.before(image, row), row, aux)
+    return apply_gradient(config, image, grad, row, rate), value
 
 
-def apply_gradient(config: DreamConfig, image: Array, grad: Array, dx: Array, dy: Array, rate: Array) -> Array:
-    """The rest of ``optimize_picture`` once the gradient (of the shifted image, at full size) is known: unshift,
-    add the pull to gray, normalise, step and clip."""
-    update = I.shift(grad, -dx, -dy) + I.rounded(config.gray_pull * (0.5 - image))
+def apply_gradient(config: DreamConfig, image: Array, grad: Array, row: Array, rate: Array) -> Array:
+    """The rest of ``optimize_picture`` once the gradient (of the transformed image, at full size) is known: undo
+    the transform, add the pull to gray, normalise, step and clip."""
+    update = config.transformation.undo_before(grad, row) + I.rounded(config.gray_pull * (0.5 - image))
     if config.norm == "std":
         mean = jnp.mean(update)
         std = jnp.sqrt(jnp.mean(jnp.square(update - mean)))
@@ -270,14 +276,14 @@ class ReconstructConfig:
     momentum: float = 0.9
     lam: float = 0.01
     smooth: int = 1
-    precision: str = field(default_factory=default_precision)
+    precision: str | None = None  # None: $JAXDREAM_PRECISION or f32
 
     def __post_init__(self) -> None:
         check_count("iters", self.iters, 0)
         check_count("smooth", self.smooth, 0)
         for name, value in (("rate", self.rate), ("momentum", self.momentum), ("lambda", self.lam)):
             check_number(name, value, 0.0)
-        check_precision(self.precision)
+        object.__setattr__(self, "precision", resolve_precision(self.precision))
 
 
 def reconstruct_target(model: Model, config: ReconstructConfig, net_hw: tuple[int, int]) -> Callable:

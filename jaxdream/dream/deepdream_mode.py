@@ -12,7 +12,7 @@ from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.nightmare_mode import objective_input, plan_tiles
+from jaxdream.dream.engine import objective_input, plan_tiles
 from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
@@ -39,7 +39,7 @@ def deepdream(
     round loop at its size, each step normalised by the gradient's mean absolute value.
 
     Jitter is Darknet's edge-clamped shift of up to 8 px and a flip, where Google rolls the image. ``tile`` and
-    ``memory`` tile the octaves that need it (nightmare_mode.plan_tiles).
+    ``memory`` tile the octaves that need it (engine.plan_tiles).
     """
     images = as_batch(x, images=True)
     checks.check_number("rate", rate, 0.0)
@@ -47,7 +47,7 @@ def deepdream(
     if objective not in LAYER_OBJECTIVES:
         raise OptionError(f"--objective {objective!r}: use one of {', '.join(LAYER_OBJECTIVES)}")
     config = core.DreamConfig(layer=model.resolve_layer(layer), iters=iters, octaves=1, norm="mean_abs", jitter=jitter,
-                              objective=objective, gray_pull=0.0, **({"precision": precision} if precision else {}))
+                              objective=objective, gray_pull=0.0, precision=precision)
     sizes = pyramid_sizes(images.shape[1], images.shape[2], octaves, octave_scale)
     for size in sizes:
         validate(model, config, *size)

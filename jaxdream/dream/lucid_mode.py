@@ -17,8 +17,7 @@ import numpy as np
 from jaxdream import checks
 from jaxdream.compiled.placement import as_batch
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream import core
-from jaxdream.dream.nightmare_mode import run_dream
+from jaxdream.dream import core, engine
 from jaxdream.dream.validate import check_round_options
 from jaxdream.errors import OptionError
 
@@ -128,9 +127,10 @@ def lucid(
     likelihood = mixed or model.nonnegative_logits
     config = core.DreamConfig(layer=model.logits_layer, iters=iters, octaves=octaves, jitter=jitter,
                               objective="class_mix" if likelihood else "class", gray_pull=0.0, anneal=mixed,
-                              settle=MIX_SETTLE if mixed else 0.0, **({"precision": precision} if precision else {}))
-    return run_dream(model, images, config, rate, target, rounds, zoom, rotate, seed, None, on_round, stats,
-                     keep_rounds=keep_rounds)
+                              settle=MIX_SETTLE if mixed else 0.0, precision=precision)
+    run = engine.Run(rate=rate, aux=target, rounds=rounds, zoom=zoom, rotate=rotate, seed=seed, on_round=on_round,
+                     stats=stats if stats is not None else RunStats(), keep_rounds=keep_rounds)
+    return engine.dream(model, images, config, run)
 
 
 def top_classes(model: Model, x: Any, top: int = 5) -> list[list[dict[str, Any]]]:

@@ -11,8 +11,7 @@ from jaxdream import progress
 from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream import core
-from jaxdream.dream.runner import run_in_chunks, run_rounds
+from jaxdream.dream import core, engine
 from jaxdream.dream.validate import check_round_options, check_zoom
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ def reconstruct(
     target = model.resolve_layer(layer) - 1
     model.check_layer(target, "layer - 1 (reconstruct uses the layer before LAYER)")
     config = core.ReconstructConfig(layer=target, iters=iters, rate=rate, momentum=momentum, lam=lam, smooth=smooth,
-                                    **({"precision": precision} if precision else {}))
+                                    precision=precision)
     check_round_options(rate, rounds, zoom, rotate)
     images = as_batch(x, images=True)
     net_hw = model.input_size
@@ -52,8 +51,10 @@ def reconstruct(
         stats.iterations += iters
         chunk = lambda state, start, stop: cache(program, params, *state, features, np.int32(stop - start),
                                                  stats=stats)
-        imgs, momentum_state[0] = run_in_chunks(chunk, (imgs, momentum_state[0]), iters)
+        imgs, momentum_state[0] = engine.run_in_chunks(chunk, (imgs, momentum_state[0]), iters)
         return imgs
 
+    run = engine.Run(rate=rate, rounds=rounds, zoom=zoom, rotate=rotate, on_round=on_round, stats=stats,
+                     keep_rounds=keep_rounds)
     with progress.task("reconstructing", rounds * iters, "iteration"):
-        return run_rounds(step, boxed, rounds, zoom, rotate, on_round, stats, keep_rounds)
+        return engine.run_rounds(step, boxed, run)

@@ -28,7 +28,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdream import checks, progress
-from jaxdream import image as I
 from jaxdream.compiled.cache import Program, program_cache, program_peak_bytes
 from jaxdream.compiled.placement import placed_params
 from jaxdream.compiled.stats import RunStats
@@ -101,14 +100,14 @@ def tile_count(height: int, width: int, tile: int) -> int:
     return len(starts(height, tile)) * len(starts(width, tile))
 
 
-def cut_program(size: tuple[int, int], tile: int) -> Callable:
-    """(images (B,H,W,3), row (5,), roll (2,)) -> tiles (B * T, N, N, 3) of the shifted, resized, flipped and
-    rolled images at octave size ``size``."""
+def cut_program(config: core.DreamConfig, size: tuple[int, int], tile: int) -> Callable:
+    """(images (B,H,W,3), row (5,), roll (2,)) -> tiles (B * T, N, N, 3) of the transformed images viewed at
+    ``size`` (the config's parameterisation and transform, as the untiled step), then rolled."""
     rows, cols = starts(size[0], tile), starts(size[1], tile)
+    param, transform = config.parameterisation, config.transformation
 
     def cut(images: Array, row: Array, roll: Array) -> Array:
-        _, dx, dy, flip = row[1], row[2], row[3], row[4]
-        small = I.flip_if(I.darknet_resize(I.shift(images, dx, dy), *size), flip.astype(bool))
+        small = transform.inside(param.view(transform.before(images, row), size), row)
         rolled = jnp.roll(small, (roll[0], roll[1]), axis=(1, 2))
         padded = jnp.pad(rolled, ((0, 0), (0, max(tile - size[0], 0)), (0, max(tile - size[1], 0)), (0, 0)),
                          mode="edge")
@@ -123,15 +122,16 @@ def stitch_program(config: core.DreamConfig, size: tuple[int, int], full: tuple[
     (a later tile's overlap wins), unrolled, unflipped, resized back to full size, then Darknet's update."""
     rows, cols = starts(size[0], tile), starts(size[1], tile)
 
+    param, transform = config.parameterisation, config.transformation
+
     def stitch(images: Array, grads: Array, row: Array, roll: Array, rate: Array) -> Array:
-        _, dx, dy, flip = row[1], row[2], row[3], row[4]
         grads = grads.reshape(images.shape[0], len(rows) * len(cols), tile, tile, 3)
         canvas = jnp.zeros((images.shape[0], max(size[0], tile), max(size[1], tile), 3), grads.dtype)
         for k, (r, c) in enumerate((r, c) for r in rows for c in cols):
             canvas = canvas.at[:, r : r + tile, c : c + tile].set(grads[:, k])
         small = jnp.roll(canvas[:, : size[0], : size[1]], (-roll[0], -roll[1]), axis=(1, 2))
-        grad = I.darknet_resize(I.flip_if(small, flip.astype(bool)), *full)
-        return jax.vmap(lambda img, g: core.apply_gradient(config, img, g, dx, dy, rate))(images, grad)
+        grad = param.back(transform.inside(small, row), full)
+        return jax.vmap(lambda img, g: core.apply_gradient(config, img, g, row, rate))(images, grad)
 
     return stitch
 
@@ -241,11 +241,13 @@ def tiled_round(model: Model, config: core.DreamConfig, images: Any, seed: int, 
     draws = Program("tile_schedule", None, config, lambda: schedule_program(config))
     schedule, rolls = (np.asarray(a) for a in cache(draws, np.uint32(seed), np.int32(index), stats=stats))
     values = np.zeros((config.iters, images.shape[0]), np.float32)
+    sizes = config.parameterisation.sizes(*full, config.octave_count)
     for i in range(config.iters):
         row = schedule[i]
-        size = core.octave_size(*full, int(row[1]))
+        size = sizes[int(row[1])]
         roll = np.array([int(rolls[i, 0] * size[0]), int(rolls[i, 1] * size[1])], np.int32)
-        cut = Program("tile_cut", None, (size, tile), lambda size=size: cut_program(size, tile))
+        cut = Program("tile_cut", None, (config.param, config.transform, size, tile),
+                      lambda size=size: cut_program(config, size, tile))
         pieces = np.asarray(cache(cut, images, row, roll, stats=stats))
         tile_values, grads = _tile_gradients(model, config, int(row[0]), pieces, aux, per_call, stats)
         values[i] = tile_values.reshape(images.shape[0], -1).sum(axis=1)

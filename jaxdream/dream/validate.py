@@ -38,8 +38,7 @@ def validate(model: Model, config: core.DreamConfig, height: int, width: int) ->
     """Every layer the run may visit exists, can run, and has a non-empty output at every octave size."""
     for layer in config.layers:
         model.check_layer(layer, "layer" if config.layer_range == 1 else f"layer (from --range {config.layer_range})")
-    for octave in range(config.octave_count):
-        oh, ow = core.octave_size(height, width, octave)
+    for octave, (oh, ow) in enumerate(config.parameterisation.sizes(height, width, config.octave_count)):
         try:
             fits = min(oh, ow) >= 1 and bool(model.layer_output_shapes(oh, ow, max(config.layers)))
         except JaxdreamError:
