@@ -307,8 +307,8 @@ def environment() -> list[tuple[str, str]]:
     import jax
     import jaxlib
 
-    from jaxdream import __version__
     from jaxdream import weights as bundled
+    from jaxdream.environment import version as jaxdream_version
     from jaxdream.compiled.store import default_store
     from jaxdream.darknet import zoo
     from jaxdream.files import home_dir
@@ -317,7 +317,7 @@ def environment() -> list[tuple[str, str]]:
     store = default_store()
     held = store.entries() if store is not None else []
     return [
-        ("jaxdream", __version__), ("jax / jaxlib", f"{jax.__version__} / {jaxlib.__version__}"),
+        ("jaxdream", jaxdream_version()), ("jax / jaxlib", f"{jax.__version__} / {jaxlib.__version__}"),
         ("devices", ", ".join(f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices())),
         ("compute modes", "f32 (exact, default), tf32 and bf16" + ("" if gpu else
                           " (faster only on GPUs; for CUDA: pip install -e \".[cuda]\")")),
@@ -341,9 +341,7 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
           log: Callable[[str], None] = lambda line: None) -> list[Path]:
     """The benchmark suite of a source checkout (``benchmarks/``, beside the package of an editable install);
     returns the files written. An installed wheel has no suite."""
-    import jaxdream
-
-    root = Path(jaxdream.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
     if not ((root / "benchmarks" / "suite.py").is_file() and (root / "pyproject.toml").is_file()):
         raise JaxdreamError("the benchmark suite lives in jaxdream's source tree (benchmarks/): run `jaxdream bench` "
                             "from a source checkout installed with pip install -e .")
