@@ -308,9 +308,9 @@ def environment() -> list[tuple[str, str]]:
     import jaxlib
 
     from jaxdream import weights as bundled
-    from jaxdream.environment import version as jaxdream_version
     from jaxdream.compiled.store import default_store
     from jaxdream.darknet import zoo
+    from jaxdream.environment import version as jaxdream_version
     from jaxdream.files import home_dir
 
     gpu = jax.default_backend() == "gpu"
