@@ -147,3 +147,19 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
               "reference": DARKNET_REFERENCE}
     write_report(report, out, log)
     return report
+
+
+def shared_folder() -> Path | None:
+    """The shared data folder ($JAXDREAM_SHARED, default ../shared), None where there is none (stand-ins run)."""
+    shared = Path(os.environ.get("JAXDREAM_SHARED", "../shared"))
+    return shared if shared.is_dir() else None
+
+
+def run_command(device: str, cases: str, out: Path, precision: str = "f32",
+                log: Callable[[str], None] = print) -> list[Path]:
+    """`jaxdream bench`: ``cases`` comma-separated, the shared folder found by itself; returns the files written."""
+    if device not in ("cpu", "gpu", "all"):
+        raise OptionError(f"--device {device!r}: use cpu, gpu or all")
+    run(device, tuple(c.strip() for c in cases.split(",") if c.strip()), out, shared_folder(), log=log,
+        precision=precision)
+    return [out, out.with_suffix(".md"), out.with_suffix(".png")]

@@ -31,12 +31,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxdream import checks, dream, image, interrupts
 from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream.lucid_mode import class_tag
+from jaxdream.dream.lucid_mode import output_tag
 from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
 from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, check_io, output_folder, output_names, round_endings
-from jaxdream.protocol import Model
+from jaxdream.protocol import Model, layer_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -148,9 +148,14 @@ class Job:
         return int(self.options.get("rounds", 1))
 
     @property
+    def endings(self) -> list[str]:
+        """What output names end in: the round (Darknet's 000000), or the mode's word for deepdream's one image."""
+        return ["deepdream"] if self.mode == "deepdream" else round_endings(self.rounds)
+
+    @property
     def tag(self) -> str:
         """What output names carry after the model: the layer, or the classes of a lucid dream."""
-        return class_tag(self.options["classes"]) if self.mode == "lucid" else str(self.options["layer"])
+        return output_tag(self.options["classes"]) if self.mode == "lucid" else str(self.options["layer"])
 
 
 MODE_OPTIONS = {
@@ -187,7 +192,8 @@ def make_job(mode: str, model: str, options: dict[str, Any], seed: int, size: st
     needed = "classes" if mode == "lucid" else "layer"
     if needed not in options:
         raise OptionError(f"{mode} needs --{'class' if needed == 'classes' else 'layer'}")
-    return Job(mode, model, dict(options), checks.check_seed(seed), parse_size(size) if size else None,
+    options = {**options, **({"layer": layer_key(options["layer"])} if "layer" in options else {})}
+    return Job(mode, model, options, checks.check_seed(seed), parse_size(size) if size else None,
                check_format(fmt))
 
 
@@ -468,7 +474,7 @@ def run_batch(
     manifest = Manifest(out / (f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))
     key = run_key(job, model)
     finished = manifest.done(key) if resume else set()
-    names = output_names(inputs, out, job.model, job.tag, round_endings(job.rounds), job.format)  # whole list
+    names = output_names(inputs, out, job.model, job.tag, job.endings, job.format)  # whole list
     check_io({"input": inputs, **(reads or {})}, {"output": list(names.values())})
     summary = Summary(skipped=sum(str(p.resolve()) in finished for p in mine))
     todo = [p for p in mine if str(p.resolve()) not in finished]

@@ -67,3 +67,13 @@ def platform_problem(err: BaseException) -> str | None:
                 + "; unset JAX_PLATFORMS to use what is available (or set it to cpu), or install the backend "
                 "(e.g. pip install 'jax[cuda12]')")
     return None
+
+
+def version() -> str:
+    """jaxdream's installed version ('0+unknown' from a tree that was never installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("jaxdream")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -27,9 +27,12 @@ def load_model(
     architecture such as ``vgg-19``, or a full Keras model file as the architecture), or a zoo name; a built-in
     name with no weights fetches its official weights into the cache on first use (``progress(done, total)``
     follows the download). An ``.onnx`` file takes ``preprocess`` (caffe, torch, tf or raw) and ``labels`` (a
-    label file). Every backend checks its parameters against the network's expected tree and refuses NaN or
+    label file). ``weights`` "-" (as on the command line) means the model carries its own. Every backend checks
+    its parameters against the network's expected tree and refuses NaN or
     infinite values, naming the entry.
     """
+    if weights is not None and str(weights) == "-":  # a model that carries its own weights (.h5, .onnx)
+        weights = None
     path = Path(name_or_path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":

@@ -147,9 +147,10 @@ class Model(ABC):
 
     def resolve_layer(self, layer: int | str) -> int:
         """A layer index from an index, its text ('10', '-1') or the layer's name (digits are always an index)."""
-        text = str(layer).strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
+        key = layer_key(layer)
+        if isinstance(key, int):
+            return key
+        text = key
         if text in self.layer_names:
             return self.layer_names.index(text)
         named = "by index or name" if self.layer_names else "by index"
@@ -213,3 +214,9 @@ class Model(ABC):
     def class_names(self) -> tuple[str, ...]:
         """The labels, or the class indices as text when the model carries none."""
         return self.labels if self.labels is not None else tuple(str(i) for i in range(self.num_classes))
+
+
+def layer_key(layer: int | str) -> int | str:
+    """A layer as the user gave it: digits ('10', '-1') are always an index; anything else is a layer's name."""
+    text = str(layer).strip()
+    return int(text) if text.lstrip("-").isdigit() else text

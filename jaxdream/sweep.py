@@ -29,6 +29,8 @@ from jaxdream.files import hdf5_bytes, image_bytes, write_atomically
 from jaxdream.image import to_uint8
 from jaxdream.protocol import Model
 
+SWEEP_OBJECTIVES = ("darknet", "l2")  # the objectives whose input is one number (the grid's threshold axis)
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -93,11 +95,13 @@ def sweep(
     model: Model, x: Any, layers: list[int | str], rates: list[float], threshs: list[float] = (1.0,),
     octaves: list[int] = (4,), iters: int = 10, layer_range: int = 1, seed: int = 0,
     stats: RunStats | None = None, tile: int | None = None, memory: str | int | None = None,
+    objective: str = "darknet", precision: str | None = None,
 ) -> list[Cell]:
     """Dream ``x`` (H, W, 3) for every combination; every cell uses the same random schedule per (layer, octaves).
     ``layers``: indices or, where the model has them, names.
     Tiled (``tile``, or an image over the ``memory`` budget), the cells run one after another through the one
-    tile program of each layer."""
+    tile program of each layer. ``objective``: darknet (thresholded L2, the thresholds an axis of the grid) or l2
+    (the thresholds unused); ``precision``: f32 (default), tf32 or bf16."""
     image = as_batch(x, images=True)
     if image.shape[0] != 1:
         raise OptionError("a sweep dreams one image")
@@ -108,23 +112,27 @@ def sweep(
     for thresh in threshs:
         checks.check_number("thresh", thresh)
     seed = checks.check_seed(seed)
+    if objective not in SWEEP_OBJECTIVES:
+        raise OptionError(f"--objective {objective!r}: a sweep takes {' or '.join(SWEEP_OBJECTIVES)}")
     grid = list(itertools.product(rates, threshs))
     layers = list(dict.fromkeys(model.resolve_layer(layer) for layer in layers))
     stats = stats if stats is not None else RunStats()
     with progress.task("dreaming", len(layers) * len(octaves) * len(grid) * iters, "iteration"):
-        return _cells(model, image, layers, octaves, grid, iters, layer_range, seed, stats, tile, memory)
+        return _cells(model, image, layers, octaves, grid, iters, layer_range, seed, stats, tile, memory,
+                      {"objective": objective, **({"precision": precision} if precision else {})})
 
 
 def _cells(model: Model, image: Any, layers: list[int], octaves: list[int], grid: list[tuple[float, float]],
-           iters: int, layer_range: int, seed: int, stats: RunStats, tile: int | None, memory: str | int | None
-           ) -> list[Cell]:
+           iters: int, layer_range: int, seed: int, stats: RunStats, tile: int | None, memory: str | int | None,
+           settings: dict[str, Any] | None = None) -> list[Cell]:
     """Every cell of the grid, one compiled program per (layer, octaves) untiled."""
     rate_axis = np.array([r for r, _ in grid], np.float32)
     thresh_axis = np.array([t for _, t in grid], np.float32)
     params, cache = placed_params(model, image), program_cache()
     cells = []
     for layer, n_octaves in itertools.product(layers, octaves):
-        config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves)
+        config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves,
+                                  **(settings or {}))
         validate(model, config, image.shape[1], image.shape[2])
         tile_size, per_call = plan_tiles(model, config, image, np.float32(grid[0][1]), tile, memory, stats)
         if tile_size is not None:
@@ -144,7 +152,8 @@ def _cells(model: Model, image: Any, layers: list[int], octaves: list[int], grid
 
 
 def contact_sheet(cells: list[Cell], path: Path, cell_width: int = 256) -> Path:
-    """Rows: (layer, octaves); columns: (rate, thresh); each value printed on the sheet."""
+    """Rows: (layer, octaves); columns: (rate, thresh); each value printed on the sheet. A .jpg ``path`` is written
+    as JPEG (quality 80), anything else as PNG."""
     rows = sorted({(c.layer, c.octaves) for c in cells})
     columns = sorted({(c.rate, c.thresh) for c in cells})
     h, w = cells[0].image.shape[:2]
@@ -161,7 +170,9 @@ def contact_sheet(cells: list[Cell], path: Path, cell_width: int = 256) -> Path:
         i, j = rows.index((cell.layer, cell.octaves)), columns.index((cell.rate, cell.thresh))
         tile = Image.fromarray(to_uint8(cell.image)).resize((cw, ch), Image.BILINEAR)
         sheet.paste(tile, (margin_left + j * cw, margin_top + i * ch))
-    return write_atomically(path, image_bytes(sheet, "PNG"), "the contact sheet")
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    data = image_bytes(sheet, "JPEG", quality=80) if jpeg else image_bytes(sheet, "PNG")
+    return write_atomically(path, data, "the contact sheet")
 
 
 def write_results(cells: list[Cell], path: Path, source: str, seed: int) -> Path:

@@ -252,6 +252,51 @@ class Encoder:
             self.abort()
 
 
+class Animation:
+    """Frames streamed into one animation as they finish (``nightmare --animate``): the encoder opens on the first
+    frame, at that frame's size (a reconstruction's frames have the network's); leaving the ``with`` block
+    finishes the file, or removes it after an error."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = check_output(path)
+        self.fps = check_fps(fps, path)
+        self.encoder: Encoder | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.encoder is None:
+            height, width = frame.shape[:2]
+            self.encoder = Encoder(self.path, width, height, self.fps)
+        self.encoder.write(frame)
+
+    def __enter__(self) -> Animation:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if self.encoder is None:
+            return
+        if kind is None:
+            self.encoder.close()
+        else:
+            self.encoder.abort()
+
+
+def video_outputs(inputs: list[Path], out: str | Path | None, model: str, layer: int | str) -> list[Path]:
+    """Where ``jaxdream video`` writes each input: ``out`` itself when it names an animation (one input only),
+    else ``<video>_<model>_<layer>_video.mp4`` in the folder ``out`` (default: the current folder)."""
+    from jaxdream import outputs
+
+    out = Path(out) if out is not None else None
+    if out is not None and out.suffix.lower() in UNWRITTEN_CONTAINERS:
+        raise OptionError(f"--out {out}: jaxdream writes {', '.join(ANIMATION_SUFFIXES)} videos; choose one of "
+                          "those (or a folder)")
+    if out is not None and out.suffix.lower() in ANIMATION_SUFFIXES:
+        if len(inputs) > 1:
+            raise OptionError(f"--out {out}: several videos need an output folder")
+        return [check_output(out, "--out")]
+    named = outputs.output_names(inputs, outputs.output_folder(out), model, str(layer), ["video"], "mp4")
+    return [named[path][0] for path in inputs]
+
+
 def count_frames(path: str | Path) -> int:
     """Frames in a written .mp4, .gif or .webp (Pillow for the animations: ffmpeg cannot decode animated WebP)."""
     path = Path(path)

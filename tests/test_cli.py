@@ -111,7 +111,7 @@ def test_lucid_writes_an_image_that_classify_calls_its_class(shared, tmp_path, s
     done = run("lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:], "--class", spec,
                "--iters", "20", "--out", tmp_path, "--quiet")
     assert done.returncode == 0, done.stderr
-    written = tmp_path / f"dog_tiny_{tag}_000000.jpg"
+    written = tmp_path / f"dog_tiny_class-{tag}_000000.jpg"  # the mode in the name
     assert written.exists(), sorted(p.name for p in tmp_path.iterdir())
     result = run("classify", model[0], written, *model[1:], "--json", "--top", "3")
     assert result.returncode == 0, result.stderr

@@ -21,6 +21,7 @@ FLOORS = [
     ("jaxdream.model",),
     ("jaxdream.dream",),
     ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video", "jaxdream.timing"),
+    ("jaxdream.commands",),
     ("jaxdream.cli",),
 ]
 

@@ -183,7 +183,7 @@ def test_lucid_makes_squeezenet_rank_the_chosen_class_first(squeezenet_dir, shar
                            "--class", "ostrich", "--out", str(tmp_path), "--quiet"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    result = subprocess.run([*cli, "classify", model[0], str(tmp_path / "dog_squeezenet1_ostrich_000000.jpg"),
+    result = subprocess.run([*cli, "classify", model[0], str(tmp_path / "dog_squeezenet1_class-ostrich_000000.jpg"),
                              *model[1:], "--json", "--top", "1"], capture_output=True, text=True, timeout=600)
     import json
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from jaxdream.files import write_report
 
 
 @dataclass
@@ -25,3 +31,19 @@ class RunStats:
                 "run_seconds": self.run_seconds, "iterations": self.iterations, "ms_per_iteration": per_iter,
                 "programs_compiled": self.programs_compiled, "programs_loaded": self.programs_loaded,
                 "program_peak_bytes": self.program_peak_bytes, **self.extra}
+
+
+def report(stats: RunStats | Mapping[str, Any], **phases: Any) -> dict[str, Any]:
+    """The one ``--stats`` schema of every command: where it ran (device, platform, JAX version, machine), then
+    the run's statistics, then the command's own phases and sizes."""
+    import jax
+
+    counts = stats.as_dict() if isinstance(stats, RunStats) else dict(stats)
+    return {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
+            "jax_version": jax.__version__, "machine": platform.machine(), **counts, **phases}
+
+
+def write_stats(path: str | Path | None, stats: RunStats | Mapping[str, Any], **phases: Any) -> None:
+    """Write ``report(stats, **phases)`` as JSON to ``path`` (nothing when None)."""
+    if path is not None:
+        write_report(path, json.dumps(report(stats, **phases), indent=2), "the --stats report")

@@ -265,8 +265,21 @@ def _verified_payload(data: bytes, digest: str) -> bytes:
     return payload
 
 
+def cache_enabled() -> bool:
+    """False when $JAXDREAM_NO_CACHE is set (to anything but 0): compiled programs stay in memory only."""
+    return os.environ.get(DISABLE_ENV, "") in ("", "0")
+
+
+def disable_cache() -> None:
+    """Keep compiled programs in memory only for the rest of this process (the command line's --no-cache)."""
+    os.environ[DISABLE_ENV] = "1"
+
+
+def program_store() -> ProgramStore:
+    """The store's folder, $JAXDREAM_HOME/programs, whether the cache is on or off (to list or clear it)."""
+    return ProgramStore(home_dir() / "programs")
+
+
 def default_store() -> ProgramStore | None:
     """The store under $JAXDREAM_HOME/programs, or None when $JAXDREAM_NO_CACHE is set."""
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-        return None
-    return ProgramStore(home_dir() / "programs")
+    return program_store() if cache_enabled() else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,6 +95,12 @@ def class_tag(spec: ClassSpec) -> str:
     return "-".join(re.sub(r"[^\w.-]+", "_", p.strip()) for p in parts if p.strip())
 
 
+def output_tag(spec: ClassSpec) -> str:
+    """What a lucid dream's output names carry after the model: the mode and its classes ('class-ostrich'), so they
+    never meet a nightmare's layer names ('9')."""
+    return f"class-{class_tag(spec)}"
+
+
 def target_vector(classes: Mapping[int, float], num_classes: int, target_scale: float) -> np.ndarray:
     """Scaled target: ``target_scale`` times each class's share of the weights; 0 elsewhere."""
     total = sum(classes.values())
@@ -144,3 +150,19 @@ def top_classes(model: Model, x: Any, top: int = 5) -> list[list[dict[str, Any]]
         [{"index": int(i), "name": names[i], "prob": float(p[i])} for i in row]
         for p, row in zip(probs, order, strict=True)
     ]
+
+
+def lucid_each(
+    model: Model, images: Sequence[Any], classes: ClassSpec, top: int = 3,
+    on_round: Callable[[int, int, np.ndarray], None] | None = None, **options: Any,
+) -> list[list[dict[str, Any]]]:
+    """Dream each image (they may differ in size) toward ``classes`` with ``lucid(**options)``, one after another;
+    ``on_round(image index, round, frames)`` after each round. The classes are checked before any work. Returns,
+    per image, the ``top`` classes the model sees in its last round."""
+    parse_classes(classes, model.class_names())
+    seen = []
+    for i, image in enumerate(images):
+        each = None if on_round is None else (lambda r, frames, i=i: on_round(i, r, frames))
+        result = lucid(model, image, classes, on_round=each, keep_rounds=False, **options)
+        seen.append(top_classes(model, result[-1], top)[0])
+    return seen

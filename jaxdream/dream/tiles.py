@@ -80,6 +80,11 @@ def device_budget() -> int:
     return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def budget(memory: str | int | None = None) -> int:
+    """The memory budget in bytes: ``memory`` ('6G') when given, else the device's (device_budget)."""
+    return parse_memory(memory) or device_budget()
+
+
 def untiled_bytes(model: Model, layers: tuple[int, ...], height: int, width: int, batch: int) -> int:
     """What an untiled round at this size is planned to hold: the parameters and the activations up to the deepest
     layer (x ACTIVATION_FACTOR for the gradient's), per image; from the layer table, without compiling."""
@@ -171,7 +176,7 @@ def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile
     """What each way of dreaming this size needs, from the compiled programs' memory analysis (nothing runs):
     the untiled round, and tiles of ``tile`` (default DEFAULT_TILE) with the tiles per call the budget allows.
     Rows: {"how", "bytes", "fits", "note"}."""
-    budget = parse_memory(memory) or device_budget()
+    allowed = budget(memory)
     model.check_layer(layer)
     checks.check_count("batch-size", batch, 1)
     config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
@@ -187,11 +192,11 @@ def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile
              "note": "layer-table estimate "
              f"{untiled_bytes(model, config.layers, height, width, batch) / 2**20:,.0f} MB"}]
     if tile < max(height, width):
-        per_call, planned = tiles_per_call(model, config, tile, aux, budget)
+        per_call, planned = tiles_per_call(model, config, tile, aux, allowed)
         rows.append({"how": f"tiles of {tile}, {per_call} per call", "bytes": planned,
                      "note": f"{tile_count(height, width, tile) * batch} tiles per full-size iteration"})
     for row in rows:
-        row["fits"] = row["bytes"] <= budget
+        row["fits"] = row["bytes"] <= allowed
     return rows
 
 

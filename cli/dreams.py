@@ -1,0 +1,155 @@
+"""Dreams of images and videos: nightmare, deepdream, lucid, video."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from jaxdream.cli import options as o
+from jaxdream.cli.app import command, err_console, say, showing
+
+
+@command()
+def nightmare(
+    model: o.ModelArg,
+    args: Annotated[list[str], typer.Argument(
+        metavar="[WEIGHTS] IMAGE LAYER", help="Darknet's order: the weights (or --weights), the image, the layer.")],
+    weights: o.Weights = None, rounds: o.Rounds = 1, iters: o.Iters = 10, range_: o.Range = 1,
+    octaves: o.Octaves = 4, rate: o.Rate = 0.04, thresh: o.Thresh = 1.0, zoom: o.Zoom = 1.0, rotate: o.Rotate = 0.0,
+    norm: o.Norm = 1, objective: o.Objective = "darknet", channel: o.Channel = 0, guide: o.Guide = None,
+    reconstruct: Annotated[bool, typer.Option(metavar="", help="Feature reconstruction instead of dreaming.")] = False,
+    momentum: Annotated[float, typer.Option(metavar="X", help="Reconstruction: momentum of the update.")] = 0.9,
+    lambda_: Annotated[float, typer.Option("--lambda", metavar="X", help="Reconstruction: smoothing strength.")]
+        = 0.01,
+    smooth: Annotated[int, typer.Option(metavar="N", help="Reconstruction: smoothing radius in pixels.")] = 1,
+    prefix: Annotated[Path | None, typer.Option(metavar="FOLDER", help="Darknet's name for --out.")] = None,
+    out: o.Out = None, format_: o.Format = "jpg", seed: o.Seed = 0, stats: o.Stats = None,
+    precision: o.Precision = None, tile: o.Tile = None, memory: o.Memory = None, preprocess: o.Preprocess = None,
+    labels: o.Labels = None,
+    animate: Annotated[Path | None, typer.Option(metavar="FILE", help=(
+        "Write the rounds as one animation (.mp4, .gif or .webp), frame by frame as they finish, instead of one "
+        "image per round: -rounds 60 -zoom 1.05 --animate zoom.mp4 is the infinite zoom."))] = None,
+    fps: Annotated[float, typer.Option(metavar="X", help="Frames per second of --animate.")] = 12.0,
+    quiet: o.Quiet = False,
+) -> None:
+    """Darknet's `nightmare`: `jaxdream nightmare vgg-conv vgg-conv.weights scream.jpg 10 -range 3 -iters 20`.
+
+    Writes <image>_<cfg>_<layer>_<round:06d>.<format> after every round, named as Darknet names them (or, with
+    --animate FILE, one animation of all rounds).
+    """
+    started = time.perf_counter()
+    from jaxdream import commands
+
+    weights, (image, layer) = o.split_weights(args, weights, ("IMAGE", "LAYER"))
+    with showing(quiet) as (shown, bar):
+        commands.nightmare(
+            model, weights, Path(image), layer, rounds=rounds, out=out, prefix=prefix, fmt=format_, animate=animate,
+            fps=fps, stats=stats, guide=guide, preprocess=preprocess, labels=labels, reconstruct=reconstruct,
+            momentum=momentum, lam=lambda_, smooth=smooth, download=bar, started=started, iters=iters,
+            layer_range=range_, octaves=octaves, rate=rate, thresh=thresh, zoom=zoom, rotate=rotate,
+            norm=bool(norm), seed=seed, objective=objective, channel=channel, tile=tile, memory=memory,
+            precision=precision,
+            on_written=lambda r, name, s: shown.print(f"round {r + 1}/{rounds}: {iters} iterations, {s:.1f}s elapsed "
+                                                      f"-> {escape(str(name))}"))
+
+
+@command()
+def deepdream(
+    model: o.ModelArg,
+    args: Annotated[list[str], typer.Argument(metavar="[WEIGHTS] IMAGE LAYER", help="The weights (or --weights), "
+                                                                                    "the image, the layer.")],
+    weights: o.Weights = None, octaves: o.Octaves = 4, octave_scale: o.OctaveScale = 1.4, iters: o.Iters = 10,
+    rate: o.Rate = 0.01, objective: o.Objective = "l2", channel: o.Channel = 0, guide: o.Guide = None,
+    seed: o.Seed = 0, out: o.Out = None, format_: o.Format = "jpg", stats: o.Stats = None,
+    precision: o.Precision = None, tile: o.Tile = None, memory: o.Memory = None, preprocess: o.Preprocess = None,
+    labels: o.Labels = None, quiet: o.Quiet = False,
+) -> None:
+    """Google-style DeepDream: octave pyramid with the detail carried between octaves.
+
+    Writes <image>_<model>_<layer>_deepdream.<format>.
+    """
+    from jaxdream import commands
+
+    weights, (image, layer) = o.split_weights(args, weights, ("IMAGE", "LAYER"))
+    with showing(quiet) as (_, bar):
+        name = commands.deepdream(
+            model, weights, Path(image), layer, out=out, fmt=format_, stats=stats, guide=guide,
+            preprocess=preprocess, labels=labels, download=bar, octaves=octaves, octave_scale=octave_scale,
+            iters=iters, rate=rate, objective=objective, channel=channel, seed=seed, precision=precision, tile=tile,
+            memory=memory)
+    if not quiet:
+        say(f"-> {escape(str(name))}")
+
+
+@command()
+def lucid(
+    model: o.ModelArg, images: o.ImagesArg, class_: o.Class, weights: o.Weights = None, iters: o.Iters = 40,
+    rate: o.Rate = 0.02, target_scale: o.TargetScale = 100.0, octaves: o.Octaves = 1,
+    jitter: Annotated[bool, typer.Option(metavar="", help="Random shift and flip per iteration (a mix: the first half "
+                                                          "only).")] = True,
+    rounds: o.Rounds = 1, zoom: o.Zoom = 1.0, rotate: o.Rotate = 0.0, seed: o.Seed = 0, out: o.Out = None,
+    format_: o.Format = "jpg", stats: o.Stats = None, precision: o.Precision = None, preprocess: o.Preprocess = None,
+    labels: o.Labels = None, quiet: o.Quiet = False,
+) -> None:
+    """Dream images toward ImageNet classes: `jaxdream lucid vgg-16 dog.jpg --class ostrich`.
+
+    A weighted mix ('ostrich:0.5,pelican:0.5') ascends the log-likelihood of its shares under the softmax.
+    Its step anneals to 0 and the second half of the round is unjittered, so the image settles on the mix.
+
+    Writes <image>_<model>_class-<classes>_<round:06d>.<format> for every image and round.
+    """
+    from jaxdream import commands
+
+    with showing(quiet) as (shown, bar):
+        name, results = commands.lucid(
+            model, weights, images, class_, rounds=rounds, out=out, fmt=format_, stats=stats, preprocess=preprocess,
+            labels=labels, download=bar, iters=iters, rate=rate, target_scale=target_scale, octaves=octaves,
+            jitter=jitter, zoom=zoom, rotate=rotate, seed=seed, precision=precision,
+            on_written=lambda path, r, written, s: shown.print(
+                f"{escape(path.name)} round {r + 1}/{rounds}: {s:.1f}s -> {escape(str(written))}"))
+        for result in results:
+            verdict = ", ".join(f"{row['name']} {100 * row['prob']:.1f} %" for row in result.top)
+            shown.print(f"  {result.image.name}: {name} now sees: {escape(verdict)}")
+
+
+@command()
+def video(
+    model: o.ModelArg,
+    args: Annotated[list[str], typer.Argument(metavar="[WEIGHTS] VIDEO LAYER [MORE]...", help=(
+        "The weights (or --weights), the video (anything ffmpeg reads), the layer, then more videos of the same "
+        "size: they dream side by side, one batch per frame."))],
+    weights: o.Weights = None,
+    out: Annotated[Path | None, typer.Option(metavar="FILE|FOLDER", help=(
+        "The output .mp4 (.gif, .webp) for one video, or a folder for several (default: the current folder, "
+        "<video>_<model>_<layer>_video.mp4)."))] = None,
+    iters: o.Iters = 10, range_: o.Range = 1, octaves: o.Octaves = 4, rate: o.Rate = 0.04, thresh: o.Thresh = 1.0,
+    norm: o.Norm = 1, seed: o.Seed = 0,
+    blend: Annotated[float, typer.Option(metavar="X", help=(
+        "Temporal coherence: each frame starts from this much of the previous dreamed frame (warped by the flow) "
+        "and the rest of the new frame; 0 dreams every frame on its own."))] = 0.5,
+    flow: Annotated[str, typer.Option(metavar="dis|none", help=(
+        "dis: follow the motion with OpenCV's DIS optical flow of the input frames (pixels it cannot follow start "
+        "fresh); none: blend without warping."))] = "dis",
+    resume: o.Resume = False, precision: o.Precision = None, tile: o.Tile = None, memory: o.Memory = None,
+    preprocess: o.Preprocess = None, labels: o.Labels = None, stats: o.Stats = None, quiet: o.Quiet = False,
+) -> None:
+    """Dream a video frame by frame with temporal coherence, keeping its frame rate and sound:
+    `jaxdream video tiny.cfg tiny.weights clip.mp4 9 --out dreamed.mp4`. After a Ctrl-C, the same command with
+    --resume finishes it."""
+    from jaxdream import commands
+
+    weights, (video_in, layer, *more) = o.split_weights(args, weights, ("VIDEO", "LAYER"), more=True)
+    with showing(quiet) as (shown, bar):
+        targets, run = commands.video(
+            model, weights, [Path(video_in), *map(Path, more)], layer, out=out, stats=stats, preprocess=preprocess,
+            labels=labels, download=bar, progress=shown.counter("dreaming frames", "frame"), iters=iters,
+            layer_range=range_, octaves=octaves, rate=rate, thresh=thresh, norm=bool(norm), seed=seed, blend=blend,
+            flow=flow, precision=precision, tile=tile, memory=memory, resume=resume)
+    if not quiet:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in run["share"].items())
+        err_console.print(f"{run['frames']} frames dreamed ({run['resumed_frames']} resumed) -> "
+                          f"{', '.join(map(str, targets))}; time: {shares}", highlight=False)

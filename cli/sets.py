@@ -1,0 +1,92 @@
+"""Many dreams in one run: batch (an image set) and sweep (a grid of settings)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from jaxdream.cli import options as o
+from jaxdream.cli.app import command, say, showing
+
+
+@command()
+def batch(
+    mode: Annotated[str, typer.Argument(metavar="MODE", help="nightmare, lucid or deepdream.")],
+    model: o.ModelArg,
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive), globs, "
+                                                                         "or .txt lists.")],
+    out: Annotated[Path, typer.Option(metavar="FOLDER", help="Output folder (created if missing); holds the "
+                                                             "manifest.")],
+    weights: o.Weights = None, layer: o.Layer = None, rounds: o.Rounds = None, iters: o.Iters = None,
+    range_: o.Range = None, octaves: o.Octaves = None, rate: o.Rate = None, thresh: o.Thresh = None,
+    zoom: o.Zoom = None, rotate: o.Rotate = None, objective: o.Objective = None, channel: o.Channel = None,
+    class_: o.Class = None, target_scale: o.TargetScale = None, octave_scale: o.OctaveScale = None,
+    precision: o.Precision = None, tile: o.Tile = None, memory: o.Memory = None, seed: o.Seed = 0,
+    batch_size: o.BatchSize = 4,
+    size: Annotated[str | None, typer.Option(metavar="WxH", help="Resize every image to WxH (one bucket) instead of "
+                                                                 "by size.")] = None,
+    resume: o.Resume = False, format_: o.Format = "jpg",
+    coordinator: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="Multi-host: the coordinator.")] = None,
+    num_processes: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: number of processes.")] = None,
+    process_id: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: this process's index.")] = None,
+    preprocess: o.Preprocess = None, labels: o.Labels = None, quiet: o.Quiet = False,
+) -> None:
+    """Dream a whole image set: `jaxdream batch nightmare vgg-conv photos/ --weights vgg-conv.weights --layer 10
+    --out dreams/`. Writes a manifest (JSON lines) as images finish; rerun with --resume after an interruption.
+    Unreadable images are reported and the rest go on; the exit status is 1 if any failed. A mode's options left
+    out take the mode's defaults."""
+    from jaxdream import commands
+
+    with showing(quiet) as (shown, bar):
+        summary = commands.batch(
+            mode, model, inputs, out, weights=weights, seed=seed, size=size, fmt=format_, batch_size=batch_size,
+            resume=resume, coordinator=coordinator, num_processes=num_processes, process_id=process_id,
+            preprocess=preprocess, labels=labels, download=bar, progress=shown.counter("dreaming images", "image"),
+            layer=layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate, thresh=thresh,
+            zoom=zoom, rotate=rotate, objective=objective, channel=channel, classes=class_,
+            target_scale=target_scale, octave_scale=octave_scale, precision=precision, tile=tile, memory=memory)
+    run = summary.stats
+    say(f"{summary.done} dreamed, {summary.skipped} already done, {len(summary.errors)} failed in "
+        f"{summary.seconds:.1f}s -> {out}")
+    if not quiet and summary.done:
+        say(f"  {summary.sizes} distinct size(s); {run.programs_compiled} program(s) compiled in "
+            f"{run.compile_seconds:.1f}s, {run.programs_loaded} loaded from the cache in {run.load_seconds:.1f}s; "
+            f"dreaming {run.run_seconds:.1f}s")
+    for _source, message in summary.errors:
+        say(f"  failed: {escape(message)}")
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@command()
+def sweep(
+    model: o.ModelArg, image: o.ImageArg,
+    layers: Annotated[str, typer.Option(metavar="LAYERS", help=(
+        "Layers: a range 4:13 (end excluded), a list 4,7,10, or layer names (Keras, ONNX: "
+        "fire5/concat_1,fire9/concat_1)."))],
+    rates: Annotated[str, typer.Option(metavar="X,...", help="Comma-separated rates (one compiled program for "
+                                                             "all).")] = "0.04",
+    thresh: Annotated[str, typer.Option(metavar="X,...", help="Comma-separated thresholds (same program).")] = "1.0",
+    octaves: Annotated[str, typer.Option(metavar="N,...", help="Comma-separated octave counts (one program "
+                                                               "each).")] = "4",
+    iters: o.Iters = 10, range_: o.Range = 1, objective: o.Objective = "darknet", weights: o.Weights = None,
+    seed: o.Seed = 0, out: o.Out = None, format_: o.Format = "png", precision: o.Precision = None,
+    tile: o.Tile = None, memory: o.Memory = None, preprocess: o.Preprocess = None, labels: o.Labels = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Dream one image under a grid of settings: writes <image>_sweep.png (a labelled contact sheet; --format jpg
+    for a JPEG) and <image>_sweep.h5 (every cell's image, options and objective per iteration)."""
+    from jaxdream import commands
+
+    start = time.perf_counter()
+    with showing(quiet) as (_, bar):
+        cells, written = commands.sweep(
+            model, weights, image, layers, rates=rates, thresh=thresh, octaves=octaves, out=out, fmt=format_,
+            preprocess=preprocess, labels=labels, download=bar, iters=iters, layer_range=range_, seed=seed,
+            tile=tile, memory=memory, objective=objective, precision=precision)
+    if not quiet:
+        say(f"{cells} cells in {time.perf_counter() - start:.1f}s -> {', '.join(map(str, written))}")

@@ -1,0 +1,355 @@
+"""One library call per command of the `jaxdream` command line: each checks what the run reads and writes before
+any work, loads the model, runs the mode and writes the files, and returns what the command prints. The command
+line only parses options, calls one of these and prints (DESIGN.md: cli/ is parsing and printing only).
+
+Nothing here prints: lines reach the user through the callbacks the caller passes (``on_written``, ``progress``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jaxdream import outputs
+from jaxdream.compiled.stats import RunStats, write_stats
+from jaxdream.errors import JaxdreamError, OptionError
+from jaxdream.image import load_image, save_image
+from jaxdream.model import describe_only, load_model
+
+Download = Callable[[int, int | None], None] | None
+Written = Callable[[int, Path, float], None] | None  # (round, path, seconds since the command started)
+
+
+def load(model: str, weights: str | Path | None = None, preprocess: str | None = None,
+         labels: str | Path | None = None, download: Download = None) -> Any:
+    """``load_model`` as every command calls it (``download(done, total)`` follows a first fetch)."""
+    return load_model(model, weights, progress=download, preprocess=preprocess, labels=labels)
+
+
+def nightmare(
+    cfg: str, weights: str | None, image: Path, layer: str, *, rounds: int = 1, out: Path | None = None,
+    prefix: Path | None = None, fmt: str = "jpg", animate: Path | None = None, fps: float = 12.0,
+    stats: Path | None = None, guide: Path | None = None, preprocess: str | None = None, labels: Path | None = None,
+    reconstruct: bool = False, momentum: float = 0.9, lam: float = 0.01, smooth: int = 1,
+    download: Download = None, on_written: Written = None, started: float | None = None, **options: Any,
+) -> list[Path]:
+    """Darknet's ``nightmare`` command: an image per round named as Darknet names them (or, with ``animate``, one
+    animation of all rounds); ``options`` go to ``dream.nightmare`` (or, with ``reconstruct``, the shared ones to
+    ``dream.reconstruct``). Returns the files written."""
+    from jaxdream import dream, video
+
+    start = started if started is not None else time.perf_counter()
+    phases = {"import_seconds": time.perf_counter() - start}
+    inputs = [image, cfg, weights, guide, labels]
+    if out is not None and prefix is not None and out != prefix:
+        raise OptionError(f"--out {out} and --prefix {prefix} both name the output folder; give one of them")
+    if animate is not None and (out is not None or prefix is not None):
+        raise OptionError("--animate names its file (a path); leave out --out/--prefix")
+    animation = video.Animation(outputs.check_not_input(animate, inputs, "--animate"), fps) if animate else None
+    outputs.check_report_path(stats, [*inputs, animate])
+    folder = outputs.output_folder(out or prefix)
+    x = load_image(image)
+    loaded = time.perf_counter()
+    model = load(cfg, weights, preprocess, labels, download)
+    phases["model_load_seconds"] = time.perf_counter() - loaded
+    names = [animate] * rounds if animate else outputs.output_names(
+        [image], folder, model.name, str(layer), outputs.round_endings(rounds), outputs.check_format(fmt))[image]
+    outputs.check_io({"IMAGE": image, "CFG": cfg, "WEIGHTS": weights, "--guide": guide, "--labels": labels},
+                     {"--animate" if animate else "output": animate or names, "--stats": stats}, ["--stats"])
+    run_stats, phases["write_seconds"] = RunStats(), 0.0
+
+    def write(r: int, frames: Any) -> None:
+        written = time.perf_counter()
+        animation.write(frames[0]) if animation else save_image(names[r], frames[0])
+        phases["write_seconds"] += time.perf_counter() - written
+        if on_written is not None:
+            on_written(r, names[r], time.perf_counter() - start)
+
+    with animation or _Nothing():
+        if reconstruct:
+            shared = {k: options[k] for k in ("iters", "rate", "zoom", "rotate") if k in options}
+            dream.reconstruct(model, x, layer, rounds=rounds, momentum=momentum, lam=lam, smooth=smooth,
+                              on_round=write, stats=run_stats, keep_rounds=False, **shared)
+        else:
+            dream.nightmare(model, x, layer, rounds=rounds, guide=load_image(guide) if guide else None,
+                            on_round=write, stats=run_stats, keep_rounds=False, **options)
+    write_stats(stats, run_stats, image_size=[int(x.shape[1]), int(x.shape[0])], **phases,
+                command_seconds=time.perf_counter() - start)
+    return list(dict.fromkeys(names))
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: Any) -> None:
+        return None
+
+
+def deepdream(
+    model: str, weights: str | None, image: Path, layer: str, *, out: Path | None = None, fmt: str = "jpg",
+    stats: Path | None = None, guide: Path | None = None, preprocess: str | None = None, labels: Path | None = None,
+    download: Download = None, **options: Any,
+) -> Path:
+    """Google's DeepDream of one image, written as ``<image>_<model>_<layer>_deepdream.<fmt>``; ``options`` go to
+    ``dream.deepdream``. Returns the file written."""
+    from jaxdream import dream
+
+    start = time.perf_counter()
+    outputs.check_report_path(stats, [image, model, weights, guide, labels])
+    folder = outputs.output_folder(out)
+    x = load_image(image)
+    loaded = load(model, weights, preprocess, labels, download)
+    name = outputs.output_names([image], folder, loaded.name, str(layer), ["deepdream"],
+                                outputs.check_format(fmt))[image][0]
+    outputs.check_io({"IMAGE": image, "MODEL": model, "WEIGHTS": weights, "--guide": guide, "--labels": labels},
+                     {"output": name, "--stats": stats}, ["--stats"])
+    run_stats = RunStats()
+    frames = dream.deepdream(loaded, x, layer, guide=load_image(guide) if guide else None, stats=run_stats,
+                             **options)
+    save_image(name, frames[0, 0])
+    write_stats(stats, run_stats, image_size=[int(x.shape[1]), int(x.shape[0])],
+                command_seconds=time.perf_counter() - start)
+    return name
+
+
+@dataclass(frozen=True)
+class LucidImage:
+    image: Path
+    written: list[Path]
+    top: list[dict[str, Any]]  # the classes the model sees in the last round, highest first
+
+
+def lucid(
+    model: str, weights: str | None, images: Sequence[Path], classes: str, *, rounds: int = 1,
+    out: Path | None = None, fmt: str = "jpg", stats: Path | None = None, preprocess: str | None = None,
+    labels: Path | None = None, download: Download = None, on_written: Callable[[Path, int, Path, float], None]
+    | None = None, **options: Any,
+) -> tuple[str, list[LucidImage]]:
+    """Dream each image toward ``classes``: ``<image>_<model>_class-<classes>_<round>.<fmt>`` per round;
+    ``options`` go to ``dream.lucid``. Returns the model's name and, per image, its files and top classes."""
+    from jaxdream.dream import lucid_mode
+
+    outputs.check_report_path(stats, [*images, model, weights, labels])
+    folder = outputs.output_folder(out)
+    loaded = load(model, weights, preprocess, labels, download)
+    lucid_mode.parse_classes(classes, loaded.class_names())  # a bad class fails before any name is planned
+    names = outputs.output_names(list(images), folder, loaded.name, lucid_mode.output_tag(classes),
+                                 outputs.round_endings(rounds), outputs.check_format(fmt))
+    outputs.check_io({"IMAGE": list(images), "MODEL": model, "--weights": weights, "--labels": labels},
+                     {"output": list(names.values()), "--stats": stats}, ["--stats"])
+    run_stats, start = RunStats(), time.perf_counter()
+
+    def write(i: int, r: int, frames: Any) -> None:
+        save_image(names[images[i]][r], frames[0])
+        if on_written is not None:
+            on_written(images[i], r, names[images[i]][r], time.perf_counter() - start)
+
+    seen = lucid_mode.lucid_each(loaded, [load_image(path) for path in images], classes, on_round=write,
+                                 rounds=rounds, stats=run_stats, **options)
+    write_stats(stats, run_stats)
+    return loaded.name, [LucidImage(path, names[path], top) for path, top in zip(images, seen, strict=True)]
+
+
+def video(
+    model: str, weights: str | None, videos: Sequence[Path], layer: str, *, out: Path | None = None,
+    stats: Path | None = None, preprocess: str | None = None, labels: Path | None = None, download: Download = None,
+    progress: Callable[[int, int], None] | None = None, **options: Any,
+) -> tuple[list[Path], dict[str, Any]]:
+    """Dream videos frame by frame (``video.dream_videos(**options)``); returns the files and the run's counts."""
+    from jaxdream import video as video_lib
+
+    inputs = list(videos)
+    video_lib.video_outputs(inputs, out, "", layer)  # a bad --out fails (and a folder is made) before the model loads
+    loaded = load(model, weights, preprocess, labels, download)
+    targets = video_lib.video_outputs(inputs, out, loaded.name, layer)
+    outputs.check_report_path(stats, [*inputs, *targets, model, weights, labels])
+    outputs.check_io({"VIDEO": inputs, "MODEL": model, "WEIGHTS": weights, "--labels": labels},
+                     {"output": targets, "--stats": stats}, ["--stats"],
+                     {"frame store": [video_lib.FrameStore.folder_for(t) for t in targets]})
+    run = video_lib.dream_videos(loaded, inputs, targets, layer, progress=progress, **options)
+    write_stats(stats, run.as_dict())
+    return targets, run.as_dict()
+
+
+def sweep(
+    model: str, weights: str | None, image: Path, layers: str, *, rates: str = "0.04", thresh: str = "1.0",
+    octaves: str = "4", out: Path | None = None, fmt: str = "png", preprocess: str | None = None,
+    labels: Path | None = None, download: Download = None, **options: Any,
+) -> tuple[int, list[Path]]:
+    """One image under a grid of settings: ``<image>_sweep.<fmt>`` (the labelled sheet) and ``<image>_sweep.h5``
+    (every cell); ``options`` go to ``sweep.sweep``. Returns the cell count and the files written."""
+    from jaxdream import sweep as sweep_lib
+
+    folder = outputs.output_folder(out)
+    x = load_image(image)
+    rate_list, thresh_list = sweep_lib.parse_floats(rates, "rates"), sweep_lib.parse_floats(thresh, "thresh")
+    octave_list = sweep_lib.parse_ints(octaves, "octaves")
+    loaded = load(model, weights, preprocess, labels, download)
+    layer_list = sweep_lib.parse_layers(layers, loaded)
+    stem = outputs.file_stem(image)
+    sheet, results = folder / f"{stem}_sweep.{outputs.check_format(fmt)}", folder / f"{stem}_sweep.h5"
+    outputs.check_io({"IMAGE": image, "MODEL": model, "--weights": weights, "--labels": labels},
+                     {"output": [sheet, results]})
+    cells = sweep_lib.sweep(loaded, x, layer_list, rate_list, thresh_list, octave_list, **options)
+    sweep_lib.contact_sheet(cells, sheet)
+    sweep_lib.write_results(cells, results, str(image), options.get("seed", 0))
+    return len(cells), [sheet, results]
+
+
+def batch(
+    mode: str, model: str, inputs: list[str], out: Path, *, weights: str | None = None, seed: int = 0,
+    size: str | None = None, fmt: str = "jpg", batch_size: int = 4, resume: bool = False,
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+    preprocess: str | None = None, labels: Path | None = None, download: Download = None,
+    progress: Callable[[int, int], None] | None = None, **options: Any,
+) -> Any:
+    """A whole image set in one mode (``options``: the mode's, None for unset); returns the batch summary. The
+    first of several processes merges their manifests at the end."""
+    from jaxdream import batch as batch_lib
+
+    options = {k: v for k, v in options.items() if v is not None}
+    batch_lib.make_job(mode, "check", options, seed, size, fmt)  # refuse bad options before any work
+    process = batch_lib.join_processes(coordinator, num_processes, process_id)
+    files = batch_lib.discover(inputs, out)
+    loaded = load(model, weights, preprocess, labels, download)
+    job = batch_lib.make_job(mode, loaded.name, options, seed, size, fmt)
+    summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, progress,
+                                  reads={"MODEL": model, "--weights": weights, "--labels": labels})
+    if process[1] > 1 and process[0] == 0:
+        batch_lib.merge_manifests(out, process[1])
+    return summary
+
+
+def classify(model: str, images: Sequence[Path], *, weights: str | None = None, top: int = 5,
+             preprocess: str | None = None, labels: Path | None = None, download: Download = None
+             ) -> list[dict[str, Any]]:
+    """Per image, {"image", "top": [{"index", "name", "prob"}, ...]} with the model's own preprocessing."""
+    from jaxdream.dream.lucid_mode import top_classes
+
+    loaded = load(model, weights, preprocess, labels, download)
+    return [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
+
+
+def convert(model: str, weights: str | Path | None, output: Path, preprocess: str | None = None,
+            labels: Path | None = None) -> Path:
+    """Convert a model into one jaxdream .h5 (architecture, parameters, the source file's sha256)."""
+    from jaxdream import converted, files
+
+    weights = None if weights is not None and str(weights) == "-" else weights
+    outputs.check_io({"MODEL": model, "WEIGHTS": weights, "--labels": labels}, {"-o": output})
+    loaded = load_model(model, weights, preprocess=preprocess, labels=labels)
+    converted.write_converted(output, loaded.to_converted(files.sha256_of(weights or model)))
+    return output
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    title: str
+    rows: list[dict[str, Any]]
+    total_params: int
+    input_note: str
+
+
+def layer_table(model: str, height: int | None = None, width: int | None = None,
+                preprocess: str | None = None) -> LayerTable:
+    """The layer table of ``weights info``: index, type (and name), output shape and parameters."""
+    described = describe_only(model, preprocess)
+    rows = described.describe(height, width)
+    default_h, default_w = described.input_size
+    return LayerTable(f"{model} at {width or default_w}x{height or default_h}", rows,
+                      sum(r["params"] for r in rows), described.input_note)
+
+
+def fetch(name: str, download: Download = None) -> tuple[str, Path]:
+    """Download a zoo model's official weights into the cache; (its name, the cached file)."""
+    from jaxdream.darknet import zoo
+
+    entry = zoo.find(name)
+    if entry is None:
+        raise OptionError(f"{name!r} is not in the zoo; known: {', '.join(zoo.names())}")
+    return entry.name, zoo.fetch(entry, download)
+
+
+def models() -> list[dict[str, Any]]:
+    """The built-in architectures: name, where their weights come from, bytes, cached or not."""
+    from jaxdream.darknet import zoo
+
+    found = []
+    for name in zoo.names():
+        entry = zoo.find(name)
+        assert entry is not None
+        found.append({"name": name, "weights": "bundled in the package" if entry.bundled else entry.url,
+                      "bytes": entry.file_sizes()[1], "cached": zoo.cached_path(entry).exists()})
+    return found
+
+
+def plan(model: str, layer: str, size: str, batch_size: int = 1, tile: int | None = None,
+         memory: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """What a dream of ``size`` ('WxH') needs: (the memory budget in bytes, ``tiles.plan``'s rows)."""
+    from jaxdream.batch import parse_size
+    from jaxdream.dream import tiles
+
+    height, width = parse_size(size)
+    described = describe_only(model)
+    rows = tiles.plan(described, described.resolve_layer(layer), height, width, batch_size, tile, memory)
+    return tiles.budget(memory), rows
+
+
+def environment() -> list[tuple[str, str]]:
+    """What this installation runs on, as (name, value) rows: versions, devices, compute modes, the cache folder,
+    the bundled model and sample photo."""
+    import jax
+    import jaxlib
+
+    from jaxdream import weights as bundled
+    from jaxdream.compiled.store import default_store
+    from jaxdream.darknet import zoo
+    from jaxdream.environment import version as jaxdream_version
+    from jaxdream.files import home_dir
+
+    gpu = jax.default_backend() == "gpu"
+    store = default_store()
+    held = store.entries() if store is not None else []
+    return [
+        ("jaxdream", jaxdream_version()), ("jax / jaxlib", f"{jax.__version__} / {jaxlib.__version__}"),
+        ("devices", ", ".join(f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices())),
+        ("compute modes", "f32 (exact, default), tf32 and bf16" + ("" if gpu else
+                          " (faster only on GPUs; for CUDA: pip install -e \".[cuda]\")")),
+        ("cache folder", f"{home_dir()} ({len(held)} compiled programs, "
+                         f"{sum(e.bytes for e in held) / 1e6:.1f} MB" + ("" if store else "; program cache off") + ")"),
+        ("bundled model", f"{bundled.BUNDLED_MODEL} (Tiny Darknet, ImageNet-1k): {zoo.cached_path(zoo.find('tiny'))}"),
+        ("sample photo", str(bundled.SAMPLE_IMAGE)),
+    ]
+
+
+def program_cache(clear: bool = False) -> tuple[Any, list[Any], bool, int]:
+    """The compiled-program store: (the store, its entries, whether the cache is on, bytes freed by ``clear``)."""
+    from jaxdream.compiled.store import cache_enabled, program_store
+
+    store = program_store()
+    freed = store.clear() if clear else 0
+    return store, store.entries(), cache_enabled(), freed
+
+
+def bench(device: str, cases: str, out: Path, precision: str = "f32",
+          log: Callable[[str], None] = lambda line: None) -> list[Path]:
+    """The benchmark suite of a source checkout (``benchmarks/``, beside the package of an editable install);
+    returns the files written. An installed wheel has no suite."""
+    root = Path(__file__).resolve().parent.parent
+    if not ((root / "benchmarks" / "suite.py").is_file() and (root / "pyproject.toml").is_file()):
+        raise JaxdreamError("the benchmark suite lives in jaxdream's source tree (benchmarks/): run `jaxdream bench` "
+                            "from a source checkout installed with pip install -e .")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    suite = importlib.import_module("benchmarks.suite")
+    return suite.run_command(device, cases, out, precision, log)
+
+
+__all__ = ["batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
+           "lucid", "models", "nightmare", "plan", "program_cache", "sweep", "video"]
