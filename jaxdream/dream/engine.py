@@ -168,7 +168,7 @@ def plan_tiles(model: Model, config: core.DreamConfig, images: Any, aux: Any, ti
         if tile is not None or memory is not None:
             raise OptionError("a class objective sees the whole image resized to the network: it is never tiled")
         return None, 0  # its activations are the network's input size, whatever the photo's
-    tile, budget = tiles.check_tile(tile), tiles.parse_memory(memory) or tiles.device_budget()
+    tile, budget = tiles.check_tile(tile), tiles.budget(memory)
     height, width = images.shape[1], images.shape[2]
     if tile is None:
         need = tiles.untiled_bytes(model, config.layers, height, width, images.shape[0])
