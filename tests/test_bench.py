@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import jaxdream
-from jaxdream import dream, timing
+from jaxdream import commands, dream, timing
 from jaxdream.cli import app
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.errors import JaxdreamError, OptionError
@@ -145,7 +144,7 @@ def test_jaxdream_bench_from_a_wheel_says_where_the_suite_is(tmp_path, monkeypat
     """Installed from a wheel, jaxdream sits in site-packages with no benchmarks/ beside it: refused, nothing run."""
     package = tmp_path / "site-packages" / "jaxdream"
     package.mkdir(parents=True)
-    monkeypatch.setattr(jaxdream, "__file__", str(package / "__init__.py"))
+    monkeypatch.setattr(commands, "__file__", str(package / "commands.py"))
     result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "r.json")])
     assert isinstance(result.exception, JaxdreamError)  # main() prints it as one line and exits 1
     message = str(result.exception)
