@@ -25,6 +25,12 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_allow_excess
 # Compiled programs stay in memory unless a test turns the disk store on (tests/test_program_cache.py): the suite
 # never writes into the user's cache, and a test's compile counts do not depend on what an earlier run stored.
 os.environ["JAXDREAM_NO_CACHE"] = "1"
+# The suite's fresh processes share one warm program store instead: a session-wide JAXDREAM_HOME, a new private
+# folder (mkdtemp makes it 0700 and ours, the only kind the store trusts), with the store on for them (process_env).
+# A process that must start cold says so: --no-cache, or its own empty JAXDREAM_HOME.
+_PROGRAM_HOME = tempfile.mkdtemp(prefix="jaxdream-home-")
+atexit.register(shutil.rmtree, _PROGRAM_HOME, ignore_errors=True)
+os.environ["JAXDREAM_HOME"] = _PROGRAM_HOME
 # Hypothesis keeps its example database (and its other caches) in a temporary folder, not in .hypothesis/ of the repo.
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="jaxdream-hypothesis-")
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
@@ -33,6 +39,33 @@ settings.register_profile("jaxdream", database=DirectoryBasedExampleDatabase(Pat
 settings.load_profile("jaxdream")
 # The golden README's generated weight files: cfg name -> PCG64 seed.
 GOLDEN_SEEDS = {"vgg-conv": 1001, "jnet-conv": 1002, "tiny": 1003}
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment for a fresh jaxdream process: this one's, with the disk store on (the session's warm
+    JAXDREAM_HOME, so it loads what earlier processes compiled), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
+    return {**env, **extra}
+
+
+def cli(monkeypatch, capsys, *args):
+    """The command in this process, as `main` runs it: (exit status, stdout, stderr lines)."""
+    import signal
+    import sys
+
+    from jaxdream.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["jaxdream", *map(str, args)])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
 
 
 class ProgramEvents:

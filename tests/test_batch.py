@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import process_env
 from PIL import Image
 
 CLI = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
@@ -60,7 +60,7 @@ def yolo(shared):
 def batch(yolo, inputs, out, *extra, env=None, wait=True):
     args = [*CLI, "batch", "nightmare", yolo[0], *map(str, inputs), "--out", str(out), *yolo[1:], "--layer", "6",
             "--iters", "2", "--octaves", "2", "--batch-size", "2", "--quiet", *extra]
-    environment = {**os.environ, **(env or {})}
+    environment = process_env(**(env or {}))  # the session's warm program store
     if not wait:
         return subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(args, env=environment, capture_output=True, text=True, timeout=600)
@@ -78,6 +78,7 @@ def reference(tmp_path_factory, yolo):
     return root, done
 
 
+@pytest.mark.process
 def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
     root, done = reference
     assert done.returncode == 1, done.stderr
@@ -92,6 +93,7 @@ def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
         assert im.size == (64, 48)  # EXIF orientation applied
 
 
+@pytest.mark.process
 def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     root, _ = reference
     slow = ("--iters", "60")  # batches of ~0.1 s: the kill lands between the first record and the last
@@ -114,6 +116,7 @@ def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
 
 
+@pytest.mark.process
 def test_four_devices_give_the_same_images_as_one(reference, yolo, tmp_path):
     root, _ = reference
     done = batch(yolo, [root / "in"], tmp_path, "--batch-size", "4",
@@ -131,6 +134,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.process
 def test_two_processes_cover_every_input_exactly_once(reference, yolo, tmp_path):
     root, _ = reference
     port = _free_port()

@@ -160,11 +160,14 @@ def test_images_outside_0_1_or_not_finite_are_refused_numpy_or_jax(small_vgg, ma
         dream.nightmare(small_vgg, make(_image(8)), 4, iters=1)
 
 
+@pytest.mark.process
 def test_an_image_on_another_device_is_moved_to_the_programs_device(tmp_path):
     """Two (forced) CPU devices: an input committed to the second dreams as one on the first."""
     import os
     import subprocess
     import sys
+
+    from conftest import process_env
 
     script = (
         "import numpy as np, jax, jaxdream as jd\n"
@@ -181,7 +184,7 @@ def test_an_image_on_another_device_is_moved_to_the_programs_device(tmp_path):
         "assert np.array_equal(np.asarray(m.forward(other, 0)[0]), np.asarray(m.forward(x, 0)[0]))\n"
         "print(len(jax.devices()))\n"
     )
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
+    env = process_env(XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+                      JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.split()[-1] == "2", done.stderr[-2000:]
