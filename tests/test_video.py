@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("cv2")
-from conftest import process_env
+from conftest import cli, process_env
 from PIL import Image
 
 from jaxdream import interrupts, video
@@ -212,17 +212,18 @@ def test_frames_too_small_for_the_flow_are_refused_before_any_work(tiny_darknet,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mp4"]
 
 
-def test_no_report_or_output_overwrites_an_input(shared, tmp_path):
+def test_no_report_or_output_overwrites_an_input(shared, tmp_path, monkeypatch, capsys):
     folder = shared / "models" / "tiny-darknet"
     image = tmp_path / "s.png"
     Image.open(shared / "data" / "images" / "scream.jpg").convert("RGB").resize((64, 48)).save(image)
     before = image.read_bytes()
+    monkeypatch.chdir(tmp_path)
     for args in (["nightmare", folder / "tiny.cfg", folder / "tiny.weights", image, 7, "--stats", image],
                  ["nightmare", folder / "tiny.cfg", folder / "tiny.weights", image, 7, "--animate", tmp_path / "s.gif",
                   "--fps", 60],
                  ["weights", "convert", folder / "tiny.cfg", image, "-o", image]):
-        done = _run(*args, cwd=tmp_path)
-        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        code, _, err = cli(monkeypatch, capsys, *args)
+        assert code == 1 and "Traceback" not in "\n".join(err), err
     assert image.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
 
 
