@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 
 import pytest
 from conftest import cli, process_env
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 CLI = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
 
@@ -239,3 +243,48 @@ def test_jax_platforms_naming_a_missing_backend_is_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: JAX_PLATFORMS='cuda': JAX cannot start that backend"), lines
+
+
+# Out of memory, and the numeric options, anything a user can type
+
+
+def test_xlas_internal_out_of_memory_gets_the_advice():
+    from jax.errors import JaxRuntimeError
+
+    from jaxdream.cli import _out_of_memory
+
+    advice = _out_of_memory(JaxRuntimeError("INTERNAL: Failed to allocate: Out of memory allocating 99 bytes"))
+    assert advice is not None and "--batch-size" in advice
+
+
+NUMBERS = st.sampled_from(["0", "-1", "1", "2", "0.5", "1e308", "-1e308", "nan", "inf", "-inf", "1e-9", "3.5",
+                           "99999999999999999999", "abc", ""])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@example(values={"-rounds": "2", "-iters": "1", "-range": "1", "-octaves": "2", "-rate": "0.5", "-thresh": "1",
+                 "-zoom": "2", "-rotate": "0.5", "--seed": "1", "--channel": "0"}, layer="2")  # one that dreams
+@given(values=st.fixed_dictionaries({name: NUMBERS for name in (
+    "-rounds", "-iters", "-range", "-octaves", "-rate", "-thresh", "-zoom", "-rotate", "--seed", "--channel")}),
+    layer=st.sampled_from(["-1", "0", "2", "3", "99"]))
+def test_no_numeric_option_escapes_as_anything_but_a_clean_exit(tmp_path_factory, small_files, values, layer):
+    from jaxdream.cli import main
+
+    out = tmp_path_factory.mktemp("cli")
+    image = out / "in.png"
+    Image.new("RGB", (24, 20), (120, 80, 40)).save(image)
+    chosen = {k: v for k, v in values.items() if k in ("-iters", "-range", "-octaves") or v not in ("", "abc")}
+    chosen["-iters"] = chosen["-iters"] if chosen["-iters"] in ("0", "1", "2", "-1", "abc", "nan") else "1"
+    argv = ["jaxdream", "nightmare", *map(str, small_files), str(image), layer, "--out", str(out / "o"), "--quiet"]
+    argv += [a for k, v in chosen.items() for a in (k, v)]
+    previous = signal.getsignal(signal.SIGINT)
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = old_argv
+        signal.signal(signal.SIGINT, previous)
+    assert code in (0, 1, 2)  # done, one clear error, or the parser's own usage error
