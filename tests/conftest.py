@@ -12,9 +12,10 @@ from pathlib import Path
 import jax
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from jaxdream.darknet.cfg import Cfg, load_cfg
+from jaxdream.darknet.cfg import Cfg, load_cfg, parse_cfg
 from jaxdream.darknet.model import DarknetModel, model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
 
@@ -25,6 +26,12 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_allow_excess
 # Compiled programs stay in memory unless a test turns the disk store on (tests/test_program_cache.py): the suite
 # never writes into the user's cache, and a test's compile counts do not depend on what an earlier run stored.
 os.environ["JAXDREAM_NO_CACHE"] = "1"
+# The suite's fresh processes share one warm program store instead: a session-wide JAXDREAM_HOME, a new private
+# folder (mkdtemp makes it 0700 and ours, the only kind the store trusts), with the store on for them (process_env).
+# A process that must start cold says so: --no-cache, or its own empty JAXDREAM_HOME.
+_PROGRAM_HOME = tempfile.mkdtemp(prefix="jaxdream-home-")
+atexit.register(shutil.rmtree, _PROGRAM_HOME, ignore_errors=True)
+os.environ["JAXDREAM_HOME"] = _PROGRAM_HOME
 # Hypothesis keeps its example database (and its other caches) in a temporary folder, not in .hypothesis/ of the repo.
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="jaxdream-hypothesis-")
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
@@ -33,6 +40,33 @@ settings.register_profile("jaxdream", database=DirectoryBasedExampleDatabase(Pat
 settings.load_profile("jaxdream")
 # The golden README's generated weight files: cfg name -> PCG64 seed.
 GOLDEN_SEEDS = {"vgg-conv": 1001, "jnet-conv": 1002, "tiny": 1003}
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment for a fresh jaxdream process: this one's, with the disk store on (the session's warm
+    JAXDREAM_HOME, so it loads what earlier processes compiled), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
+    return {**env, **extra}
+
+
+def cli(monkeypatch, capsys, *args):
+    """The command in this process, as `main` runs it: (exit status, stdout, stderr lines)."""
+    import signal
+    import sys
+
+    from jaxdream.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["jaxdream", *map(str, args)])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
 
 
 class ProgramEvents:
@@ -167,3 +201,69 @@ def squeezenet(squeezenet_dir: Path):
 
     return load_model(squeezenet_dir / "squeezenet1.1_fp16.onnx", preprocess="caffe",
                       labels=squeezenet_dir / "labels.txt")
+
+
+# A small Darknet model, its files, photos and a batch job, for the tests of hostile or careless use (links, NaN,
+# absurd numbers, hand-edited files) spread over the modules' own test files.
+
+SMALL_CFG = """[net]
+width=32
+height=32
+channels=3
+[convolutional]
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+filters=6
+size=3
+stride=1
+pad=1
+activation=leaky
+"""
+
+
+@pytest.fixture(scope="session")
+def small():
+    cfg = parse_cfg(SMALL_CFG, "hardening")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 3), "hardening")
+
+
+@pytest.fixture(scope="session")
+def small_files(tmp_path_factory, small):
+    from jaxdream.darknet.weights import write_weights
+
+    folder = tmp_path_factory.mktemp("small")
+    (folder / "small.cfg").write_text(SMALL_CFG)
+    write_weights(folder / "small.weights", small.cfg, small.params)
+    return folder / "small.cfg", folder / "small.weights"
+
+
+# Any JSON value, NaN and huge numbers included: what a hand-edited file may hold.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def photos(folder: Path, n: int, h: int = 20, w: int = 24) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def batch_job(model, seed: int = 0):
+    from jaxdream import batch
+
+    return batch.make_job("nightmare", model.name, {"layer": 2, "iters": 2, "octaves": 2}, seed, None, "png")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import JSON_VALUES, batch_job, photos, process_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+
+from jaxdream import batch as batching
+from jaxdream.darknet.model import model_from_bytes
+from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.errors import JaxdreamError, OptionError
 
 CLI = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
 
@@ -60,7 +67,7 @@ def yolo(shared):
 def batch(yolo, inputs, out, *extra, env=None, wait=True):
     args = [*CLI, "batch", "nightmare", yolo[0], *map(str, inputs), "--out", str(out), *yolo[1:], "--layer", "6",
             "--iters", "2", "--octaves", "2", "--batch-size", "2", "--quiet", *extra]
-    environment = {**os.environ, **(env or {})}
+    environment = process_env(**(env or {}))  # the session's warm program store
     if not wait:
         return subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(args, env=environment, capture_output=True, text=True, timeout=600)
@@ -78,6 +85,7 @@ def reference(tmp_path_factory, yolo):
     return root, done
 
 
+@pytest.mark.process
 def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
     root, done = reference
     assert done.returncode == 1, done.stderr
@@ -92,6 +100,7 @@ def test_mixed_folder_gives_ten_images_and_two_reported_errors(reference):
         assert im.size == (64, 48)  # EXIF orientation applied
 
 
+@pytest.mark.process
 def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     root, _ = reference
     slow = ("--iters", "60")  # batches of ~0.1 s: the kill lands between the first record and the last
@@ -114,6 +123,7 @@ def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
 
 
+@pytest.mark.process
 def test_four_devices_give_the_same_images_as_one(reference, yolo, tmp_path):
     root, _ = reference
     done = batch(yolo, [root / "in"], tmp_path, "--batch-size", "4",
@@ -131,6 +141,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.process
 def test_two_processes_cover_every_input_exactly_once(reference, yolo, tmp_path):
     root, _ = reference
     port = _free_port()
@@ -226,3 +237,116 @@ def test_an_image_too_small_for_the_layer_is_its_own_error_and_the_rest_are_drea
     assert [(Path(s).name, "1x1 image is too small" in m) for s, m in summary.errors] == [("p001.png", True)]
     records = {Path(r["input"]).name: r["status"] for r in read_records(tmp_path / "out")}
     assert records == {"p000.png": "done", "p001.png": "error", "p002.png": "done"}
+
+
+# A hostile or careless user: linked manifests, outputs another run overwrote, hand-edited manifests and lists,
+# absurd sizes, linked folders
+
+
+def test_a_linked_manifest_is_refused_and_its_target_untouched(tmp_path, small):
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("keep\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.jsonl").symlink_to(victim)
+    with pytest.raises(JaxdreamError, match="not a regular file"):
+        batching.run_batch(small, batch_job(small), photos(tmp_path / "in", 2), out)
+    assert victim.read_text() == "keep\n"
+    (out / "manifest.jsonl").unlink()
+    (out / "manifest.jsonl").mkdir()
+    with pytest.raises(JaxdreamError, match="not a regular file"):
+        batching.run_batch(small, batch_job(small), photos(tmp_path / "in", 2), out)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def test_resume_redoes_outputs_that_another_run_overwrote(tmp_path, small):
+    files = photos(tmp_path / "in", 4)
+    batching.run_batch(small, batch_job(small, 0), files, tmp_path / "reference")
+    out = tmp_path / "out"
+    batching.run_batch(small, batch_job(small, 0), files, out)
+    batching.run_batch(small, batch_job(small, 1), files, out)  # same names, other seed: overwrites every output
+    assert _files(out) != _files(tmp_path / "reference")
+    again = batching.run_batch(small, batch_job(small, 0), files, out, resume=True)
+    assert again.skipped == 0 and again.done == 4
+    assert _files(out) == _files(tmp_path / "reference")
+    untouched = batching.run_batch(small, batch_job(small, 0), files, out, resume=True)
+    assert untouched.skipped == 4 and untouched.done == 0
+
+
+def test_resume_redoes_what_other_weights_made(tmp_path, small):
+    files = photos(tmp_path / "in", 2)
+    batching.run_batch(small, batch_job(small), files, tmp_path / "out")
+    other = model_from_bytes(small.cfg, random_weights_bytes(small.cfg, 4), small.name)  # same name, new weights
+    again = batching.run_batch(other, batch_job(other), files, tmp_path / "out", resume=True)
+    assert again.skipped == 0 and again.done == 2
+
+
+def test_resume_from_another_working_directory_skips_what_is_done(tmp_path, small, monkeypatch):
+    files = [p.resolve() for p in photos(tmp_path / "in", 3)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    batching.run_batch(small, batch_job(small), files, Path("../out"))
+    monkeypatch.chdir(tmp_path / "b")
+    resumed = batching.run_batch(small, batch_job(small), files, tmp_path / "out", resume=True)
+    assert resumed.skipped == 3 and resumed.done == 0
+
+
+@pytest.mark.parametrize("size", ["0x0", "-5x10", "100000x100000", "axb"])
+def test_batch_sizes_are_checked(size):
+    with pytest.raises(OptionError, match="--size"):
+        batching.parse_size(size)
+
+
+def test_process_options_are_checked(monkeypatch):
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "abc")
+    with pytest.raises(OptionError, match="JAX_NUM_PROCESSES='abc' is not a whole number"):
+        batching.join_processes(None, None, None)
+    monkeypatch.delenv("JAX_NUM_PROCESSES")
+    with pytest.raises(OptionError, match=r"--process-id 5 must be in 0 \.\. 1"):
+        batching.join_processes("127.0.0.1:1", 2, 5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.binary(max_size=40) | JSON_VALUES.map(lambda v: json.dumps(v).encode()), max_size=6))
+def test_no_manifest_content_escapes_as_anything_but_our_error(tmp_path_factory, lines):
+    folder = tmp_path_factory.mktemp("manifest")
+    (folder / "manifest.jsonl").write_bytes(b"\n".join(lines))
+    batching.Manifest(folder / "manifest.jsonl").done("job")
+    list(batching.read_records(folder))
+
+
+def test_manifest_records_of_every_wrong_shape_are_passed_over(tmp_path, small):
+    files = photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    batching.run_batch(small, batch_job(small), files, out)
+    with open(out / "manifest.jsonl", "ab") as handle:
+        handle.write(b"\xff\xfe not utf-8\n[1,2,3]\n5\n" + json.dumps({"input": [1], "outputs": "x"}).encode() + b"\n")
+        handle.write(json.dumps({"job": batching.run_key(batch_job(small), small), "status": "done",
+                                 "input": str(files[0].resolve()),
+                                 "outputs": ["../../etc/passwd"], "sha256": ["0"]}).encode() + b"\n")
+    resumed = batching.run_batch(small, batch_job(small), files, out, resume=True)
+    assert resumed.skipped == 2
+
+
+def test_a_list_with_a_line_that_is_not_utf8_is_named(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a.jpg\n\xff\xfe.jpg\n")
+    with pytest.raises(OptionError, match=r"list.txt:2: the line is not UTF-8"):
+        batching.discover([str(listing)])
+
+
+def test_a_glob_through_linked_folders_ends(tmp_path):
+    root = tmp_path / "gl"
+    (root / "sub").mkdir(parents=True)
+    for path in (root / "a.jpg", root / "sub" / "b.jpg"):
+        Image.new("RGB", (4, 4)).save(path)
+    (root / "s1").symlink_to(".")
+    (root / "sub" / "s2").symlink_to("..")
+    start = time.monotonic()
+    found = batching.discover([str(root / "**" / "*.jpg")])
+    assert time.monotonic() - start < 5
+    assert sorted(p.name for p in found) == ["a.jpg", "b.jpg"]

@@ -120,6 +120,7 @@ def test_unknown_cases_are_refused_before_anything_runs(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.process
 def test_the_suite_runs_as_a_module_from_the_repository_root(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--cases", "nope", "--out", str(tmp_path / "r.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

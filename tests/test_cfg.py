@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from conftest import SMALL_CFG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxdream.darknet import cfg as C
+from jaxdream.darknet.cfg import parse_cfg
+from jaxdream.darknet.model import DarknetModel
 from jaxdream.darknet.shapes import layer_shapes
 from jaxdream.darknet.weights import parse_weights, random_weights_bytes
-from jaxdream.errors import CfgError, JaxdreamError
+from jaxdream.errors import CfgError, JaxdreamError, OptionError
 from jaxdream.weights import ARCHITECTURES
 
 SMALL = (
@@ -113,3 +116,18 @@ def test_a_device_a_pipe_or_a_huge_file_is_refused_before_it_is_read(tmp_path):
         C.load_cfg(big)
     with pytest.raises(CfgError, match="not a folder"):
         C.load_cfg(tmp_path)
+
+
+# Settings that must not be silently ignored or changed
+
+
+def test_settings_that_would_be_ignored_are_refused(tmp_path):
+    from jaxdream.sweep import parse_ints
+
+    with pytest.raises(OptionError, match="whole numbers"):
+        parse_ints("1.7", "octaves")
+    crop = SMALL_CFG.replace("[convolutional]", "[crop]\ncrop_width=64\ncrop_height=64\n[convolutional]", 1)
+    with pytest.raises(CfgError, match="a crop must fit inside its input"):
+        DarknetModel("c", parse_cfg(crop, "crop.cfg"), {}).describe()
+    with pytest.raises(CfgError, match="at most 2147483647"):
+        parse_cfg(SMALL_CFG.replace("stride=1", "stride=99999999999999999999999", 1), "stride.cfg")

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 
 import pytest
+from conftest import cli, process_env
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 CLI = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
 
 
-def run(*args, cwd=None):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+def run(*args, cwd=None, env=None):
+    """The command in a fresh process, with the session's warm program store (``env`` to start it otherwise)."""
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env=env or process_env())
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +29,15 @@ def yolo(shared):
     return folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights"
 
 
+@pytest.mark.process
 def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
     from jaxdream.image import load_image
 
     scream = shared / "data" / "images" / "scream.jpg"
     args = ["nightmare", *yolo, scream, 6, "-rounds", "4", "-iters", "3", "-zoom", "1.05", "-prefix", tmp_path,
             "--stats", tmp_path / "stats.json", "--quiet"]
-    done = run(*args)
+    env = process_env(JAXDREAM_HOME=str(tmp_path / "home"))  # cold: compile_seconds > 0; the second run is warm
+    done = run(*args, env=env)
     assert done.returncode == 0, done.stderr
     names = [tmp_path / f"scream_yolo-fastest-1_6_{r:06d}.jpg" for r in range(4)]  # Darknet's basecfg naming
     assert sorted(tmp_path.glob("*.jpg")) == names
@@ -43,7 +52,7 @@ def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
     assert stats["iterations"] == 12 and stats["image_size"] == [352, 448] and stats["compile_seconds"] > 0
     first = names[0].read_bytes()
     again = tmp_path / "again" / "nested"  # created by the command
-    assert run(*[again if a == tmp_path else a for a in args]).returncode == 0
+    assert run(*[again if a == tmp_path else a for a in args], env=env).returncode == 0
     assert (again / names[0].name).read_bytes() == first  # deterministic for a seed
 
 
@@ -60,15 +69,15 @@ def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
         ({"extra": ["--out", "notimage.jpg/dreams"]}, "notimage.jpg is a file, not a folder"),
     ],
 )
-def test_bad_input_gives_one_clear_error_and_no_output(shared, yolo, tmp_path, change, message):
+def test_bad_input_gives_one_clear_error_and_no_output(shared, yolo, tmp_path, change, message, monkeypatch, capsys):
     (tmp_path / "notimage.jpg").write_text("hello")
     image = change.get("image")
     image = tmp_path / image if image else shared / "data" / "images" / "dog.jpg"
-    done = run("nightmare", *yolo, image, change.get("layer", "6"), "-iters", "1", *change.get("extra", []), "--quiet",
-               cwd=tmp_path)
-    assert done.returncode == 1
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    monkeypatch.chdir(tmp_path)
+    code, _, lines = cli(monkeypatch, capsys, "nightmare", *yolo, image, change.get("layer", "6"), "-iters", "1",
+                         *change.get("extra", []), "--quiet")
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
     assert __import__("re").search(message, lines[0]), lines[0]
     assert not list(tmp_path.glob("dog_*"))
 
@@ -87,49 +96,51 @@ def test_out_of_memory_becomes_one_line_of_advice():
     assert cli._out_of_memory(RuntimeError("RESOURCE_EXHAUSTED but not from XLA")) is None
 
 
-def test_weights_info_and_convert(shared, tmp_path):
+def test_weights_info_and_convert(shared, tmp_path, monkeypatch, capsys):
     cfg = shared / "models" / "tiny-darknet" / "tiny.cfg"
     out = tmp_path / "tiny.h5"
-    done = run("weights", "convert", cfg, shared / "models" / "tiny-darknet" / "tiny.weights", "-o", out)
-    assert done.returncode == 0, done.stderr
-    info = run("weights", "info", out, "--height", "64", "--width", "64")
-    assert info.returncode == 0, info.stderr
+    weights = shared / "models" / "tiny-darknet" / "tiny.weights"
+    code, _, err = cli(monkeypatch, capsys, "weights", "convert", cfg, weights, "-o", out)
+    assert code == 0, err
+    code, info, err = cli(monkeypatch, capsys, "weights", "info", out, "--height", "64", "--width", "64")
+    assert code == 0, err
     # four 2x2 max-pools take 64 to 4
-    assert re.search(r"│\s*19 │ convolutional\s*│\s*4 x 4 x 1000 │", info.stdout), info.stdout
-    assert "total parameters: 1,046,488" in info.stdout
-    builtin = run("weights", "info", "vgg-conv")
-    assert "14,714,688" in builtin.stdout
+    assert re.search(r"│\s*19 │ convolutional\s*│\s*4 x 4 x 1000 │", info), info
+    assert "total parameters: 1,046,488" in info
+    _, builtin, _ = cli(monkeypatch, capsys, "weights", "info", "vgg-conv")
+    assert "14,714,688" in builtin
 
 
 @pytest.mark.parametrize(("spec", "tag", "top"), [
     ("ostrich", "ostrich", ["ostrich"]),
     ("ostrich:0.5,pelican:0.5", "ostrich-pelican", ["ostrich", "pelican"]),
 ])
-def test_lucid_writes_an_image_that_classify_calls_its_class(shared, tmp_path, spec, tag, top):
+def test_lucid_writes_an_image_that_classify_calls_its_class(shared, tmp_path, spec, tag, top, monkeypatch, capsys):
     folder = shared / "models" / "tiny-darknet"
     model = [folder / "tiny.cfg", "--weights", folder / "tiny.weights"]
-    done = run("lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:], "--class", spec,
-               "--iters", "20", "--out", tmp_path, "--quiet")
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli(monkeypatch, capsys, "lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:],
+                       "--class", spec, "--iters", "20", "--out", tmp_path, "--quiet")
+    assert code == 0, err
     written = tmp_path / f"dog_tiny_class-{tag}_000000.jpg"  # the mode in the name
     assert written.exists(), sorted(p.name for p in tmp_path.iterdir())
-    result = run("classify", model[0], written, *model[1:], "--json", "--top", "3")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    code, result, err = cli(monkeypatch, capsys, "classify", model[0], written, *model[1:], "--json", "--top", "3")
+    assert code == 0, err
+    report = json.loads(result)
     assert report[0]["image"] == str(written)
     assert sorted(row["name"] for row in report[0]["top"][: len(top)]) == top
     assert set(report[0]["top"][0]) == {"index", "name", "prob"}
 
 
-def test_lucid_refuses_an_unknown_class_before_writing(shared, tmp_path):
+def test_lucid_refuses_an_unknown_class_before_writing(shared, tmp_path, monkeypatch, capsys):
     folder = shared / "models" / "tiny-darknet"
-    done = run("lucid", folder / "tiny.cfg", shared / "data" / "images" / "dog.jpg", "--weights",
-               folder / "tiny.weights", "--class", "ostrch", "--out", tmp_path)
-    assert done.returncode == 1
-    assert "closest: 384 (ostrich)" in done.stderr
+    code, _, err = cli(monkeypatch, capsys, "lucid", folder / "tiny.cfg", shared / "data" / "images" / "dog.jpg",
+                       "--weights", folder / "tiny.weights", "--class", "ostrch", "--out", tmp_path)
+    assert code == 1
+    assert "closest: 384 (ostrich)" in "\n".join(err)
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.process
 def test_ctrl_c_stops_a_long_round_within_two_seconds_and_leaves_no_file(shared, yolo, tmp_path):
     import os
     import signal
@@ -151,25 +162,6 @@ def test_ctrl_c_stops_a_long_round_within_two_seconds_and_leaves_no_file(shared,
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err and "Exception ignored" not in err
     assert list((tmp_path / "out").iterdir()) == []  # no image, no temp file
-
-
-def cli(monkeypatch, capsys, *args):
-    """The command in this process, as `main` runs it: (exit status, stdout, stderr lines)."""
-    import signal
-
-    from jaxdream.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["jaxdream", *map(str, args)])
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    captured = capsys.readouterr()
-    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
 
 
 @pytest.fixture
@@ -238,6 +230,7 @@ def test_an_unknown_xla_flag_is_one_line_not_an_abort(monkeypatch, capsys, tmp_p
                      "remove or correct", err[0]), err
 
 
+@pytest.mark.process
 def test_jax_platforms_naming_a_missing_backend_is_one_line(tmp_path):
     import importlib.util
 
@@ -250,3 +243,48 @@ def test_jax_platforms_naming_a_missing_backend_is_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: JAX_PLATFORMS='cuda': JAX cannot start that backend"), lines
+
+
+# Out of memory, and the numeric options, anything a user can type
+
+
+def test_xlas_internal_out_of_memory_gets_the_advice():
+    from jax.errors import JaxRuntimeError
+
+    from jaxdream.cli import _out_of_memory
+
+    advice = _out_of_memory(JaxRuntimeError("INTERNAL: Failed to allocate: Out of memory allocating 99 bytes"))
+    assert advice is not None and "--batch-size" in advice
+
+
+NUMBERS = st.sampled_from(["0", "-1", "1", "2", "0.5", "1e308", "-1e308", "nan", "inf", "-inf", "1e-9", "3.5",
+                           "99999999999999999999", "abc", ""])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@example(values={"-rounds": "2", "-iters": "1", "-range": "1", "-octaves": "2", "-rate": "0.5", "-thresh": "1",
+                 "-zoom": "2", "-rotate": "0.5", "--seed": "1", "--channel": "0"}, layer="2")  # one that dreams
+@given(values=st.fixed_dictionaries({name: NUMBERS for name in (
+    "-rounds", "-iters", "-range", "-octaves", "-rate", "-thresh", "-zoom", "-rotate", "--seed", "--channel")}),
+    layer=st.sampled_from(["-1", "0", "2", "3", "99"]))
+def test_no_numeric_option_escapes_as_anything_but_a_clean_exit(tmp_path_factory, small_files, values, layer):
+    from jaxdream.cli import main
+
+    out = tmp_path_factory.mktemp("cli")
+    image = out / "in.png"
+    Image.new("RGB", (24, 20), (120, 80, 40)).save(image)
+    chosen = {k: v for k, v in values.items() if k in ("-iters", "-range", "-octaves") or v not in ("", "abc")}
+    chosen["-iters"] = chosen["-iters"] if chosen["-iters"] in ("0", "1", "2", "-1", "abc", "nan") else "1"
+    argv = ["jaxdream", "nightmare", *map(str, small_files), str(image), layer, "--out", str(out / "o"), "--quiet"]
+    argv += [a for k, v in chosen.items() for a in (k, v)]
+    previous = signal.getsignal(signal.SIGINT)
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = old_argv
+        signal.signal(signal.SIGINT, previous)
+    assert code in (0, 1, 2)  # done, one clear error, or the parser's own usage error

@@ -7,10 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxdream as jd
 from jaxdream import dream
 from jaxdream import image as I
+from jaxdream.darknet.weights import write_weights
 from jaxdream.dream import core
-from jaxdream.errors import OptionError
+from jaxdream.errors import NumericError, OptionError, WeightsError
+from jaxdream.model import load_model
 
 
 def _image(seed: int, h: int = 40, w: int = 48) -> np.ndarray:
@@ -160,11 +163,14 @@ def test_images_outside_0_1_or_not_finite_are_refused_numpy_or_jax(small_vgg, ma
         dream.nightmare(small_vgg, make(_image(8)), 4, iters=1)
 
 
+@pytest.mark.process
 def test_an_image_on_another_device_is_moved_to_the_programs_device(tmp_path):
     """Two (forced) CPU devices: an input committed to the second dreams as one on the first."""
     import os
     import subprocess
     import sys
+
+    from conftest import process_env
 
     script = (
         "import numpy as np, jax, jaxdream as jd\n"
@@ -181,7 +187,52 @@ def test_an_image_on_another_device_is_moved_to_the_programs_device(tmp_path):
         "assert np.array_equal(np.asarray(m.forward(other, 0)[0]), np.asarray(m.forward(x, 0)[0]))\n"
         "print(len(jax.devices()))\n"
     )
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
+    env = process_env(XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+                      JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.split()[-1] == "2", done.stderr[-2000:]
+
+
+# NaN, absurd numbers and the wrong kind of image: one clear error or a correct result
+
+
+def test_nan_never_becomes_a_black_image(tmp_path, small, small_files):
+    with pytest.raises(NumericError, match="NaN or infinite"):
+        jd.save_image(tmp_path / "x.png", np.full((4, 4, 3), np.nan, np.float32))
+    assert not (tmp_path / "x.png").exists()
+    with pytest.raises(OptionError, match="NaN or infinite"):
+        jd.nightmare(small, np.full((20, 24, 3), np.nan, np.float32), 2, iters=1)
+    broken = {k: {n: a.copy() for n, a in v.items()} for k, v in small.params.items()}
+    broken["layer_2"]["kernel"][0, 0, 0, 0] = np.inf
+    write_weights(tmp_path / "broken.weights", small.cfg, broken)
+    with pytest.raises(WeightsError, match="layer_2/kernel has NaN or infinite"):
+        load_model(small_files[0], tmp_path / "broken.weights")
+
+
+def test_a_huge_threshold_on_a_flat_image_leaves_it_alone(small):
+    flat = np.full((20, 24, 3), 0.5, np.float32)
+    out = jd.nightmare(small, flat, 2, iters=2, thresh=1000.0)
+    np.testing.assert_array_equal(out[0, 0], flat)
+
+
+@pytest.mark.parametrize(("shape", "dtype", "message"), [
+    ((20, 24, 4), np.float32, r"\(H, W, 3\) or \(N, H, W, 3\) RGB"),
+    ((20, 24, 1), np.float32, "RGB arrays"),
+    ((20, 24, 3), np.uint8, "float arrays with values in"),
+])
+def test_library_images_of_the_wrong_kind_are_refused(small, shape, dtype, message):
+    with pytest.raises(OptionError, match=message):
+        jd.nightmare(small, np.zeros(shape, dtype), 2, iters=1)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda m, x: jd.deepdream(m, x, 2, octaves=0), "--octaves 0 must be"),
+    (lambda m, x: jd.deepdream(m, x, 2, octaves=-2), "--octaves -2 must be"),
+    (lambda m, x: jd.nightmare(m, x, 2, iters=1, zoom=0.001, rounds=2), "--zoom 0.001 on a 24x20 image"),
+    (lambda m, x: jd.nightmare(m, x, 2, iters=1, zoom=1e6, rounds=2), "--zoom 1000000.0"),
+    (lambda m, x: jd.nightmare(m, x, 2, iters=1, seed=9223372036854775808), "--seed .* from 0 to 4294967295"),
+    (lambda m, x: jd.nightmare(m, x, 2, iters=1, rate=float("inf")), "--rate inf is not a finite number"),
+])
+def test_absurd_numbers_get_one_clear_error(small, call, message):
+    with pytest.raises(OptionError, match=message):
+        call(small, np.full((20, 24, 3), 0.5, np.float32))

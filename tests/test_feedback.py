@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -22,6 +23,7 @@ from jaxdream.image import save_image
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.process
 def test_a_cold_run_in_a_pipe_says_it_is_compiling_before_the_compile_ends(tmp_path):
     command = [sys.executable, "-c", "from jaxdream.cli import main; main()", "nightmare", "tiny", "-",
                str(ROOT / "weights" / "dog.jpg"), "9", "-iters", "2", "-octaves", "1", "--no-cache",

@@ -4,13 +4,16 @@ clear error naming the file, keep what the file held before, and leave no temp f
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import signal
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from PIL import Image
 
+import jaxdream as jd
 from jaxdream import converted
 from jaxdream.batch import Manifest, read_records
 from jaxdream.darknet.cfg import parse_cfg
@@ -80,3 +83,20 @@ def test_a_full_manifest_names_itself_and_the_way_out(tmp_path):
             pytest.raises(JaxdreamError, match=r"manifest\.jsonl: cannot append .*--resume"):
         manifest.append({"input": "b.jpg", "status": "done", "outputs": ["x" * 100]})
     assert [r["input"] for r in read_records(tmp_path)] == ["a.jpg"]
+
+
+# Links planted in a shared output folder
+
+
+def test_a_link_planted_at_the_old_temp_name_or_the_output_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / f".dream.png.tmp{os.getpid()}").symlink_to(victim)  # the name the writer used to pick
+    (out / "dream.png").symlink_to(victim)
+    jd.save_image(out / "dream.png", np.full((4, 4, 3), 0.5, np.float32))
+    assert victim.read_text() == "precious"
+    assert not (out / "dream.png").is_symlink()
+    with Image.open(out / "dream.png") as im:
+        assert im.size == (4, 4)

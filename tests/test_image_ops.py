@@ -6,8 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
+import jaxdream as jd
 from jaxdream import image as I
+from jaxdream.errors import ImageError
 
 f32 = np.float32
 
@@ -48,3 +51,20 @@ def test_compiled_resize_is_bit_exact(src, dst):
 def test_rounded_is_an_identity_that_keeps_nan():
     x = jnp.asarray([0.5, -0.0, jnp.inf, jnp.nan])
     np.testing.assert_array_equal(np.asarray(jax.jit(I.rounded)(x)), np.asarray(x))
+
+
+# Loading and saving images of unusual kinds
+
+
+def test_a_float_tiff_loads_with_its_values(tmp_path):
+    values = np.linspace(0, 1, 12 * 10, dtype=np.float32).reshape(12, 10)
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    loaded = jd.load_image(tmp_path / "f.tif")
+    assert loaded.shape == (12, 10, 3)
+    np.testing.assert_allclose(loaded[..., 0], np.round(values * 255) / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 4), (8, 8)])
+def test_saving_the_wrong_shape_is_refused(tmp_path, shape):
+    with pytest.raises(ImageError, match=r"float \(H, W, 3\) RGB"):
+        jd.save_image(tmp_path / "x.png", np.zeros(shape, np.float32))

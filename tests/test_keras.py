@@ -4,17 +4,22 @@ checked against an independent NumPy forward pass."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import JSON_VALUES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import jaxdream as jd
 from jaxdream.dream.lucid_mode import top_classes
-from jaxdream.errors import WeightsError
+from jaxdream.errors import JaxdreamError, WeightsError
 from jaxdream.image import to_uint8
 from jaxdream.keras.model import KerasModel
+from jaxdream.model import load_model
 
 SLED_DOGS = {"malamute", "Siberian_husky", "Eskimo_dog"}
 # SOURCES.md's NumPy forward of the same file on dog.jpg squashed to 224x224 with PIL bilinear.
@@ -220,3 +225,74 @@ def test_a_keras_file_that_is_a_pipe_is_refused(tmp_path):
     os.mkfifo(fifo)  # HDF5 would block opening it
     with pytest.raises(WeightsError, match=r"pipe\.h5: the model file must be a regular file, not a pipe"):
         jd.load_model(fifo)
+
+
+# Hand-edited files
+
+
+def _keras_file(path: Path, mutate=None) -> Path:
+    _write_full_model(path, _small_vgg_weights(np.random.default_rng(0)))
+    if mutate:
+        with h5py.File(path, "r+") as f:
+            config = json.loads(f.attrs["model_config"])
+            mutate(config)
+            f.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def _set(layer: int, key: str, value):
+    def mutate(config):
+        config["config"]["layers"][layer]["config"][key] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c["config"].update(layers=["x", "y"]),
+    lambda c: c["config"]["layers"][1].update(config=None),
+    _set(1, "kernel_size", None),
+    _set(0, "batch_input_shape", [None, -5, 0, 3]),
+    _set(1, "strides", [0, 0]),
+    _set(1, "data_format", "channels_first"),
+    lambda c: c["config"].update(layers=[]),
+])
+def test_a_hand_edited_keras_file_gets_one_error(tmp_path, mutate):
+    with pytest.raises(WeightsError, match=str(tmp_path)):
+        load_model(_keras_file(tmp_path / "k.h5", mutate))
+
+
+@pytest.mark.parametrize(("attr", "value"), [
+    ("architecture", "not json"), ("architecture", json.dumps({"layers": [{"kind": "Conv2D", "bogus": 1}],
+                                                                "input_hw": [32, 32], "preprocessing": "tf"})),
+    ("architecture", json.dumps({"layers": [], "input_hw": [32, 32], "preprocessing": "tf"})),
+    ("version", "abc"), ("version", -1),
+])
+def test_a_hand_edited_converted_file_gets_one_error(tmp_path, attr, value):
+    from jaxdream import converted
+
+    model = load_model(_keras_file(tmp_path / "k.h5"))
+    converted.write_converted(tmp_path / "c.h5", model.to_converted("0" * 64))
+    with h5py.File(tmp_path / "c.h5", "r+") as f:
+        f.attrs[attr] = value
+    with pytest.raises(WeightsError, match=r"c\.h5"):
+        load_model(tmp_path / "c.h5")
+
+
+KEYS = ["class_name", "config", "kernel_size", "strides", "filters", "padding", "pool_size", "units", "activation",
+        "name", "batch_input_shape", "use_bias", "inbound_nodes", "data_format", "target_shape"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(layer=st.integers(0, 7), key=st.sampled_from(KEYS), value=JSON_VALUES)
+def test_no_keras_config_edit_escapes_as_anything_but_our_error(tmp_path_factory, layer, key, value):
+    path = tmp_path_factory.mktemp("fuzz") / "k.h5"
+
+    def mutate(config):
+        entry = config["config"]["layers"][layer]
+        (entry if key in ("class_name", "config", "inbound_nodes") else entry["config"])[key] = value
+
+    try:
+        model = load_model(_keras_file(path, mutate))
+        model.describe()
+    except JaxdreamError:
+        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import cli
 
 import jaxdream as jd
 from jaxdream.dream.lucid_mode import parse_classes, target_vector, top_classes
@@ -79,3 +80,23 @@ def test_class_specs(tiny):
 def test_bad_class_specs(tiny, spec, message):
     with pytest.raises(OptionError, match=message):
         parse_classes(spec, tiny.labels)
+
+
+# Inputs of one name, class weights that overflow
+
+
+def test_lucid_with_two_inputs_of_one_name_writes_two_files(tmp_path, shared, monkeypatch, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        jd.save_image(tmp_path / folder / "dog.png", np.random.default_rng(len(folder)).random((40, 40, 3)))
+    folder = shared / "models" / "tiny-darknet"
+    code, _, err = cli(monkeypatch, capsys, "lucid", folder / "tiny.cfg", tmp_path / "a" / "dog.png",
+                       tmp_path / "b" / "dog.png", "--weights", folder / "tiny.weights", "--class", "ostrich",
+                       "--iters", "1", "--out", tmp_path / "out", "--quiet")
+    assert code == 0, err
+    assert len(list((tmp_path / "out").iterdir())) == 2
+
+
+def test_class_weights_that_overflow_are_refused(tiny_darknet):
+    with pytest.raises(OptionError, match="class weights are too large"):
+        jd.lucid(tiny_darknet, np.full((32, 32, 3), 0.5, np.float32), "ostrich:1e308,pelican:1e308", iters=1)

@@ -173,21 +173,18 @@ def test_a_converted_onnx_model_is_the_same_model(squeezenet, tmp_path, shared):
     assert again.labels == squeezenet.labels and again.preprocessing == "caffe"
 
 
-def test_lucid_makes_squeezenet_rank_the_chosen_class_first(squeezenet_dir, shared, tmp_path):
-    import subprocess
-    import sys
-
-    model = [str(squeezenet_dir / "squeezenet1.1_fp16.onnx"), "--preprocess", "caffe"]  # no --labels: ImageNet's
-    cli = [sys.executable, "-c", "from jaxdream.cli import main; main()"]
-    done = subprocess.run([*cli, "lucid", model[0], str(shared / "data" / "images" / "dog.jpg"), *model[1:],
-                           "--class", "ostrich", "--out", str(tmp_path), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    result = subprocess.run([*cli, "classify", model[0], str(tmp_path / "dog_squeezenet1_class-ostrich_000000.jpg"),
-                             *model[1:], "--json", "--top", "1"], capture_output=True, text=True, timeout=600)
+def test_lucid_makes_squeezenet_rank_the_chosen_class_first(squeezenet_dir, shared, tmp_path, monkeypatch, capsys):
     import json
 
-    assert json.loads(result.stdout)[0]["top"][0]["name"].startswith("ostrich")
+    from conftest import cli
+
+    model = [str(squeezenet_dir / "squeezenet1.1_fp16.onnx"), "--preprocess", "caffe"]  # no --labels: ImageNet's
+    code, _, err = cli(monkeypatch, capsys, "lucid", model[0], shared / "data" / "images" / "dog.jpg", *model[1:],
+                       "--class", "ostrich", "--out", tmp_path, "--quiet")
+    assert code == 0, err
+    _, result, _ = cli(monkeypatch, capsys, "classify", model[0], tmp_path / "dog_squeezenet1_class-ostrich_000000.jpg",
+                       *model[1:], "--json", "--top", "1")
+    assert json.loads(result)[0]["top"][0]["name"].startswith("ostrich")
 
 
 def _conv(name="c", **attrs):

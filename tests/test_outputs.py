@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import batch_job, photos
 from PIL import Image
 from typer.testing import CliRunner
 
+from jaxdream import batch, outputs
 from jaxdream.cli import app
 from jaxdream.errors import OptionError
 from jaxdream.files import write_report
@@ -164,3 +166,23 @@ def test_a_batch_run_twice_never_dreams_its_own_outputs(tmp_path, inside):
     assert sorted(p.name for p in discover([str(photos)], other)) == ["a.png", "b.png"]
     with pytest.raises(OptionError, match="only outputs of earlier runs"):
         discover([str(out / "a_mini_0_000000.png")], other)
+
+
+# Names and folders, whatever the inputs are called
+
+
+def test_names_stay_unique_whatever_the_inputs_are_called(tmp_path):
+    a, b = tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"
+    digest = hashlib.sha256(str(b.resolve()).encode()).hexdigest()[:8]
+    c = tmp_path / "a" / f"x_{digest}.jpg"  # named like the hash the second x.jpg gets
+    names = outputs.output_names(sorted([a, b, c], key=lambda p: str(p.resolve())), tmp_path, "m", "10",
+                                 outputs.round_endings(2), "jpg")
+    every = [n for paths in names.values() for n in paths]
+    assert len(every) == len(set(every)) == 6
+
+
+def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small):
+    with pytest.raises(OptionError, match="cannot create it"):
+        outputs.output_folder(Path("/proc/jaxdream-test/out"))
+    with pytest.raises(OptionError, match="cannot create it"):
+        batch.run_batch(small, batch_job(small), photos(tmp_path / "in", 1), Path("/proc/jaxdream-test/out"))

@@ -153,6 +153,7 @@ def _cli(args: list[str], events: Path, env: dict[str, str]) -> subprocess.Compl
                           cwd=events.parent, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.process
 def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes(shared, tmp_path):
     folder = shared / "models" / "yolo-fastest-1.1"
     env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
@@ -328,6 +329,7 @@ print(cache.info()[0].source)
 """
 
 
+@pytest.mark.process
 def test_a_multi_process_run_loads_only_programs_compiled_for_its_own_devices(tmp_path):
     import socket
 

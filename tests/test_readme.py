@@ -105,6 +105,7 @@ def test_the_cheap_commands_run(shared, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_the_library_example_runs(tmp_path):
     (tmp_path / "dreams").mkdir()
     (tmp_path / "weights").symlink_to(ROOT / "weights")

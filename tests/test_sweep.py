@@ -56,17 +56,14 @@ def test_contact_sheet_and_results_file(yolo, scream, tmp_path):
         assert first["objective"].shape == (2,)
 
 
-def test_sweep_command_writes_sheet_and_results(shared, tmp_path):
-    import subprocess
-    import sys
+def test_sweep_command_writes_sheet_and_results(shared, tmp_path, monkeypatch, capsys):
+    from conftest import cli
 
     folder = shared / "models" / "yolo-fastest-1.1"
-    done = subprocess.run(
-        [sys.executable, "-c", "from jaxdream.cli import main; main()", "sweep", str(folder / "yolo-fastest-1.1.cfg"),
-         str(shared / "data" / "images" / "kite.jpg"), "--weights", str(folder / "yolo-fastest-1.1.weights"),
-         "--layers", "5:7", "--rates", "0.02,0.04", "--iters", "2", "--octaves", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli(monkeypatch, capsys, "sweep", folder / "yolo-fastest-1.1.cfg",
+                       shared / "data" / "images" / "kite.jpg", "--weights", folder / "yolo-fastest-1.1.weights",
+                       "--layers", "5:7", "--rates", "0.02,0.04", "--iters", "2", "--octaves", "1", "--out", tmp_path)
+    assert code == 0, err
     with h5py.File(tmp_path / "kite_sweep.h5") as f:
         assert f.attrs["cells"] == 4
     assert (tmp_path / "kite_sweep.png").stat().st_size > 1000

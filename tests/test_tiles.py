@@ -106,12 +106,15 @@ def test_a_tiled_sweep_runs_every_cell_through_the_tile_program(yolo_fastest, sc
     np.testing.assert_array_equal(same.image, cells[3].image)  # a cell is the same dream alone or in a grid
 
 
+@pytest.mark.process
 def test_tiles_are_sharded_over_every_local_device(shared, tmp_path):
     """Four (forced) CPU devices share each call's tiles; the dream agrees with one device's to float rounding
     (a device's share of the tiles is a smaller convolution batch, summed in another order)."""
     import os
     import subprocess
     import sys
+
+    from conftest import process_env
 
     script = (
         "import sys, numpy as np, jax, jaxdream as jd\n"
@@ -123,8 +126,8 @@ def test_tiles_are_sharded_over_every_local_device(shared, tmp_path):
     )
     outs = []
     for count in (1, 4):
-        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
-                                          f"--xla_force_host_platform_device_count={count}"}
+        env = process_env(XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                                    f"--xla_force_host_platform_device_count={count}")
         target = tmp_path / f"{count}.npy"
         done = subprocess.run([sys.executable, "-c", script, str(shared / "models" / "yolo-fastest-1.1"),
                                str(shared / "data" / "images" / "scream.jpg"), str(target)],

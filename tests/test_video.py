@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("cv2")
+from conftest import cli, process_env
 from PIL import Image
 
 from jaxdream import interrupts, video
@@ -96,16 +97,18 @@ def test_videos_of_one_size_dream_as_one_batch(tiny_darknet, clip, shared, tmp_p
 
 
 def _run(*args, cwd):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env=process_env())  # the session's warm program store
 
 
+@pytest.mark.process
 def test_kill_and_resume_gives_the_same_bytes(shared, clip, tmp_path):
     folder = shared / "models" / "tiny-darknet"
     command = ["video", folder / "tiny.cfg", folder / "tiny.weights", clip, 9, "--iters", 3, "--octaves", 2]
     whole = _run(*command, "--out", tmp_path / "whole.mp4", "--quiet", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     killed = subprocess.Popen([*CLI, *map(str, command), "--out", str(tmp_path / "part.mp4"), "--quiet"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=process_env())
     frames = tmp_path / ".part.mp4.frames"
     deadline = time.time() + 300
     while len(list(frames.glob("*.png"))) < 8 and killed.poll() is None and time.time() < deadline:
@@ -126,6 +129,7 @@ def test_kill_and_resume_gives_the_same_bytes(shared, clip, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".mp4", pytest.param(".gif", marks=pytest.mark.slow),
                                     pytest.param(".webp", marks=pytest.mark.slow)])
+@pytest.mark.process
 def test_animate_writes_one_frame_per_round(shared, tmp_path, suffix):
     folder = shared / "models" / "tiny-darknet"
     Image.open(shared / "data" / "images" / "scream.jpg").convert("RGB").resize((97, 75)).save(tmp_path / "s.png")
@@ -208,21 +212,23 @@ def test_frames_too_small_for_the_flow_are_refused_before_any_work(tiny_darknet,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mp4"]
 
 
-def test_no_report_or_output_overwrites_an_input(shared, tmp_path):
+def test_no_report_or_output_overwrites_an_input(shared, tmp_path, monkeypatch, capsys):
     folder = shared / "models" / "tiny-darknet"
     image = tmp_path / "s.png"
     Image.open(shared / "data" / "images" / "scream.jpg").convert("RGB").resize((64, 48)).save(image)
     before = image.read_bytes()
+    monkeypatch.chdir(tmp_path)
     for args in (["nightmare", folder / "tiny.cfg", folder / "tiny.weights", image, 7, "--stats", image],
                  ["nightmare", folder / "tiny.cfg", folder / "tiny.weights", image, 7, "--animate", tmp_path / "s.gif",
                   "--fps", 60],
                  ["weights", "convert", folder / "tiny.cfg", image, "-o", image]):
-        done = _run(*args, cwd=tmp_path)
-        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        code, _, err = cli(monkeypatch, capsys, *args)
+        assert code == 1 and "Traceback" not in "\n".join(err), err
     assert image.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_reconstruct_rounds_animate(shared, tmp_path):
     folder = shared / "models" / "tiny-darknet"
     done = _run("nightmare", folder / "tiny.cfg", folder / "tiny.weights", shared / "data" / "images" / "dog.jpg", 5,

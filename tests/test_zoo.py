@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -102,3 +104,42 @@ def test_zoo_name_fetches_through_the_mirror_into_the_cache(server, tmp_path, mo
     assert path.stat().st_size == entry.file_sizes()[1]
     assert zoo.fetch(entry) == path  # cached: no second request
     assert len(handler.requests) == 1
+
+
+# A server that never answers
+
+
+def test_a_silent_weights_server_is_given_up_on_quickly_and_said_so(tmp_path):
+    from jaxdream.darknet import zoo
+    from jaxdream.errors import FetchError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held = []
+    stop = threading.Event()
+
+    def accept() -> None:  # answers nothing, ever
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    seen: list[tuple[int, int | None]] = []
+    start = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match="2 attempts"):
+            zoo.download(f"http://127.0.0.1:{server.getsockname()[1]}/x.weights", tmp_path / "x.weights", (10,),
+                         progress=lambda done, total: seen.append((done, total)), retries=1, timeout=1.0)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+    assert time.monotonic() - start < 10
+    assert seen and seen[0] == (0, None)
