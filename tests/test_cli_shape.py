@@ -98,3 +98,15 @@ def test_help_shows_words_not_types():
         assert "<bool>" not in text and "<int>" not in text and "<list" not in text, (argv, text)
     top = runner.invoke(app, ["--help"]).output
     assert "--debug" in top and "--no-cache" in top
+
+
+def test_version_is_the_installed_distributions():
+    from importlib import metadata
+
+    from typer.testing import CliRunner
+
+    import jaxdream
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"jaxdream {metadata.version('jaxdream')}" == f"jaxdream {jaxdream.__version__}"
