@@ -40,6 +40,7 @@ class Feedback:
                             transient=True, disable=quiet or not self.live)
         self.tasks: dict[tuple[str, str], Any] = {}
         self.last_line: dict[tuple[str, str], float] = {}
+        self.first: dict[tuple[str, str], tuple[float, int]] = {}  # each task's first advance: (seconds, done)
         self.stack = ExitStack()
 
     def __enter__(self) -> Feedback:
@@ -69,17 +70,21 @@ class Feedback:
             self.print(f"[dim]compiled {escape(event.what)} in {event.seconds:.1f} s[/dim]" if self.live
                        else f"compiled {event.what} in {event.seconds:.1f} s")
         elif event.kind == "start":
+            self.first.pop(key, None)
             if self.live:
                 self.tasks[key] = self.bar.add_task(event.what, total=event.total, rate="")
             self.last_line[key] = time.perf_counter()
         elif event.kind == "advance":
-            rate = f"{event.done / event.seconds:.2f} {event.unit}/s" if event.seconds > 0 else ""
+            # The rate counts from the first finished chunk: the first one also waited for the compile.
+            first_seconds, first_done = self.first.setdefault(key, (event.seconds, event.done))
+            pace = (event.done - first_done) / (event.seconds - first_seconds) if event.done > first_done else 0.0
+            rate = f"{pace:.2f} {event.unit}/s" if pace else ""
             if key in self.tasks:
                 self.bar.update(self.tasks[key], completed=event.done, total=event.total, rate=rate)
             elif not self.live and time.perf_counter() - self.last_line.get(key, 0.0) >= LINE_SECONDS:
-                left = (event.total - event.done) * event.seconds / event.done if event.done and event.total else 0
-                self.print(f"{event.what}: {event.done}/{event.total} {_plural(event.unit, event.total)}, {rate}, "
-                           f"about {left:.0f} s left")
+                left = f", about {(event.total - event.done) / pace:.0f} s left" if pace and event.total else ""
+                self.print(f"{event.what}: {event.done}/{event.total} {_plural(event.unit, event.total)}"
+                           + (f", {rate}" if rate else "") + left)
                 self.last_line[key] = time.perf_counter()
         elif event.kind == "end" and key in self.tasks:
             self.bar.remove_task(self.tasks.pop(key))

@@ -248,7 +248,8 @@ class Manifest:
             if record.get("job") != job_key or record.get("status") != "done" or not isinstance(
                     record.get("input"), str) or not _names_and_hashes(names, hashes):
                 continue
-            if all(_file_sha256(folder / name) == digest for name, digest in zip(names, hashes, strict=True)):
+            if all(_file_sha256(folder / name) == digest for name, digest in zip(names, hashes, strict=True)) and (
+                    record.get("input_sha256") == _file_sha256(Path(record["input"]))):  # the same picture still
                 finished.add(record["input"])
         return finished
 
@@ -502,7 +503,8 @@ def run_batch(
             except ImageError as err:  # this image cannot be encoded or written (NaN, too wide, a name too long)
                 failed(path, str(err))
             else:
-                manifest.append({"input": str(path.resolve()), "outputs": [t.name for t in names[path]],
+                manifest.append({"input": str(path.resolve()), "input_sha256": _file_sha256(path.resolve()),
+                                 "outputs": [t.name for t in names[path]],
                                  "sha256": [hashlib.sha256(data).hexdigest() for data in files], "status": "done",
                                  **record})
                 summary.done += 1

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -139,10 +140,34 @@ def home_dir() -> Path:
     return Path(platformdirs.user_cache_dir("jaxdream"))
 
 
+def standard_stream(path: str | Path) -> int | None:
+    """The file descriptor a path names as one of this process's output streams (/dev/stdout, /dev/stderr, /dev/fd/N,
+    /proc/self/fd/N), whatever it is redirected to (a file, a pipe), else None."""
+    text = str(path)
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if text in named:
+        return named[text]
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return int(text[len(prefix):])
+    return None
+
+
 def write_report(path: str | Path, data: str, what: str, error: type[JaxdreamError] = JaxdreamError) -> Path:
-    """A report (``--stats``): written atomically like any output, except to a stream the user named (a character
-    device or FIFO such as /dev/stdout, or a link to one), which is written through rather than replaced."""
+    """A report (``--stats``): written atomically like any output, except to a stream the user named (one of the
+    process's own streams such as /dev/stdout, wherever it is redirected, or a character device or FIFO), which is
+    written through (appended, never truncated or replaced)."""
     path = Path(path)
+    text = data if data.endswith("\n") else data + "\n"
+    fd = standard_stream(path)
+    if fd is not None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            os.write(fd, text.encode())
+        except OSError as err:
+            raise error(f"{path}: cannot write {what} ({err.strerror or err})") from None
+        return path
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -150,7 +175,7 @@ def write_report(path: str | Path, data: str, what: str, error: type[JaxdreamErr
     if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
         try:
             with open(path, "w", encoding="utf-8") as handle:
-                handle.write(data if data.endswith("\n") else data + "\n")
+                handle.write(text)
         except OSError as err:
             raise error(f"{path}: cannot write {what} ({err.strerror or err})") from None
         return path

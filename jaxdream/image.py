@@ -7,6 +7,7 @@ its bilinear resize is align-corners, separable, with a truncated last row; shif
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxdream.errors import ImageError, NumericError
-from jaxdream.files import image_bytes, write_atomically
+from jaxdream.files import image_bytes, open_user_file, write_atomically
 
 Array = jax.Array
 MAX_PIXELS = 1 << 28  # refuse absurd sizes (decompression bombs) with a clear error
@@ -48,9 +49,13 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def _opened(path: Path) -> Iterator[Image.Image]:
-    """The image open for reading; every way it can fail becomes one ImageError naming the file."""
+    """The image open for reading; every way it can fail becomes one ImageError naming the file. Only a regular
+    file is opened (a FIFO named like an image would otherwise block the run forever)."""
+    if not path.exists() and not path.is_symlink():
+        raise ImageError(f"{path}: no such image file")
+    fd, _ = open_user_file(path, "the image", ImageError)
     try:
-        with Image.open(path) as im:
+        with os.fdopen(fd, "rb") as handle, Image.open(handle) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageError(f"{path}: {im.width}x{im.height} pixels is too large; resize it first")
             yield im

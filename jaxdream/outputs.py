@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jaxdream.checks import check_count
 from jaxdream.errors import OptionError
+from jaxdream.files import standard_stream
 
 FORMATS = ("jpg", "png")
 MOVING_FORMATS = ("mp4", "gif", "webp")
@@ -103,8 +104,10 @@ def _identities(path: Path) -> list[object]:
 
 
 def is_stream(path: str | Path) -> bool:
-    """Whether ``path`` is (or links to) a character device or FIFO, such as /dev/stdout: written through, never
-    replaced."""
+    """Whether ``path`` is one of the process's own streams (/dev/stdout, even when redirected to a file), or is or
+    links to a character device or FIFO: written through, never replaced."""
+    if standard_stream(path) is not None:
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:

@@ -284,6 +284,19 @@ def test_resume_redoes_what_other_weights_made(tmp_path, small):
     assert again.skipped == 0 and again.done == 2
 
 
+def test_resume_redoes_an_input_whose_picture_changed(tmp_path, small):
+    """Same name, same size, other pixels: the resumed set must be what an uninterrupted run of the new inputs
+    gives, not the dream of the old picture."""
+    files = photos(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    batching.run_batch(small, batch_job(small), files, out)
+    files[1].write_bytes(files[2].read_bytes())  # the photos share a size
+    again = batching.run_batch(small, batch_job(small), files, out, resume=True)
+    assert again.skipped == 2 and again.done == 1
+    batching.run_batch(small, batch_job(small), files, tmp_path / "reference")
+    assert _files(out) == _files(tmp_path / "reference")
+
+
 def test_resume_from_another_working_directory_skips_what_is_done(tmp_path, small, monkeypatch):
     files = [p.resolve() for p in photos(tmp_path / "in", 3)]
     (tmp_path / "a").mkdir()

@@ -68,3 +68,16 @@ def test_a_float_tiff_loads_with_its_values(tmp_path):
 def test_saving_the_wrong_shape_is_refused(tmp_path, shape):
     with pytest.raises(ImageError, match=r"float \(H, W, 3\) RGB"):
         jd.save_image(tmp_path / "x.png", np.zeros(shape, np.float32))
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_waiting(tmp_path):
+    import os
+
+    from jaxdream.errors import ImageError
+    from jaxdream.image import image_size, load_image
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)  # no writer: opening it for reading would block forever
+    for read in (load_image, image_size):
+        with pytest.raises(ImageError, match="must be a regular file, not a"):
+            read(fifo)

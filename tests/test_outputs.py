@@ -186,3 +186,13 @@ def test_an_output_folder_that_cannot_be_made_is_named(tmp_path, small):
         outputs.output_folder(Path("/proc/jaxdream-test/out"))
     with pytest.raises(OptionError, match="cannot create it"):
         batch.run_batch(small, batch_job(small), photos(tmp_path / "in", 1), Path("/proc/jaxdream-test/out"))
+
+
+def test_stats_to_dev_stdout_redirected_to_a_file_is_written_through(capfd):
+    """`--stats /dev/stdout > s.json`: /dev/stdout is then a link to a file, but it is the stream the user named."""
+    from jaxdream.files import write_report
+    from jaxdream.outputs import check_io
+
+    check_io({}, {"--stats": Path("/dev/stdout")}, ["--stats"])
+    write_report("/dev/stdout", '{"a": 1}', "the --stats report")
+    assert capfd.readouterr().out == '{"a": 1}\n'
