@@ -123,6 +123,7 @@ def test_killed_run_resumes_to_identical_outputs(reference, yolo, tmp_path):
     assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
 
 
+@pytest.mark.slow  # a whole-process test (~20-35 s); run with -m slow
 @pytest.mark.process
 def test_four_devices_give_the_same_images_as_one(reference, yolo, tmp_path):
     root, _ = reference
@@ -141,6 +142,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a whole-process test (~20-35 s); run with -m slow
 @pytest.mark.process
 def test_two_processes_cover_every_input_exactly_once(reference, yolo, tmp_path):
     root, _ = reference

@@ -29,6 +29,7 @@ def yolo(shared):
     return folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights"
 
 
+@pytest.mark.slow  # a whole-process test (~20-35 s); run with -m slow
 @pytest.mark.process
 def test_four_round_darknet_command_on_real_weights(shared, yolo, tmp_path):
     from jaxdream.image import load_image

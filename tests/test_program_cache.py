@@ -153,6 +153,7 @@ def _cli(args: list[str], events: Path, env: dict[str, str]) -> subprocess.Compl
                           cwd=events.parent, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a whole-process test (~20-35 s); run with -m slow
 @pytest.mark.process
 def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes(shared, tmp_path):
     folder = shared / "models" / "yolo-fastest-1.1"

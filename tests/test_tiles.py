@@ -106,6 +106,7 @@ def test_a_tiled_sweep_runs_every_cell_through_the_tile_program(yolo_fastest, sc
     np.testing.assert_array_equal(same.image, cells[3].image)  # a cell is the same dream alone or in a grid
 
 
+@pytest.mark.slow  # a whole-process test (~20-35 s); run with -m slow
 @pytest.mark.process
 def test_tiles_are_sharded_over_every_local_device(shared, tmp_path):
     """Four (forced) CPU devices share each call's tiles; the dream agrees with one device's to float rounding
