@@ -8,7 +8,7 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ from jaxdream.compiled.stats import RunStats
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.model import DarknetModel, model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
-from jaxdream.dream import core
+from jaxdream.dream import core, engine
 from jaxdream.dream.nightmare_mode import nightmare
 from jaxdream.files import image_bytes, write_atomically
-from jaxdream.timing import drawn_flops, forward_flops, timed
+from jaxdream.timing import drawn_flops, forward_flops
 from jaxdream.weights import ARCHITECTURES
 
 LAYER = 10
@@ -37,9 +37,21 @@ def vgg_conv(seed: int = 1000) -> DarknetModel:
     return model_from_bytes(cfg, random_weights_bytes(cfg, seed, bias_std=0.0), "vgg-conv")
 
 
-def _round_fn(model: DarknetModel, config: core.DreamConfig) -> Callable:
-    program = core.drawn_round(model, config)
-    return lambda params, images: program(params, images, 0, 0, jnp.float32(0.04), jnp.float32(1.0))[0]
+def timed_round(model: Any, config: core.DreamConfig, images: Any, rate: float, aux: Any,
+                runs: int = 5) -> dict[str, Any]:
+    """A round as the engine runs it (each iteration's branch program dispatched from the host): the first call's
+    compile (or store load) seconds, then steady-state seconds (median/min/max over ``runs``) and the largest
+    branch program's peak memory."""
+    params, schedule, rates = jax.device_put(model.params), engine.drawn_schedule(config, 0, 0), config.step_rates(rate)
+    first = RunStats()
+    engine.run_round(model, config, params, images, schedule, rates, aux, first)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        jax.block_until_ready(engine.run_round(model, config, params, images, schedule, rates, aux, RunStats())[0])
+        times.append(time.perf_counter() - start)
+    return {"compile_s": first.compile_seconds + first.load_seconds, "median_s": statistics.median(times),
+            "min_s": min(times), "max_s": max(times), "program_peak_bytes": first.program_peak_bytes}
 
 
 def _step_config(iters: int, precision: str) -> core.DreamConfig:
@@ -48,7 +60,7 @@ def _step_config(iters: int, precision: str) -> core.DreamConfig:
 
 def step_case(model: DarknetModel, height: int, width: int, precision: str, iters: int = 5) -> dict[str, Any]:
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
-    t = timed(_round_fn(model, _step_config(iters, precision)), jax.device_put(model.params), images)
+    t = timed_round(model, _step_config(iters, precision), images, 0.04, np.float32(1.0))
     flops = 2 * forward_flops(model.cfg, height, width, LAYER)
     per_iter = t["median_s"] / iters
     return {"case": f"step {width}x{height} layer {LAYER}", **t, "s_per_iter": per_iter,
@@ -58,7 +70,10 @@ def step_case(model: DarknetModel, height: int, width: int, precision: str, iter
 def eager_case(model: DarknetModel, height: int, width: int, precision: str) -> dict[str, Any]:
     """The same iteration op by op (jit disabled): what compilation buys."""
     images = jnp.full((1, height, width, 3), 0.5, jnp.float32)
-    fn = _round_fn(model, _step_config(1, precision))
+    config = _step_config(1, precision)
+    step = core.branch_step(model, config.step, LAYER, (height, width))
+    row, rates = np.zeros(5, np.int32), np.full(1, 0.04, np.float32)
+    fn = lambda params, images: step(params, images, row, rates, np.float32(1.0))[0]
     params = jax.device_put(model.params)
     times = []
     with jax.disable_jit():
@@ -134,7 +149,7 @@ def round_case(model: DarknetModel, scream: Path | None, iters: int, layer_range
 
 def batch_case(model: DarknetModel, batch: int, precision: str, iters: int = 3) -> dict[str, Any]:
     images = jnp.full((batch, 224, 224, 3), 0.5, jnp.float32)
-    t = timed(_round_fn(model, _step_config(iters, precision)), jax.device_put(model.params), images)
+    t = timed_round(model, _step_config(iters, precision), images, 0.04, np.float32(1.0))
     flops = 2 * forward_flops(model.cfg, 224, 224, LAYER) * batch * iters
     return {"case": f"batch {batch} at 224x224 (vmapped)", **t, "images_per_s": batch * iters / t["median_s"],
             "gflops": flops / t["median_s"] / 1e9}
@@ -146,10 +161,8 @@ def lucid_case(tiny: DarknetModel, precision: str, iters: int = 5) -> dict[str, 
 
     config = core.DreamConfig(layer=tiny.logits_layer, iters=iters, octaves=1, objective="class", gray_pull=0.0,
                               precision=precision)
-    program = core.drawn_round(tiny, config)
-    target = jnp.asarray(target_vector({9: 1.0}, tiny.num_classes, 100.0))
-    fn = lambda params, images: program(params, images, 0, 0, jnp.float32(0.02), target)[0]
-    t = timed(fn, jax.device_put(tiny.params), jnp.full((1, 224, 224, 3), 0.5))
+    target = target_vector({9: 1.0}, tiny.num_classes, 100.0)
+    t = timed_round(tiny, config, jnp.full((1, 224, 224, 3), 0.5), 0.02, target)
     flops = 2 * forward_flops(tiny.cfg, 224, 224, tiny.logits_layer)
     return {"case": "lucid Tiny Darknet 224x224", **t, "iterations_per_s": iters / t["median_s"],
             "gflops": flops * iters / t["median_s"] / 1e9}
@@ -163,10 +176,8 @@ def squeezenet_lucid_case(path: Path, precision: str, iters: int = 5) -> dict[st
     model = load_model(path, preprocess="caffe")
     config = core.DreamConfig(layer=model.logits_layer, iters=iters, octaves=1, objective="class_mix",
                               gray_pull=0.0, precision=precision)
-    program = core.drawn_round(model, config)
-    target = jnp.asarray(target_vector({9: 1.0}, 1000, 100.0))
-    fn = lambda params, images: program(params, images, 0, 0, jnp.float32(0.02), target)[0]
-    t = timed(fn, jax.device_put(model.params), jnp.full((1, 224, 224, 3), 0.5))
+    target = target_vector({9: 1.0}, 1000, 100.0)
+    t = timed_round(model, config, jnp.full((1, 224, 224, 3), 0.5), 0.02, target)
     return {"case": "lucid SqueezeNet 1.1 (ONNX) 224x224", **t, "iterations_per_s": iters / t["median_s"]}
 
 

@@ -115,7 +115,7 @@ def tiles_cases(model: DarknetModel, scratch: Path, precision: str) -> list[dict
             rows.append({"case": f"tiles: 24 photos in 12 sizes, layer {LAYER}, 2 iters, {label}",
                          "compile_s": summary.stats.compile_seconds, "median_s": summary.seconds,
                          "programs_compiled": summary.stats.programs_compiled,
-                         "network_programs": sum(p.name in ("drawn_iterations", "tile_gradient")
+                         "network_programs": sum(p.name in ("dream_step", "tile_gradient")
                                                  for p in program_cache().info()),
                          "images_per_s": len(files) / summary.seconds})
     return rows

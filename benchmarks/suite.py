@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jaxdream.errors import OptionError
 from jaxdream.ops import check_precision
 from jaxdream.timing import matmul_rate
+from jaxdream.weights import SAMPLE_IMAGE
 
 from .cases import (
     batch_case,
@@ -40,10 +41,12 @@ from .cases import (
     vgg_conv,
     video_case,
 )
+from .first_image import first_image_cases
 from .processes import startup_case, tiles_cases
 from .report import DARKNET_REFERENCE, ratios, write_report
 
-CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles", "video")
+CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles", "video",
+         "first-image")
 
 
 def peak_memory_bytes(device: jax.Device) -> int | None:
@@ -104,6 +107,8 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
                 scream = shared / "data" / "images" / "scream.jpg" if shared else None
                 rows.append(video_case(tiny_darknet(shared), scream if scream and scream.exists() else None,
                                        Path(scratch), precision))
+            if "first-image" in cases and cpu:  # fresh processes run on the default device
+                rows += first_image_cases(Path(scratch), SAMPLE_IMAGE)
             if "startup" in cases and cpu:  # a fresh process runs on the default device
                 scream = shared / "data" / "images" / "scream.jpg" if shared else None
                 rows += startup_case(model, scream if scream and scream.exists() else None, Path(scratch))

@@ -7,6 +7,7 @@ terminal): plain lines, one when a compile starts and ends, and one about every 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -42,6 +43,7 @@ class Feedback:
         self.last_line: dict[tuple[str, str], float] = {}
         self.first: dict[tuple[str, str], tuple[float, int]] = {}  # each task's first advance: (seconds, done)
         self.stack = ExitStack()
+        self.lock = threading.Lock()  # programs compile on worker threads, and say so from there
 
     def __enter__(self) -> Feedback:
         if not self.quiet:
@@ -58,6 +60,10 @@ class Feedback:
             self.console.print(text, highlight=False, soft_wrap=True)
 
     def __call__(self, event: progress.Event) -> None:
+        with self.lock:
+            self._show(event)
+
+    def _show(self, event: progress.Event) -> None:
         key = (event.what, event.unit)
         if event.kind == "compile":
             if self.live:

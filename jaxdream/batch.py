@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxdream import checks, dream, image, interrupts
 from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.stats import RunStats
+from jaxdream.dream import engine
 from jaxdream.dream.lucid_mode import output_tag
 from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
@@ -409,6 +410,16 @@ def _plan(paths: list[Path], size: tuple[int, int] | None, batch_size: int
     return batches, errors, len(buckets)
 
 
+def _next_sizes(batches: list[list[Path]], size: tuple[int, int] | None) -> list[tuple[int, int] | None]:
+    """For each batch, the (height, width) of the next batch of another size (None: no other size follows): its
+    programs compile while this batch dreams."""
+    sizes = [size or image.image_size(group[0]) for group in batches]
+    following: list[tuple[int, int] | None] = [None] * len(batches)
+    for b in range(len(batches) - 2, -1, -1):
+        following[b] = sizes[b + 1] if sizes[b + 1] != sizes[b] else following[b + 1]
+    return following
+
+
 class _Writer:
     """The background thread that encodes and writes each finished batch and its manifest records, in order.
     The queue is bounded, so dreaming waits for writing rather than piling frames up in memory."""
@@ -512,6 +523,7 @@ def run_batch(
                 progress(summary.done + len(summary.errors), len(todo))
 
     mesh = _mesh(batch_size)
+    ahead, started = _next_sizes(batches, job.size), set()
     pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="jaxdream-decode")
     writer = _Writer(write, prefetch)
     pending: collections.deque[list[Future]] = collections.deque()
@@ -531,6 +543,13 @@ def run_batch(
                 continue
             stack = np.stack([x for _, x in good] + [good[-1][1]] * (batch_size - len(good)))  # fixed batch shape
             del decoded
+            if ahead[b] is not None and ahead[b] not in started:
+                started.add(ahead[b])
+                # That size's own dream reports what is wrong with it (e.g. too small for the layer) when its turn
+                # comes; compiling ahead only helps.
+                with engine.compiling_ahead(), contextlib.suppress(JaxdreamError):
+                    dream_batch(model, job, np.full((batch_size, *ahead[b], 3), 0.5, np.float32), mesh,
+                                summary.stats)
             try:
                 frames = dream_batch(model, job, stack, mesh, summary.stats)
             except SizeError as err:  # these images (all of one size) do not fit the dream; the rest go on

@@ -291,13 +291,13 @@ def models() -> list[dict[str, Any]]:
 
 def plan(model: str, layer: str, size: str, batch_size: int = 1, tile: int | None = None,
          memory: str | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """What a dream of ``size`` ('WxH') needs: (the memory budget in bytes, ``tiles.plan``'s rows)."""
+    """What a dream of ``size`` ('WxH') needs: (the memory budget in bytes, ``engine.plan``'s rows)."""
     from jaxdream.batch import parse_size
-    from jaxdream.dream import tiles
+    from jaxdream.dream import engine, tiles
 
     height, width = parse_size(size)
     described = describe_only(model)
-    rows = tiles.plan(described, described.resolve_layer(layer), height, width, batch_size, tile, memory)
+    rows = engine.plan(described, described.resolve_layer(layer), height, width, batch_size, tile, memory)
     return tiles.budget(memory), rows
 
 

@@ -18,10 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxdream import checks, progress
-from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream import core, tiles
+from jaxdream.dream import core, engine, tiles
 from jaxdream.dream.engine import plan_tiles
 from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
@@ -125,15 +124,29 @@ def sweep(
 def _cells(model: Model, image: Any, layers: list[int], octaves: list[int], grid: list[tuple[float, float]],
            iters: int, layer_range: int, seed: int, stats: RunStats, tile: int | None, memory: str | int | None,
            settings: dict[str, Any] | None = None) -> list[Cell]:
-    """Every cell of the grid, one compiled program per (layer, octaves) untiled."""
+    """Every cell of the grid: untiled, the grid is one batch through the branch programs of each (layer, octaves),
+    the next one's compiling while this one dreams."""
     rate_axis = np.array([r for r, _ in grid], np.float32)
     thresh_axis = np.array([t for _, t in grid], np.float32)
-    params, cache = placed_params(model, image), program_cache()
-    cells = []
-    for layer, n_octaves in itertools.product(layers, octaves):
-        config = core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves,
-                                  **(settings or {}))
+    params = placed_params(model, image)
+    grid_images = np.repeat(image, len(grid), axis=0)
+    configs = [core.DreamConfig(layer=layer, layer_range=layer_range, iters=iters, octaves=n_octaves,
+                                **(settings or {})) for layer, n_octaves in itertools.product(layers, octaves)]
+    for config in configs:
         validate(model, config, image.shape[1], image.shape[2])
+
+    def prefetch(config: core.DreamConfig) -> None:
+        """The next cell's branch programs compile while this one dreams (where it will not be tiled)."""
+        fits = tiles.untiled_bytes(model, config.layers, image.shape[1], image.shape[2], 1) <= tiles.budget(None)
+        if tile is None and memory is None and fits:
+            engine.prefetch_round(model, config, params, grid_images, engine.drawn_schedule(config, seed, 0, stats),
+                                  thresh_axis, stats, shared_aux=False)
+
+    cells = []
+    for k, config in enumerate(configs):
+        layer, n_octaves = config.layer, config.octaves
+        if k + 1 < len(configs):
+            prefetch(configs[k + 1])
         tile_size, per_call = plan_tiles(model, config, image, np.float32(grid[0][1]), tile, memory, stats)
         if tile_size is not None:
             for rate, thresh in grid:
@@ -141,13 +154,14 @@ def _cells(model: Model, image: Any, layers: list[int], octaves: list[int], grid
                                                     tile_size, per_call, stats)
                 cells.append(Cell(layer, n_octaves, rate, thresh, np.asarray(dreamed)[0], values[:, 0]))
             continue
-        program = Program("grid_round", model, config, lambda config=config: core.grid_round(model, config))
-        images, values = (np.asarray(a) for a in cache(program, params, image, np.uint32(seed), np.int32(0),
-                                                        rate_axis, thresh_axis, stats=stats))
-        stats.iterations += iters * len(grid)
-        progress.advance(iters * len(grid), "iteration")
+        # The grid is a batch: one copy of the image per (rate, thresh) cell, each with its own rate and threshold.
+        schedule = engine.drawn_schedule(config, seed, 0, stats)
+        rates = np.stack([config.step_rates(rate) for rate in rate_axis], axis=1)
+        images, values = engine.run_round(model, config, params, grid_images, schedule, rates, thresh_axis, stats,
+                                          shared_aux=False, cells=len(grid))
+        images = np.asarray(images)
         for g, (rate, thresh) in enumerate(grid):
-            cells.append(Cell(layer, n_octaves, rate, thresh, images[g, 0], values[g, :, 0]))
+            cells.append(Cell(layer, n_octaves, rate, thresh, images[g], values[:, g]))
     return cells
 
 

@@ -197,22 +197,25 @@ def _pictures(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-def test_a_batch_of_one_size_traces_its_round_program_once(tmp_path, program_events):
+def test_a_batch_traces_each_branch_once_per_size_and_compiles_the_next_size_ahead(tmp_path, program_events):
     from jaxdream.batch import Job, run_batch
+    from jaxdream.dream import core, engine
 
     model = _small_model(5)
     files = _pictures(tmp_path / "in", [(24, 32)] * 16)
     job = Job("nightmare", model.name, {"layer": 2, "iters": 2, "octaves": 2}, 0, None, "png")
+    rows = engine.drawn_schedule(core.DreamConfig(layer=2, iters=2, octaves=2), 0, 0)
+    branches = len({int(octave) for octave in rows[:, 1]})  # the (layer, octave) pairs the round meets
     with program_events() as seen:
         summary = run_batch(model, job, files, tmp_path / "out", batch_size=2)
     assert summary.done == 16 and summary.sizes == 1
-    assert len(seen.traces) == 1 and len(seen.compiles) == 1  # eight batches, one program
-    assert summary.stats.programs_compiled == 1 and summary.stats.run_seconds > 0
+    assert len(seen.traces) == len(seen.compiles) == branches  # eight batches, one program per branch
+    assert summary.stats.programs_compiled == branches and summary.stats.run_seconds > 0
     mixed = _pictures(tmp_path / "mixed", [(24, 32), (20, 28), (24, 32), (30, 22), (20, 28)])
     with program_events() as seen:
         summary = run_batch(model, job, mixed, tmp_path / "out-mixed", batch_size=2)
     assert summary.done == 5 and summary.sizes == 3
-    assert len(seen.compiles) == 2  # 24x32 is already compiled; one program for each new size
+    assert len(seen.compiles) == 2 * branches  # 24x32 is already compiled; each new size's branches, once
 
 
 def test_memory_holds_only_the_batches_in_flight(tmp_path):

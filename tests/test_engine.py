@@ -88,3 +88,55 @@ def test_a_config_settles_its_precision_once(monkeypatch):
     monkeypatch.setenv("JAXDREAM_PRECISION", "bf16")
     assert core.DreamConfig(layer=1).precision == "bf16"
     assert core.DreamConfig(layer=1, precision="tf32").precision == "tf32"
+
+
+def _steps(seen) -> int:
+    return sum(name == "jit(one)" for name in seen.compiles)
+
+
+def _rows(*pairs: tuple[int, int]) -> np.ndarray:
+    return np.array([[layer, octave, 3 - k, k - 2, k % 2] for k, (layer, octave) in enumerate(pairs)], np.int32)
+
+
+def test_a_round_compiles_one_program_per_branch_it_meets(small_vgg, program_events):
+    """Eight iterations over three (layer, octave) pairs: three step programs, each compiled once, whatever the
+    number of iterations; a replayed schedule draws nothing, so nothing else compiles."""
+    x = _image(11)[:36, :44]  # a size no other test compiles
+    schedule = _rows((3, 0), (4, 1), (3, 0), (5, 0), (4, 1), (4, 1), (3, 0), (5, 0))
+    with program_events() as seen:
+        engine.dream(small_vgg, as_batch(x, images=True), core.DreamConfig(layer=4, layer_range=3, iters=8,
+                                                                            octaves=2),
+                     engine.Run(rate=0.05, aux=np.float32(1.0), schedule=schedule))
+    assert len(seen.compiles) == 3 and _steps(seen) == 3, seen.compiles
+
+
+def test_another_range_and_octave_count_reuse_the_shared_branches(small_vgg, program_events):
+    """A branch is a (layer, view size) of an image size: a later run with another range, octave count and number
+    of iterations compiles only the branches it has not met."""
+    x = as_batch(_image(12)[:34, :46], images=True)
+    run = lambda schedule: engine.Run(rate=0.05, aux=np.float32(1.0), schedule=schedule)
+    engine.dream(small_vgg, x, core.DreamConfig(layer=4, layer_range=3, iters=3, octaves=2),
+                 run(_rows((3, 0), (4, 1), (5, 0))))
+    with program_events() as seen:
+        out = engine.dream(small_vgg, x, core.DreamConfig(layer=4, iters=4, octaves=3),
+                           run(_rows((4, 1), (4, 2), (4, 1), (4, 0))))
+    assert _steps(seen) == 2 and len(seen.compiles) == 2, seen.compiles  # (4, 2) and (4, 0) are new
+    assert np.isfinite(out).all()
+
+
+def test_annealed_rates_are_the_float32_rates_the_compiled_loop_computed():
+    """The host computes each iteration's annealed rate; it must be the very number XLA computed inside the old
+    fused loop (rate * (1 - i / iters)), or lucid mixes drift by an ulp."""
+    from jax import lax
+
+    for iters, rate in ((6, 0.02), (7, 0.013), (40, 0.04), (13, 0.05)):
+        rate32 = np.float32(rate)
+
+        def in_loop(r, iters=iters):
+            return lax.fori_loop(0, iters, lambda i, acc: acc.at[i].set(r * (1.0 - i / iters)),
+                                 jax.numpy.zeros(iters))
+
+        expected = np.asarray(jax.jit(in_loop)(rate32))
+        config = core.DreamConfig(layer=1, iters=iters, anneal=True)
+        np.testing.assert_array_equal(config.step_rates(rate), expected)
+    assert (core.DreamConfig(layer=1, iters=5).step_rates(0.04) == np.float32(0.04)).all()

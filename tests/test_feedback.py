@@ -34,8 +34,9 @@ def test_a_cold_run_in_a_pipe_says_it_is_compiling_before_the_compile_ends(tmp_p
         lines.append((time.monotonic(), line.strip()))
     assert run.wait(timeout=300) == 0, lines
     texts = [text for _, text in lines]
-    first = next(i for i, text in enumerate(texts) if text.startswith("compiling drawn iterations for 768x576"))
-    done = next(i for i, text in enumerate(texts) if text.startswith("compiled drawn iterations"))
+    step = "dream step (layer 9 viewed at 768x576) for 768x576"
+    first = next(i for i, text in enumerate(texts) if text.startswith(f"compiling {step}"))
+    done = next(i for i, text in enumerate(texts) if text.startswith("compiled dream step"))
     assert first < done and lines[done][0] - lines[first][0] > 0.5  # said while compiling, not after
     assert (tmp_path / "dog_tiny_9_000000.jpg").is_file()
 
@@ -58,7 +59,8 @@ def test_plain_lines_name_the_compile_and_count_iterations(monkeypatch):
     with Feedback(Console(file=out, force_terminal=False, width=200)):
         jd.nightmare(model, x, layer=3, iters=3, octaves=1, rounds=2)
     text = out.getvalue()
-    assert text.index("compiling drawn iterations for 43x37") < text.index("compiled drawn iterations for 43x37")
+    step = "dream step (layer 3 viewed at 43x37) for 43x37"
+    assert text.index(f"compiling {step}") < text.index(f"compiled {step}")
     assert "dreaming: 6/6 iterations" in text
 
 

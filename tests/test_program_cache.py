@@ -20,6 +20,8 @@ from jaxdream.compiled.store import ProgramStore
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.model import model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
+from jaxdream.dream.core import DreamConfig
+from jaxdream.dream.engine import drawn_schedule
 from jaxdream.errors import OptionError
 from jaxdream.weights import ARCHITECTURES
 
@@ -173,15 +175,18 @@ def test_a_warm_start_in_a_fresh_process_traces_nothing_and_gives_the_same_bytes
         runs[name] = (events, stats, {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
     cold_events, cold_stats, cold_files = runs["cold"]
     warm_events, warm_stats, warm_files = runs["warm"]
-    assert cold_events.count("jaxpr_trace_duration") >= 2 and cold_stats["programs_compiled"] == 2  # round, zoom
+    config = DreamConfig(layer=20, layer_range=3, iters=3, octaves=4)
+    branches = {(int(layer), int(octave)) for r in (0, 1) for layer, octave in drawn_schedule(config, 0, r)[:, :2]}
+    programs = 2 + len(branches)  # the schedule, each branch the two rounds meet, the zoom
+    assert cold_events.count("jaxpr_trace_duration") >= programs and cold_stats["programs_compiled"] == programs
     assert "jaxpr_trace_duration" not in warm_events and "backend_compile_duration" not in warm_events
-    assert warm_stats["programs_compiled"] == 0 and warm_stats["programs_loaded"] == 2
+    assert warm_stats["programs_compiled"] == 0 and warm_stats["programs_loaded"] == programs
     assert len(warm_files) == 2 and warm_files == cold_files
 
     listing = subprocess.run([sys.executable, "-c", "from jaxdream.cli import main; main()", "cache", "info"],
                              env=env, capture_output=True, text=True, timeout=120)
-    assert "drawn_iterations" in listing.stdout and "between_rounds" in listing.stdout
-    assert "2 program(s)" in listing.stdout
+    assert all(name in listing.stdout for name in ("round_schedule", "dream_step", "between_rounds"))
+    assert f"{programs} program(s)" in listing.stdout
     cleared = subprocess.run([sys.executable, "-c", "from jaxdream.cli import main; main()", "cache", "clear"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert cleared.returncode == 0 and "MB freed" in cleared.stderr

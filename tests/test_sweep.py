@@ -1,4 +1,5 @@
-"""Sweeps: a grid of rates x thresholds compiles once per layer, and each cell equals a single run."""
+"""Sweeps: a grid of rates x thresholds is one batch through each branch program, and each cell equals a single
+run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 import jaxdream as jd
 from jaxdream import sweep
+from jaxdream.dream import core, engine
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +23,28 @@ def scream(shared):
     return jd.load_image(shared / "data" / "images" / "scream.jpg")[::4, ::4].copy()
 
 
-def test_three_rates_by_two_thresholds_compile_once(yolo, scream, program_events):
+def _branches(layer: int, seed: int) -> set[tuple[int, int]]:
+    """The (layer, octave) pairs a sweep cell's round meets (its schedule, drawn as every run draws it)."""
+    rows = engine.drawn_schedule(core.DreamConfig(layer=layer, iters=3, octaves=2), seed, 0)
+    return {(int(layer), int(octave)) for layer, octave in rows[:, :2]}
+
+
+def _steps(seen) -> int:
+    return sum(name == "jit(one)" for name in seen.compiles)
+
+
+def test_a_grid_of_three_rates_by_two_thresholds_compiles_each_branch_once(yolo, scream, program_events):
     with program_events() as seen:
         cells = sweep.sweep(yolo, scream, [6], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=3)
     assert len(cells) == 6
-    assert len(seen.compiles) == 1  # the whole 3 x 2 grid is one compiled program
+    assert _steps(seen) == len(_branches(6, 3))  # the whole 3 x 2 grid is one batch through each branch
     with program_events() as seen:
         cells = sweep.sweep(yolo, scream, [6, 5], [0.01, 0.02, 0.04], [0.5, 1.0], octaves=[2], iters=3, seed=9)
-    assert len(cells) == 12 and len(seen.compiles) == 1  # layer 6's program is reused, layer 5's is new
+    assert len(cells) == 12
+    assert _steps(seen) == len((_branches(6, 9) | _branches(5, 9)) - _branches(6, 3))  # layer 6's are reused
     with program_events() as seen:
-        sweep.sweep(yolo, scream, [6, 5], [0.02, 0.03, 0.05], [0.1, 2.0], octaves=[2], iters=3, seed=4)
-    assert seen.traces == [] and seen.compiles == []  # other rates, thresholds and seed: the same programs
+        sweep.sweep(yolo, scream, [6, 5], [0.02, 0.03, 0.05], [0.1, 2.0], octaves=[2], iters=3, seed=9)
+    assert seen.traces == [] and seen.compiles == []  # other rates and thresholds: the same programs
 
 
 def test_each_cell_equals_a_single_nightmare_run(yolo, scream):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import jaxdream as jd
 from jaxdream import batch
-from jaxdream.dream import RunStats, program_cache, tiles
+from jaxdream.dream import RunStats, engine, program_cache, tiles
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_tiles_per_call_follow_the_budget(yolo_fastest):
 def test_plan_needs_no_weights_and_says_what_fits():
     from jaxdream.model import describe_only
 
-    rows = tiles.plan(describe_only("vgg-conv"), 10, 600, 800, tile=256, memory="300M")
+    rows = engine.plan(describe_only("vgg-conv"), 10, 600, 800, tile=256, memory="300M")
     untiled, tiled = rows
     assert untiled["how"] == "untiled, batch 1" and tiled["how"].startswith("tiles of 256, ")
     assert untiled["bytes"] > 300 << 20 and not untiled["fits"]

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,10 +23,15 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxdream import interrupts, progress
+from jaxdream.compiled.background import AHEAD, URGENT, CompileQueue, wait
 from jaxdream.compiled.stats import RunStats
 from jaxdream.compiled.store import ProgramStore, default_store, environment
 
-DEFAULT_CAPACITY = 64
+DEFAULT_CAPACITY = 256  # step programs are one per (layer, view size, image size): a few sizes hold dozens
+# XLA options per platform, part of every program's key. XLA:CPU's older elemental emitters compile the dream step
+# 20-30 % faster than its fusion emitters, with bit-identical results and no slower steps (benchmarks/NOTES.md).
+COMPILER_OPTIONS: dict[str, dict[str, Any]] = {"cpu": {"xla_cpu_use_fusion_emitters": False}}
+_STATS_LOCK = threading.Lock()  # programs compile on worker threads; their timings go to the caller's RunStats
 
 
 class Fingerprinted(Protocol):
@@ -59,6 +65,7 @@ class Program:
     model: Fingerprinted | None
     static: Any
     build: Callable[[], Callable]
+    label: str = ""  # what progress notes add to the name ('layer 9 viewed at 120x90')
 
 
 @dataclass
@@ -88,15 +95,16 @@ def signature(args: tuple[Any, ...]) -> str:
     return f"{tree}|{';'.join(_leaf_signature(leaf) for leaf in leaves)}"
 
 
-def _what(name: str, args: tuple[Any, ...]) -> str:
-    """A program as a person reads it: its name and the size of the images it takes ('drawn iterations for
-    768x576, batch 4')."""
+def _what(name: str, args: tuple[Any, ...], label: str = "") -> str:
+    """A program as a person reads it: its name and the size of the images it takes ('dream step (layer 9
+    viewed at 576x432) for 768x576, batch 4')."""
     images = next((leaf for leaf in jax.tree_util.tree_leaves(args) if np.ndim(leaf) == 4 and np.shape(leaf)[-1] == 3),
                   None)
+    name = name.replace("_", " ") + (f" ({label})" if label else "")
     if images is None:
-        return name.replace("_", " ")
+        return name
     n, h, w, _ = np.shape(images)
-    return f"{name.replace('_', ' ')} for {w}x{h}" + (f", batch {n}" if n > 1 else "")
+    return f"{name} for {w}x{h}" + (f", batch {n}" if n > 1 else "")
 
 
 def _shapes(args: tuple[Any, ...]) -> str:
@@ -112,7 +120,9 @@ class ProgramCache:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, store: ProgramStore | object | None = _DEFAULT_STORE):
         self.capacity, self._store = capacity, store
         self._programs: OrderedDict[tuple[str, ...], CachedProgram] = OrderedDict()
+        self._pending: dict[tuple[str, ...], tuple[Future, int]] = {}
         self._lock = threading.Lock()
+        self._queue: CompileQueue | None = None
 
     @property
     def store(self) -> ProgramStore | None:
@@ -129,15 +139,47 @@ class ProgramCache:
         return out
 
     def compiled(self, program: Program, args: tuple[Any, ...], stats: RunStats | None = None) -> jax.stages.Compiled:
-        fingerprint = program.model.fingerprint if program.model is not None else ""
-        key = (program.name, fingerprint, repr(program.static), signature(args))
+        """The compiled program for these arguments, compiling or loading it (on a worker thread) if not held."""
+        return wait(self.prefetch(program, args, stats, URGENT))
+
+    def prefetch(self, program: Program, args: tuple[Any, ...], stats: RunStats | None = None,
+                 priority: int = AHEAD) -> Future:
+        """Start compiling or loading ``program`` for ``args`` in the background unless it is held or on its way;
+        the future gives the compiled program. Arguments may be ``jax.ShapeDtypeStruct``s."""
+        key = self._key(program, args)
         with self._lock:
             held = self._programs.get(key)
             if held is not None:
                 self._programs.move_to_end(key)
                 held.calls += 1
-                return held.compiled
-        held = self._obtain(program, key, args, stats)
+                done: Future = Future()
+                done.set_result(held.compiled)
+                return done
+            pending = self._pending.get(key)
+            # A prefetched program that is now needed and not yet started is queued again ahead of the rest; the
+            # later of the two jobs finds it held.
+            if pending is None or (priority < pending[1] and not pending[0].running()):
+                if self._queue is None:
+                    self._queue = CompileQueue()
+                job = self._queue.submit(lambda: self._hold(program, key, args, stats), priority)
+                pending = self._pending[key] = (job, priority)
+            return pending[0]
+
+    def _key(self, program: Program, args: tuple[Any, ...]) -> tuple[str, ...]:
+        fingerprint = program.model.fingerprint if program.model is not None else ""
+        return (program.name, fingerprint, repr(program.static), signature(args))
+
+    def _hold(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...],
+              stats: RunStats | None) -> jax.stages.Compiled:
+        with self._lock:
+            held = self._programs.get(key)
+        if held is not None:
+            return held.compiled
+        try:
+            held = self._obtain(program, key, args, stats)
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
         with self._lock:
             self._programs[key] = held
             while len(self._programs) > self.capacity:
@@ -148,28 +190,22 @@ class ProgramCache:
                 stats: RunStats | None) -> CachedProgram:
         model = f"{program.model.name} ({key[1][:12]})" if program.model is not None else ""
         readable = {"name": program.name, "model": model, "static": key[2], "args": _shapes(args[1:])}
-        digest = hashlib.sha256(json.dumps([*key, environment()], sort_keys=True).encode()).hexdigest()
+        options = compiler_options()
+        digest = hashlib.sha256(json.dumps([*key, environment(), options], sort_keys=True).encode()).hexdigest()
         store = self.store
         start = time.perf_counter()
         compiled = store.load(digest, readable) if store is not None else None
         source = "loaded" if compiled is not None else "compiled"
         if compiled is None:
-            with progress.compiling(_what(program.name, args[1:] if program.model is not None else args),
-                                store is not None):
-                compiled = jax.jit(program.build()).lower(*args).compile()
+            with progress.compiling(_what(program.name, args[1:] if program.model is not None else args,
+                                          program.label), store is not None):
+                compiled = jax.jit(program.build()).lower(*args).compile(compiler_options=options or None)
             if store is not None:
                 store.save(digest, readable, compiled)
         seconds = time.perf_counter() - start
         peak = program_peak_bytes(compiled)
         if stats is not None:
-            if source == "loaded":
-                stats.load_seconds += seconds
-                stats.programs_loaded += 1
-            else:
-                stats.compile_seconds += seconds
-                stats.programs_compiled += 1
-            if peak is not None:
-                stats.program_peak_bytes = max(peak, stats.program_peak_bytes or 0)
+            _count(stats, source, seconds, peak)
         return CachedProgram(program.name, key[1][:12], key[2], readable["args"], source, seconds, 1, peak, compiled)
 
     def info(self) -> list[CachedProgram]:
@@ -181,6 +217,23 @@ class ProgramCache:
         """Forget the programs held in memory (the disk store is ``store.clear()``)."""
         with self._lock:
             self._programs.clear()
+
+
+def compiler_options() -> dict[str, Any]:
+    """The XLA options programs are compiled with on the default backend (COMPILER_OPTIONS)."""
+    return COMPILER_OPTIONS.get(jax.default_backend(), {})
+
+
+def _count(stats: RunStats, source: str, seconds: float, peak: int | None) -> None:
+    with _STATS_LOCK:
+        if source == "loaded":
+            stats.load_seconds += seconds
+            stats.programs_loaded += 1
+        else:
+            stats.compile_seconds += seconds
+            stats.programs_compiled += 1
+        if peak is not None:
+            stats.program_peak_bytes = max(peak, stats.program_peak_bytes or 0)
 
 
 _CACHE = ProgramCache()

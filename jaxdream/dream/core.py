@@ -1,12 +1,13 @@
 """The pure dream programs: no I/O, no caches, no host state.
 
-A round is a ``lax.fori_loop`` over the iterations. Each iteration's random choices (layer in the range, octave,
-shift, flip) come from a schedule drawn from a jax.random key inside the same program (or given explicitly, to
-replay Darknet's own draws). The layer/octave choice picks a branch of ``lax.switch``: each branch is a
-fixed-shape program (resize to the octave, flip, gradient of the objective, back). The choices are shared by the
-whole batch, so under vmap the switch stays a switch instead of running every branch.
+A round's random choices (layer in the range, octave, shift, flip per iteration) form a schedule drawn from a
+jax.random key (``draw_schedule``; or given explicitly, to replay Darknet's own draws). Each (layer, view size)
+pair of a schedule is one small program, ``branch_step``: one iteration (view, transform, gradient of the
+objective, back, Darknet's update) on a batch, which shares the row. The engine dispatches the branches from the
+host along the schedule, so each compiles on its own, in parallel, as soon as it is known, and is shared by every
+round, range, mode and command that meets the same (layer, view size, image size).
 
-Every function here returns a function of arrays only; ``runner`` compiles and caches them.
+Every function here returns a function of arrays only; ``compiled.cache`` compiles and caches them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxdream import image as I
@@ -84,16 +86,55 @@ class DreamConfig:
 
     @property
     def parameterisation(self) -> Parameterisation:
-        return PARAMETERISATIONS[self.param]
+        return self.step.parameterisation
 
     @property
     def transformation(self) -> Transform:
-        return TRANSFORMS[self.transform]
+        return self.step.transformation
 
     @property
     def octave_count(self) -> int:
         """Octaves the schedule can draw (1 without jitter)."""
         return self.octaves if self.jitter else 1
+
+    @property
+    def step(self) -> StepConfig:
+        """What each iteration's program computes, apart from its branch."""
+        return StepConfig(objective=self.objective, param=self.param, transform=self.transform, norm=self.norm,
+                          gray_pull=self.gray_pull, precision=str(self.precision))
+
+    def step_rates(self, rate: float) -> np.ndarray:
+        """Each iteration's step size (iters,) float32: ``rate``, or with ``anneal`` falling linearly to 0, in the
+        float32 arithmetic the step has always used."""
+        rates = np.full(self.iters, np.float32(rate), np.float32)
+        if self.anneal:
+            # rate * (1 - i / iters) as XLA computes it: i times the float32 reciprocal, subtracted from 1 in one
+            # fused multiply-add (exact in float64: the product of two float32s fits), then rounded once.
+            reciprocal = np.float64(np.float32(1.0) / np.float32(self.iters))
+            left = (1.0 - np.arange(self.iters, dtype=np.float64) * reciprocal).astype(np.float32)
+            rates = rates * left
+        return rates
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepConfig:
+    """The parts of a ``DreamConfig`` that decide one iteration's program (a branch adds its layer and view size):
+    programs of configs that differ only in range, iterations, octave count or schedule are shared."""
+
+    objective: str
+    param: str
+    transform: str
+    norm: str
+    gray_pull: float
+    precision: str
+
+    @property
+    def parameterisation(self) -> Parameterisation:
+        return PARAMETERISATIONS[self.param]
+
+    @property
+    def transformation(self) -> Transform:
+        return TRANSFORMS[self.transform]
 
 
 def round_key(seed: Array | int, round_index: Array | int) -> Array:
@@ -135,94 +176,43 @@ def objective_function(model: Model, name: str, precision: str) -> Objective:
     return objective
 
 
-def _gradient_branch(config: DreamConfig, objective: Objective, layer: int, size: tuple[int, int],
-                     full: tuple[int, int]) -> Callable:
-    """Input gradient of the objective at one (layer, view size): view, transform, grad, untransform, back."""
-    param, transform = config.parameterisation, config.transformation
+def branch_step(model: Model, step: StepConfig, layer: int, view: tuple[int, int], shared_aux: bool = True
+                ) -> Callable:
+    """One iteration of one branch, Darknet's ``optimize_picture`` at ``layer`` on the image viewed at ``view``:
+    (params, images (N, H, W, 3), row (5,) = layer, octave, dx, dy, flip, rates (N,), aux) -> (the new images,
+    the objective's values before the step (N,)). ``aux`` is shared by the batch, or (``shared_aux`` False) one per
+    image: a sweep's grid of thresholds."""
+    objective = objective_function(model, step.objective, step.precision)
+    param, transform = step.parameterisation, step.transformation
 
-    def branch(params: Any, moved: Array, row: Array, aux: Any) -> tuple[Array, Array]:
-        small = transform.inside(param.view(moved, size), row)
+    def one(params: Any, image: Array, row: Array, rate: Array, aux: Any) -> tuple[Array, Array]:
+        full = (image.shape[0], image.shape[1])
+        small = transform.inside(param.view(transform.before(image, row), view), row)
         value, grad = jax.value_and_grad(lambda img: objective(params, img, layer, aux))(small)
-        return value, param.back(transform.inside(grad, row), full)
+        grad = param.back(transform.inside(grad, row), full)
+        return apply_gradient(step, image, grad, row, rate), value
 
-    return branch
-
-
-def nightmare_step(
-    model: Model, config: DreamConfig, params: Any, image: Array, row: Array, rate: Array, aux: Any
-) -> tuple[Array, Array]:
-    """One Darknet ``optimize_picture`` on one (H, W, 3) image for schedule row (layer, octave, dx, dy, flip);
-    returns the new image and the objective's value before the step. The row picks one branch per (layer, view
-    size); every branch is the same assembly of the config's parameterisation, transform and objective."""
-    h, w = image.shape[0], image.shape[1]
-    objective = objective_function(model, config.objective, config.precision)
-    n_views = config.octave_count
-    sizes = config.parameterisation.sizes(h, w, n_views)
-    branches = [_gradient_branch(config, objective, layer, size, (h, w)) for layer in config.layers for size in sizes]
-    index = (row[0] - config.layers[0]) * n_views + jnp.minimum(row[1], n_views - 1)
-    value, grad = lax.switch(index, branches, params, config.transformation.before(image, row), row, aux)
-    return apply_gradient(config, image, grad, row, rate), value
+    return jax.vmap(one, in_axes=(None, 0, None, 0, None if shared_aux else 0))
 
 
-def apply_gradient(config: DreamConfig, image: Array, grad: Array, row: Array, rate: Array) -> Array:
+def apply_gradient(step: StepConfig, image: Array, grad: Array, row: Array, rate: Array) -> Array:
     """The rest of ``optimize_picture`` once the gradient (of the transformed image, at full size) is known: undo
     the transform, add the pull to gray, normalise, step and clip."""
-    update = config.transformation.undo_before(grad, row) + I.rounded(config.gray_pull * (0.5 - image))
-    if config.norm == "std":
+    update = step.transformation.undo_before(grad, row) + I.rounded(step.gray_pull * (0.5 - image))
+    if step.norm == "std":
         mean = jnp.mean(update)
         std = jnp.sqrt(jnp.mean(jnp.square(update - mean)))
         # A flat update (e.g. -thresh 1000 selects nothing on a flat image) has no direction: Darknet divides by
         # zero and writes NaN; no step is the answer that stays an image.
         update = jnp.where(std > 0, (update - mean) / std, 0.0)
-    elif config.norm == "mean_abs":
+    elif step.norm == "mean_abs":
         update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
     return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0)
 
 
-def scheduled_iterations(model: Model, config: DreamConfig) -> Callable:
-    """Iterations ``start`` .. ``stop - 1`` of a round: (params, images (N,H,W,3), objective values (iters, N),
-    schedule (iters, 5), start, stop, rate, aux) -> (images, values). The host calls it in chunks, so a long round
-    can be interrupted between them; the chunks give the same bytes as one call."""
-
-    def run(params: Any, images: Array, values: Array, schedule: Array, start: Array, stop: Array, rate: Array,
-            aux: Any) -> tuple[Array, Array]:
-        def body(i: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
-            imgs, vals = carry
-            step_rate = rate * (1.0 - i / config.iters) if config.anneal else rate
-            step = lambda img: nightmare_step(model, config, params, img, schedule[i], step_rate, aux)
-            imgs, value = jax.vmap(step)(imgs)
-            return imgs, vals.at[i].set(value)
-
-        if not config.iters:  # tracing the body indexes the empty schedule, so -iters 0 (Darknet: no steps) skips it
-            return images, values
-        return lax.fori_loop(start, stop, body, (images, values))
-
-    return run
-
-
-def drawn_iterations(model: Model, config: DreamConfig) -> Callable:
-    """``scheduled_iterations`` with the round's schedule drawn inside the program from (seed, round index):
-    (params, images, values, seed uint32, round int32, start, stop, rate, aux) -> (images, values)."""
-    run = scheduled_iterations(model, config)
-    return lambda params, images, values, seed, index, start, stop, rate, aux: run(
-        params, images, values, draw_schedule(round_key(seed, index), config), start, stop, rate, aux
-    )
-
-
-def drawn_round(model: Model, config: DreamConfig) -> Callable:
-    """A whole drawn round in one call: (params, images, seed, round, rate, aux) -> (images, objective values)."""
-    run = drawn_iterations(model, config)
-
-    def whole(params: Any, images: Array, seed: Array, index: Array, rate: Array, aux: Any) -> tuple[Array, Array]:
-        values = jnp.zeros((config.iters, images.shape[0]), jnp.float32)
-        return run(params, images, values, seed, index, 0, config.iters, rate, aux)
-
-    return whole
-
-
-def grid_round(model: Model, config: DreamConfig) -> Callable:
-    """A drawn round vmapped over a grid of (rate, aux) pairs: one program for a sweep's rates x thresholds."""
-    return jax.vmap(drawn_round(model, config), in_axes=(None, None, None, None, 0, 0))
+def round_schedule(config: DreamConfig) -> Callable:
+    """(seed uint32, round int32) -> the round's schedule (iters, 5), drawn as ``draw_schedule`` does."""
+    return lambda seed, index: draw_schedule(round_key(seed, index), config)
 
 
 def between_rounds(zoom: float, rotate: float) -> Callable:
@@ -246,19 +236,6 @@ def pyramid_start(size: tuple[int, int]) -> Callable:
         return base, jnp.clip(base + jax.image.resize(detail, shape, "linear"), 0.0, 1.0)
 
     return start
-
-
-def pyramid_octave(model: Model, config: DreamConfig, size: tuple[int, int]) -> Callable:
-    """One octave of Google's pyramid at ``size``: (params, images (full), detail (previous octave's size), seed,
-    rate, aux) -> the detail the dream adds at this size."""
-    run, begin = drawn_round(model, config), pyramid_start(size)
-
-    def octave(params: Any, images: Array, detail: Array, seed: Array, rate: Array, aux: Any) -> Array:
-        base, start = begin(images, detail)
-        dreamed, _ = run(params, start, seed, 0, rate, aux)
-        return dreamed - base
-
-    return octave
 
 
 def pyramid_finish(images: Array, detail: Array) -> Array:

@@ -12,7 +12,7 @@ from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.engine import objective_input, plan_tiles
+from jaxdream.dream.engine import ahead, drawn_schedule, objective_input, plan_tiles, prefetch_round, run_round
 from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
@@ -53,31 +53,48 @@ def deepdream(
         validate(model, config, *size)
     aux = objective_input(model, config, 0.0, channel, guide)
     stats = stats if stats is not None else RunStats()
+    if ahead():
+        _prefetch_octaves(model, images, config, sizes, seed, aux, stats, tile, memory)
+        return None
     with progress.task("dreaming", len(sizes) * iters, "iteration"):
         detail = _octaves(model, images, config, sizes, seed, rate, aux, stats, tile, memory)
     finish = Program("pyramid_finish", None, (), lambda: core.pyramid_finish)
     return np.asarray(program_cache()(finish, images, detail, stats=stats))[None]
 
 
+def _prefetch_octaves(model: Model, images: Any, config: core.DreamConfig, sizes: list[tuple[int, int]], seed: int,
+                      aux: Any, stats: RunStats, tile: int | None, memory: str | int | None) -> None:
+    """Start compiling the untiled octaves' branch programs (inside ``engine.compiling_ahead``)."""
+    if tile is not None or memory is not None:
+        return
+    params = placed_params(model, images)
+    for k, size in enumerate(sizes):
+        shape = jax.ShapeDtypeStruct((images.shape[0], *size, 3), np.float32)
+        if tiles.untiled_bytes(model, config.layers, *size, images.shape[0]) <= tiles.budget(None):
+            schedule = drawn_schedule(config, _octave_seed(seed, k), 0, stats)
+            prefetch_round(model, config, params, shape, schedule, aux, stats)
+
+
+def _octave_seed(seed: int, octave: int) -> int:
+    return int((seed + octave) % (checks.MAX_SEED + 1))
+
+
 def _octaves(model: Model, images: Any, config: core.DreamConfig, sizes: list[tuple[int, int]], seed: int,
              rate: float, aux: Any, stats: RunStats, tile: int | None, memory: str | int | None) -> Any:
     """The detail the octaves add, smallest octave first."""
-    params, cache, iters = placed_params(model, images), program_cache(), config.iters
+    params, cache = placed_params(model, images), program_cache()
     detail = np.zeros((images.shape[0], *sizes[0], 3), np.float32)
     for k, size in enumerate(sizes):
-        octave_seed = np.uint32((seed + k) % (checks.MAX_SEED + 1))
+        octave_seed = _octave_seed(seed, k)
         shape = jax.ShapeDtypeStruct((images.shape[0], *size, 3), np.float32)
         tile_size, per_call = plan_tiles(model, config, shape, aux, tile, memory, stats)
-        if tile_size is None:
-            octave = Program("pyramid_octave", model, (config, size),
-                             lambda size=size: core.pyramid_octave(model, config, size))
-            detail = cache(octave, params, images, detail, octave_seed, np.float32(rate), aux, stats=stats)
-            stats.iterations += iters
-            progress.advance(iters, "iteration")
-            continue
         start = Program("pyramid_start", None, size, lambda size=size: core.pyramid_start(size))
         base, begin = cache(start, images, detail, stats=stats)
-        dreamed, _ = tiles.tiled_round(model, config, begin, int(octave_seed), 0, rate, aux, tile_size, per_call,
-                                       stats)
+        if tile_size is None:
+            schedule = drawn_schedule(config, octave_seed, 0, stats)
+            dreamed, _ = run_round(model, config, params, begin, schedule, config.step_rates(rate), aux, stats)
+        else:
+            dreamed, _ = tiles.tiled_round(model, config, begin, octave_seed, 0, rate, aux, tile_size, per_call,
+                                           stats)
         detail = np.asarray(dreamed) - np.asarray(base)
     return detail

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding
 
 from jaxdream import checks, progress
-from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.background import AHEAD, URGENT, wait
+from jaxdream.compiled.cache import Program, program_cache, program_peak_bytes
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
@@ -56,17 +62,41 @@ class Run:
     keep_rounds: bool = True
 
 
-def dream(model: Model, images: Any, config: core.DreamConfig, run: Run) -> np.ndarray:
+_AHEAD: ContextVar[bool] = ContextVar("jaxdream_compiling_ahead", default=False)
+
+
+@contextmanager
+def compiling_ahead() -> Iterator[None]:
+    """Inside this block a dream does not run: it starts compiling (in the background, behind every program that
+    is needed now) the programs it would need, and returns None. ``batch`` and ``sweep`` call their next size's or
+    cell's dream this way while the current one runs."""
+    token = _AHEAD.set(True)
+    try:
+        yield
+    finally:
+        _AHEAD.reset(token)
+
+
+def ahead() -> bool:
+    """Whether the caller is in a ``compiling_ahead`` block."""
+    return _AHEAD.get()
+
+
+def dream(model: Model, images: Any, config: core.DreamConfig, run: Run) -> np.ndarray | None:
     """``run.rounds`` rounds of ``config`` on checked images (N, H, W, 3) -> (rounds, N, H, W, 3) (or the last
-    round, see ``Run.keep_rounds``), through one cached program per round shape, or tiled."""
+    round, see ``Run.keep_rounds``), through one cached program per branch, or tiled (None, having only started
+    compiling, inside ``compiling_ahead``)."""
     check_zoom(run.zoom, run.rounds, images.shape[1], images.shape[2])
+    if ahead():
+        _prefetch_rounds(model, images, config, run)
+        return None
     with progress.task("dreaming", run.rounds * config.iters, "iteration"):
         return run_rounds(_round_step(model, images, config, run), images, run)
 
 
 def _round_step(model: Model, images: Any, config: core.DreamConfig, run: Run) -> Callable[[Any, int], Any]:
     """The function that dreams one round: tiled, replaying a schedule, or drawing its schedule from the seed."""
-    seed, rate, stats = checks.check_seed(run.seed), np.float32(run.rate), run.stats
+    seed, stats = checks.check_seed(run.seed), run.stats
     tile, per_call = plan_tiles(model, config, images, run.aux, run.tile, run.memory, stats)
     if tile is not None:
         if run.schedule is not None:
@@ -74,34 +104,118 @@ def _round_step(model: Model, images: Any, config: core.DreamConfig, run: Run) -
         stats.extra.update(tile=tile, tiles_per_call=per_call)
         return lambda imgs, r: tiles.tiled_round(model, config, imgs, seed, r, run.rate, run.aux, tile, per_call,
                                                  stats)[0]
-    params, cache = placed_params(model, images), program_cache()
-    if run.schedule is not None:
-        fixed = check_schedule(run.schedule, config)
-        program = Program("scheduled_iterations", model, config, lambda: core.scheduled_iterations(model, config))
-        arguments = lambda r: (fixed,)
-    else:
-        program = Program("drawn_iterations", model, config, lambda: core.drawn_iterations(model, config))
-        arguments = lambda r: (np.uint32(seed), np.int32(r))
+    params = placed_params(model, images)
+    fixed = check_schedule(run.schedule, config) if run.schedule is not None else None
+    rates = config.step_rates(run.rate)
 
     def step(imgs: Any, r: int) -> Any:
-        stats.iterations += config.iters
-        values = np.zeros((config.iters, imgs.shape[0]), np.float32)
-        chunk = lambda state, start, stop: cache(program, params, *state, *arguments(r), np.int32(start),
-                                                 np.int32(stop), rate, run.aux, stats=stats)
-        return run_in_chunks(chunk, (imgs, values), config.iters)[0]
+        schedule = fixed if fixed is not None else drawn_schedule(config, seed, r, stats)
+        return run_round(model, config, params, imgs, schedule, rates, run.aux, stats)[0]
 
     return step
 
 
-def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int) -> Any:
+def _prefetch_rounds(model: Model, images: Any, config: core.DreamConfig, run: Run) -> None:
+    """Start compiling every branch (and the zoom) a run's rounds will meet; tiled runs are left alone (their
+    gradient programs do not depend on the image size)."""
+    untiled = config.objective in LOGIT_OBJECTIVES or (
+        run.tile is None and run.memory is None
+        and tiles.untiled_bytes(model, config.layers, images.shape[1], images.shape[2], images.shape[0])
+        <= tiles.budget(None))
+    if not untiled:
+        return
+    seed, params = checks.check_seed(run.seed), placed_params(model, images)
+    for r in range(run.rounds):
+        schedule = check_schedule(run.schedule, config) if run.schedule is not None else \
+            drawn_schedule(config, seed, r, run.stats)
+        prefetch_round(model, config, params, images, schedule, run.aux, run.stats)
+        if run.schedule is not None:
+            break
+    if run.rounds > 1 and (run.zoom != 1.0 or run.rotate):
+        struct = jax.ShapeDtypeStruct(images.shape, np.float32, sharding=_named_sharding(images))
+        program_cache().prefetch(_between_rounds(run), (struct,), run.stats)
+
+
+def _between_rounds(run: Run) -> Program:
+    return Program("between_rounds", None, (run.zoom, run.rotate), lambda: core.between_rounds(run.zoom, run.rotate))
+
+
+def drawn_schedule(config: core.DreamConfig, seed: int, index: int, stats: RunStats | None = None) -> np.ndarray:
+    """Round ``index``'s (iters, 5) schedule drawn from ``seed``: the same for every image, batch and device."""
+    program = Program("round_schedule", None, config, lambda: core.round_schedule(config))
+    return np.asarray(program_cache()(program, np.uint32(seed), np.int32(index), stats=stats))
+
+
+def branch_program(model: Model, config: core.DreamConfig, row: Any, image_size: tuple[int, int],
+                   shared_aux: bool = True) -> Program:
+    """The program of one iteration on schedule row (layer, octave, ...): one per (layer, view size) for an image
+    size, whatever the range, iterations, mode or command that needs it."""
+    view = config.parameterisation.sizes(*image_size, config.octave_count)[min(int(row[1]), config.octave_count - 1)]
+    layer, step = int(row[0]), config.step
+    return Program("dream_step", model, (step, layer, view, shared_aux),
+                   lambda: core.branch_step(model, step, layer, view, shared_aux),
+                   f"layer {layer} viewed at {view[1]}x{view[0]}")
+
+
+def prefetch_round(model: Model, config: core.DreamConfig, params: Any, images: Any, schedule: np.ndarray,
+                   aux: Any, stats: RunStats | None = None, priority: int = AHEAD,
+                   shared_aux: bool = True) -> list[Future]:
+    """Start compiling (or loading) the branch programs a round of ``schedule`` needs on ``images`` (an array or a
+    ``jax.ShapeDtypeStruct``), in the order the round first needs them; one future per iteration."""
+    structs = jax.ShapeDtypeStruct(images.shape, np.float32, sharding=_named_sharding(images))
+    rates = jax.ShapeDtypeStruct((images.shape[0],), np.float32)
+    cache, futures = program_cache(), []
+    for row in schedule:
+        program = branch_program(model, config, row, (images.shape[1], images.shape[2]), shared_aux)
+        futures.append(cache.prefetch(program, (params, structs, row, rates, aux), stats, priority))
+    return futures
+
+
+def run_round(model: Model, config: core.DreamConfig, params: Any, images: Any, schedule: np.ndarray,
+              rates: np.ndarray, aux: Any, stats: RunStats, shared_aux: bool = True,
+              cells: int = 1) -> tuple[Any, np.ndarray]:
+    """One round on images (N, H, W, 3): each iteration's branch program along ``schedule``, dispatched from the
+    host in interruptible chunks while later branches still compile. ``rates``: (iters,) shared, or (iters, N)
+    per image. ``cells``: how many dreams the batch holds for progress and statistics (a sweep's grid: N, each
+    with its own rate and ``aux``; else 1 per iteration). Returns (the images, the objective before each iteration
+    (iters, N))."""
+    futures = prefetch_round(model, config, params, images, schedule, aux, stats, URGENT, shared_aux)
+    per_image = np.broadcast_to(np.asarray(rates, np.float32).reshape(len(schedule), -1 if len(schedule) else 1),
+                                (len(schedule), images.shape[0]))
+    values: list[Any] = []
+    stats.iterations += len(schedule) * cells
+
+    def chunk(state: Any, start: int, stop: int) -> Any:
+        began, waited = time.perf_counter(), 0.0
+        for i in range(start, stop):
+            before = time.perf_counter()
+            program = wait(futures[i])
+            waited += time.perf_counter() - before
+            state, value = program(params, state, schedule[i], per_image[i], aux)
+            values.append(value)
+        state = jax.block_until_ready(state)
+        stats.run_seconds += time.perf_counter() - began - waited
+        return state
+
+    images = run_in_chunks(chunk, images, len(schedule), cells)
+    return images, np.asarray(values, np.float32).reshape(len(schedule), images.shape[0])
+
+
+def _named_sharding(images: Any) -> NamedSharding | None:
+    sharding = getattr(images, "sharding", None)
+    return sharding if isinstance(sharding, NamedSharding) else None
+
+
+def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int, weight: int = 1) -> Any:
     """``call(state, start, stop)`` over 0 .. count in chunks of about CHUNK_SECONDS each (the first of one step),
-    so that an interrupt (``interrupts.request_stop``, the command line's Ctrl-C) is seen between chunks."""
+    so that an interrupt (``interrupts.request_stop``, the command line's Ctrl-C) is seen between chunks. Each step
+    advances the progress by ``weight`` iterations."""
     start, chunk = 0, 1
     while start < count:
         stop = min(count, start + chunk)
         began = time.perf_counter()
         state = call(state, start, stop)
-        progress.advance(stop - start, "iteration")
+        progress.advance((stop - start) * weight, "iteration")
         took = time.perf_counter() - began
         chunk = max(1, int((stop - start) * CHUNK_SECONDS / max(took, 1e-9)))
         start = stop
@@ -111,7 +225,7 @@ def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int) 
 def run_rounds(step: Callable[[Any, int], Any], images: Any, run: Run) -> np.ndarray:
     """Darknet's round loop: run a round, hand the frame out, then rotate and zoom for the next round. Returns every
     round's images, or (``run.keep_rounds`` False: long runs whose frames ``on_round`` streams out) the last one."""
-    post = Program("between_rounds", None, (run.zoom, run.rotate), lambda: core.between_rounds(run.zoom, run.rotate))
+    post = _between_rounds(run)
     frames = []
     for r in range(run.rounds):
         images = step(images, r)
@@ -183,3 +297,33 @@ def plan_tiles(model: Model, config: core.DreamConfig, images: Any, aux: Any, ti
     validate(model, config, tile, tile)  # every layer and octave still has an output at the tile's size
     per_call, _ = tiles.tiles_per_call(model, config, tile, aux, budget, stats)
     return tile, per_call
+
+
+def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile: int | None = None,
+         memory: str | int | None = None, iters: int = 10, octaves: int = 4) -> list[dict[str, Any]]:
+    """What each way of dreaming this size needs, from the compiled programs' memory analysis (nothing runs):
+    the untiled round, and tiles of ``tile`` (default DEFAULT_TILE) with the tiles per call the budget allows.
+    Rows: {"how", "bytes", "fits", "note"}."""
+    allowed = tiles.budget(memory)
+    model.check_layer(layer)
+    checks.check_count("batch-size", batch, 1)
+    config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
+
+    validate(model, config, height, width)  # an image too small for the layer is one error, not a traceback
+    tile = tiles.check_tile(tile) or tiles.DEFAULT_TILE
+    aux = np.float32(1.0)
+    row = np.array([layer, 0, 0, 0, 0], np.int32)  # the deepest layer seen at full size: the largest branch
+    untiled = program_cache().compiled(
+        branch_program(model, config, row, (height, width)),
+        (tiles.param_structs(model), jax.ShapeDtypeStruct((batch, height, width, 3), np.float32), row,
+         jax.ShapeDtypeStruct((batch,), np.float32), aux))
+    rows = [{"how": f"untiled, batch {batch}", "bytes": program_peak_bytes(untiled) or 0,
+             "note": "layer-table estimate "
+             f"{tiles.untiled_bytes(model, config.layers, height, width, batch) / 2**20:,.0f} MB"}]
+    if tile < max(height, width):
+        per_call, planned = tiles.tiles_per_call(model, config, tile, aux, allowed)
+        rows.append({"how": f"tiles of {tile}, {per_call} per call", "bytes": planned,
+                     "note": f"{tiles.tile_count(height, width, tile) * batch} tiles per full-size iteration"})
+    for row in rows:
+        row["fits"] = row["bytes"] <= allowed
+    return rows

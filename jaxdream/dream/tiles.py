@@ -32,7 +32,6 @@ from jaxdream.compiled.cache import Program, program_cache, program_peak_bytes
 from jaxdream.compiled.placement import placed_params
 from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core
-from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ def stitch_program(config: core.DreamConfig, size: tuple[int, int], full: tuple[
             canvas = canvas.at[:, r : r + tile, c : c + tile].set(grads[:, k])
         small = jnp.roll(canvas[:, : size[0], : size[1]], (-roll[0], -roll[1]), axis=(1, 2))
         grad = param.back(transform.inside(small, row), full)
-        return jax.vmap(lambda img, g: core.apply_gradient(config, img, g, row, rate))(images, grad)
+        return jax.vmap(lambda img, g: core.apply_gradient(config.step, img, g, row, rate))(images, grad)
 
     return stitch
 
@@ -169,35 +168,6 @@ def param_structs(model: Model) -> Any:
 
 def _param_bytes(model: Model) -> int:
     return 4 * sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(param_structs(model)))
-
-
-def plan(model: Model, layer: int, height: int, width: int, batch: int = 1, tile: int | None = None,
-         memory: str | int | None = None, iters: int = 10, octaves: int = 4) -> list[dict[str, Any]]:
-    """What each way of dreaming this size needs, from the compiled programs' memory analysis (nothing runs):
-    the untiled round, and tiles of ``tile`` (default DEFAULT_TILE) with the tiles per call the budget allows.
-    Rows: {"how", "bytes", "fits", "note"}."""
-    allowed = budget(memory)
-    model.check_layer(layer)
-    checks.check_count("batch-size", batch, 1)
-    config = core.DreamConfig(layer=layer, iters=iters, octaves=octaves)
-
-    validate(model, config, height, width)  # an image too small for the layer is one error, not a traceback
-    tile = check_tile(tile) or DEFAULT_TILE
-    aux = np.float32(1.0)
-    untiled = program_cache().compiled(
-        Program("drawn_round", model, config, lambda: core.drawn_round(model, config)),
-        (param_structs(model), jax.ShapeDtypeStruct((batch, height, width, 3), np.float32), np.uint32(0),
-         np.int32(0), np.float32(0.04), aux))
-    rows = [{"how": f"untiled, batch {batch}", "bytes": program_peak_bytes(untiled) or 0,
-             "note": "layer-table estimate "
-             f"{untiled_bytes(model, config.layers, height, width, batch) / 2**20:,.0f} MB"}]
-    if tile < max(height, width):
-        per_call, planned = tiles_per_call(model, config, tile, aux, allowed)
-        rows.append({"how": f"tiles of {tile}, {per_call} per call", "bytes": planned,
-                     "note": f"{tile_count(height, width, tile) * batch} tiles per full-size iteration"})
-    for row in rows:
-        row["fits"] = row["bytes"] <= allowed
-    return rows
 
 
 def tiles_per_call(model: Model, config: core.DreamConfig, tile: int, aux: Any, budget: int,
@@ -247,6 +217,7 @@ def tiled_round(model: Model, config: core.DreamConfig, images: Any, seed: int, 
     schedule, rolls = (np.asarray(a) for a in cache(draws, np.uint32(seed), np.int32(index), stats=stats))
     values = np.zeros((config.iters, images.shape[0]), np.float32)
     sizes = config.parameterisation.sizes(*full, config.octave_count)
+    rates = config.step_rates(rate)
     for i in range(config.iters):
         row = schedule[i]
         size = sizes[int(row[1])]
@@ -256,10 +227,9 @@ def tiled_round(model: Model, config: core.DreamConfig, images: Any, seed: int, 
         pieces = np.asarray(cache(cut, images, row, roll, stats=stats))
         tile_values, grads = _tile_gradients(model, config, int(row[0]), pieces, aux, per_call, stats)
         values[i] = tile_values.reshape(images.shape[0], -1).sum(axis=1)
-        step_rate = np.float32(rate * (1.0 - i / config.iters) if config.anneal else rate)
         stitch = Program("tile_stitch", None, (config, size, full, tile),
                          lambda size=size: stitch_program(config, size, full, tile))
-        images = cache(stitch, images, grads, row, roll, step_rate, stats=stats)
+        images = cache(stitch, images, grads, row, roll, rates[i], stats=stats)
         stats.iterations += 1
         progress.advance(1, "iteration")
     return images, values

@@ -1,0 +1,48 @@
+"""Background compiles: urgent jobs overtake prefetched ones, errors reach the waiter, and Ctrl-C stops a wait."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from jaxdream import interrupts
+from jaxdream.compiled.background import AHEAD, URGENT, CompileQueue, wait
+from jaxdream.errors import Interrupted
+
+
+def test_urgent_jobs_run_before_prefetched_ones_and_results_arrive():
+    queue, gate, order = CompileQueue(workers=1), threading.Event(), []
+    blocker = queue.submit(gate.wait)
+    ahead = [queue.submit(lambda k=k: order.append(f"ahead{k}") or k, AHEAD) for k in range(2)]
+    urgent = queue.submit(lambda: order.append("urgent") or "now", URGENT)
+    gate.set()
+    assert wait(urgent) == "now" and [wait(f) for f in ahead] == [0, 1] and wait(blocker)
+    assert order == ["urgent", "ahead0", "ahead1"]
+
+
+def test_a_failed_job_raises_in_the_waiter():
+    def broken():
+        raise ValueError("bad program")
+
+    with pytest.raises(ValueError, match="bad program"):
+        wait(CompileQueue(workers=1).submit(broken))
+
+
+def test_a_stop_request_ends_a_wait_and_close_drops_queued_jobs():
+    queue, gate = CompileQueue(workers=1), threading.Event()
+    running = queue.submit(gate.wait)
+    queued = queue.submit(lambda: "never")
+    interrupts.request_stop()
+    try:
+        with pytest.raises(Interrupted):
+            wait(queued)
+    finally:
+        interrupts.STOP.clear()
+    closer = threading.Thread(target=queue.close)
+    closer.start()  # drops the queued job at once, then waits for the running one
+    closer.join(timeout=0.5)
+    assert closer.is_alive() and queued.cancelled()
+    gate.set()
+    closer.join(timeout=5)
+    assert not closer.is_alive() and running.result(timeout=5)
