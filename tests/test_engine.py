@@ -91,7 +91,7 @@ def test_a_config_settles_its_precision_once(monkeypatch):
 
 
 def _steps(seen) -> int:
-    return sum(name == "jit(one)" for name in seen.compiles)
+    return sum(name == "jit(dream_step)" for name in seen.compiles)
 
 
 def _rows(*pairs: tuple[int, int]) -> np.ndarray:

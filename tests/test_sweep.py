@@ -30,7 +30,7 @@ def _branches(layer: int, seed: int) -> set[tuple[int, int]]:
 
 
 def _steps(seen) -> int:
-    return sum(name == "jit(one)" for name in seen.compiles)
+    return sum(name == "jit(dream_step)" for name in seen.compiles)
 
 
 def test_a_grid_of_three_rates_by_two_thresholds_compiles_each_branch_once(yolo, scream, program_events):

@@ -159,21 +159,37 @@ def draw_schedule(key: Array, config: DreamConfig) -> Array:
     return jnp.concatenate([layer[:, None], jnp.where(still[:, None], 0, jitter)], axis=1).astype(jnp.int32)
 
 
-Objective = Callable[[Any, Array, int, Any], Array]  # (params, image (h, w, 3), layer, aux) -> scalar
+Objective = Callable[[Any, Array, int, Any], Array]  # (params, images (N, h, w, 3), layer, aux) -> values (N,)
 
 
-def objective_function(model: Model, name: str, precision: str) -> Objective:
-    """The scalar a dream ascends: a layer objective on that layer's output (aux: the threshold, a channel or the
-    guide's features), or a logit objective on the classifier's logits (aux: the target vector)."""
+def objective_function(model: Model, name: str, precision: str, shared_aux: bool = True) -> Objective:
+    """The values a dream ascends, one per image of a batch: a layer objective on that layer's output (aux: the
+    threshold, a channel or the guide's features), or a logit objective on the classifier's logits (aux: the target
+    vector); ``aux`` shared by the batch, or (``shared_aux`` False) one per image. The network runs on the batch as
+    a whole (tracing it once, not once per image under vmap); only the objective is taken image by image."""
+    axes = (0, None if shared_aux else 0)
     if name in LOGIT_OBJECTIVES:
-        on_logits = LOGIT_OBJECTIVES[name]
-        return lambda params, image, layer, aux: on_logits(model.apply_logits(params, image[None], precision)[0], aux)
-    on_layer = LAYER_OBJECTIVES[name]
+        on_logits = jax.vmap(LOGIT_OBJECTIVES[name], in_axes=axes)
+        return lambda params, images, layer, aux: on_logits(model.apply_logits(params, images, precision), aux)
+    on_layer = jax.vmap(LAYER_OBJECTIVES[name], in_axes=axes)
 
-    def objective(params: Any, image: Array, layer: int, aux: Any) -> Array:
-        return on_layer(model.apply(params, model.normalize(image[None]), (layer,), precision)[layer][0], aux)
+    def objective(params: Any, images: Array, layer: int, aux: Any) -> Array:
+        return on_layer(model.apply(params, model.normalize(images), (layer,), precision)[layer], aux)
 
     return objective
+
+
+def values_and_gradients(objective: Objective, params: Any, images: Array, layer: int, aux: Any
+                         ) -> tuple[Array, Array]:
+    """Each image's objective value (N,) and its gradient (N, h, w, 3): the gradient of the batch's sum, since an
+    image's value depends on that image alone."""
+
+    def total(views: Array) -> tuple[Array, Array]:
+        values = objective(params, views, layer, aux)
+        return jnp.sum(values), values
+
+    (_, values), grads = jax.value_and_grad(total, has_aux=True)(images)
+    return values, grads
 
 
 def branch_step(model: Model, step: StepConfig, layer: int, view: tuple[int, int], shared_aux: bool = True
@@ -182,17 +198,19 @@ def branch_step(model: Model, step: StepConfig, layer: int, view: tuple[int, int
     (params, images (N, H, W, 3), row (5,) = layer, octave, dx, dy, flip, rates (N,), aux) -> (the new images,
     the objective's values before the step (N,)). ``aux`` is shared by the batch, or (``shared_aux`` False) one per
     image: a sweep's grid of thresholds."""
-    objective = objective_function(model, step.objective, step.precision)
+    objective = objective_function(model, step.objective, step.precision, shared_aux)
     param, transform = step.parameterisation, step.transformation
 
-    def one(params: Any, image: Array, row: Array, rate: Array, aux: Any) -> tuple[Array, Array]:
-        full = (image.shape[0], image.shape[1])
-        small = transform.inside(param.view(transform.before(image, row), view), row)
-        value, grad = jax.value_and_grad(lambda img: objective(params, img, layer, aux))(small)
-        grad = param.back(transform.inside(grad, row), full)
-        return apply_gradient(step, image, grad, row, rate), value
+    def dream_step(params: Any, images: Array, row: Array, rates: Array, aux: Any) -> tuple[Array, Array]:
+        full = (images.shape[1], images.shape[2])
+        small = jax.vmap(lambda image: transform.inside(param.view(transform.before(image, row), view), row))(images)
 
-    return jax.vmap(one, in_axes=(None, 0, None, 0, None if shared_aux else 0))
+        values, grads = values_and_gradients(objective, params, small, layer, aux)
+        grads = jax.vmap(lambda grad: param.back(transform.inside(grad, row), full))(grads)
+        return jax.vmap(lambda image, grad, rate: apply_gradient(step, image, grad, row, rate))(images, grads,
+                                                                                               rates), values
+
+    return dream_step
 
 
 def apply_gradient(step: StepConfig, image: Array, grad: Array, row: Array, rate: Array) -> Array:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from jaxdream import checks, progress
+from jaxdream import checks, interrupts, progress
 from jaxdream.compiled.background import AHEAD, URGENT, wait
 from jaxdream.compiled.cache import Program, program_cache, program_peak_bytes
 from jaxdream.compiled.placement import as_batch, placed_params
@@ -164,11 +164,12 @@ def prefetch_round(model: Model, config: core.DreamConfig, params: Any, images: 
     ``jax.ShapeDtypeStruct``), in the order the round first needs them; one future per iteration."""
     structs = jax.ShapeDtypeStruct(images.shape, np.float32, sharding=_named_sharding(images))
     rates = jax.ShapeDtypeStruct((images.shape[0],), np.float32)
-    cache, futures = program_cache(), []
+    cache, by_branch = program_cache(), {}
     for row in schedule:
-        program = branch_program(model, config, row, (images.shape[1], images.shape[2]), shared_aux)
-        futures.append(cache.prefetch(program, (params, structs, row, rates, aux), stats, priority))
-    return futures
+        if (branch := (int(row[0]), int(row[1]))) not in by_branch:
+            program = branch_program(model, config, row, (images.shape[1], images.shape[2]), shared_aux)
+            by_branch[branch] = cache.prefetch(program, (params, structs, row, rates, aux), stats, priority)
+    return [by_branch[int(row[0]), int(row[1])] for row in schedule]
 
 
 def run_round(model: Model, config: core.DreamConfig, params: Any, images: Any, schedule: np.ndarray,
@@ -183,22 +184,26 @@ def run_round(model: Model, config: core.DreamConfig, params: Any, images: Any, 
     per_image = np.broadcast_to(np.asarray(rates, np.float32).reshape(len(schedule), -1 if len(schedule) else 1),
                                 (len(schedule), images.shape[0]))
     values: list[Any] = []
+    ready: dict[Future, Any] = {}  # each branch's compiled program, once it has been waited for
     stats.iterations += len(schedule) * cells
 
     def chunk(state: Any, start: int, stop: int) -> Any:
         began, waited = time.perf_counter(), 0.0
         for i in range(start, stop):
-            before = time.perf_counter()
-            program = wait(futures[i])
-            waited += time.perf_counter() - before
-            state, value = program(params, state, schedule[i], per_image[i], aux)
+            if futures[i] not in ready:
+                before = time.perf_counter()
+                ready[futures[i]] = wait(futures[i])
+                waited += time.perf_counter() - before
+            state, value = ready[futures[i]](params, state, schedule[i], per_image[i], aux)
             values.append(value)
         state = jax.block_until_ready(state)
         stats.run_seconds += time.perf_counter() - began - waited
         return state
 
     images = run_in_chunks(chunk, images, len(schedule), cells)
-    return images, np.asarray(values, np.float32).reshape(len(schedule), images.shape[0])
+    # One transfer for all the values (not one per iteration): the device keeps them until the round ends.
+    stacked = jax.device_get(values) if values else np.zeros((0, images.shape[0]), np.float32)
+    return images, np.asarray(stacked, np.float32).reshape(len(schedule), images.shape[0])
 
 
 def _named_sharding(images: Any) -> NamedSharding | None:
@@ -212,6 +217,7 @@ def run_in_chunks(call: Callable[[Any, int, int], Any], state: Any, count: int, 
     advances the progress by ``weight`` iterations."""
     start, chunk = 0, 1
     while start < count:
+        interrupts.check()
         stop = min(count, start + chunk)
         began = time.perf_counter()
         state = call(state, start, stop)

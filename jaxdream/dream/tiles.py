@@ -144,8 +144,7 @@ def gradient_program(model: Model, objective: str, layer: int, precision: str) -
     """(params, tiles (K, N, N, 3), aux) -> (objective values (K,), gradients (K, N, N, 3)): the one program of
     a tiled run per layer, whatever the image sizes."""
     function = core.objective_function(model, objective, precision)
-    per_tile = jax.value_and_grad(lambda params, x, aux: function(params, x, layer, aux), argnums=1)
-    return jax.vmap(per_tile, in_axes=(None, 0, None))
+    return lambda params, tiles, aux: core.values_and_gradients(function, params, tiles, layer, aux)
 
 
 def schedule_program(config: core.DreamConfig) -> Callable:
