@@ -410,14 +410,15 @@ def _plan(paths: list[Path], size: tuple[int, int] | None, batch_size: int
     return batches, errors, len(buckets)
 
 
-def _next_sizes(batches: list[list[Path]], size: tuple[int, int] | None) -> list[tuple[int, int] | None]:
-    """For each batch, the (height, width) of the next batch of another size (None: no other size follows): its
-    programs compile while this batch dreams."""
+def _next_sizes(batches: list[list[Path]], size: tuple[int, int] | None
+                ) -> tuple[list[tuple[int, int] | None], list[int]]:
+    """For each batch, the (height, width) of the next batch of another size (None: no other size follows), whose
+    programs compile while this batch dreams, and how many later batches have this batch's size."""
     sizes = [size or image.image_size(group[0]) for group in batches]
     following: list[tuple[int, int] | None] = [None] * len(batches)
     for b in range(len(batches) - 2, -1, -1):
         following[b] = sizes[b + 1] if sizes[b + 1] != sizes[b] else following[b + 1]
-    return following
+    return following, [sizes[b + 1 :].count(hw) for b, hw in enumerate(sizes)]
 
 
 class _Writer:
@@ -523,7 +524,7 @@ def run_batch(
                 progress(summary.done + len(summary.errors), len(todo))
 
     mesh = _mesh(batch_size)
-    ahead, started = _next_sizes(batches, job.size), set()
+    (ahead, repeats), started = _next_sizes(batches, job.size), set()
     pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="jaxdream-decode")
     writer = _Writer(write, prefetch)
     pending: collections.deque[list[Future]] = collections.deque()
@@ -551,7 +552,8 @@ def run_batch(
                     dream_batch(model, job, np.full((batch_size, *ahead[b], 3), 0.5, np.float32), mesh,
                                 summary.stats)
             try:
-                frames = dream_batch(model, job, stack, mesh, summary.stats)
+                with engine.repeats(repeats[b]):
+                    frames = dream_batch(model, job, stack, mesh, summary.stats)
             except SizeError as err:  # these images (all of one size) do not fit the dream; the rest go on
                 for path, _ in good:
                     failed(path, f"{path}: {err}")

@@ -551,7 +551,8 @@ def dream_videos(
                     starts = np.stack([coherence.start(frame, previous, dream) for frame, previous, dream
                                        in zip(frames, previous_frames, previous_dreams, strict=True)])
                 with stats.timing("dream"):
-                    result = engine.dream(model, starts, config, run)
+                    with engine.repeats(total - t - 1):
+                        result = engine.dream(model, starts, config, run)
                     dreamed = [to_uint8(image) for image in np.asarray(result[-1])]
                     for store, image, on, index in zip(stores, dreamed, live, done, strict=True):
                         if on and t >= index:

@@ -140,3 +140,28 @@ def test_annealed_rates_are_the_float32_rates_the_compiled_loop_computed():
         config = core.DreamConfig(layer=1, iters=iters, anneal=True)
         np.testing.assert_array_equal(config.step_rates(rate), expected)
     assert (core.DreamConfig(layer=1, iters=5).step_rates(0.04) == np.float32(0.04)).all()
+
+
+def test_a_long_run_compiles_the_fused_round_and_it_gives_the_bytes_of_the_branches(small_vgg, monkeypatch,
+                                                                                     program_events):
+    """Past the break-even the fused round (one lax.switch over the branches) compiles in the background and the
+    later runs use it; every round must be byte for byte what the branches alone give."""
+    import time
+
+    x = as_batch(_image(13)[:38, :42], images=True)
+    config = core.DreamConfig(layer=4, layer_range=3, iters=4, octaves=2)
+    run = engine.Run(rate=0.05, aux=np.float32(1.0), rounds=3, zoom=1.1, seed=5)
+    fused = lambda: [p for p in engine.program_cache().info() if p.name == "dream_round" and "38" in p.args]
+    monkeypatch.setattr(engine, "FUSED_PAYS_AFTER", float("inf"))  # never worth it: the branches alone
+    branches_only = engine.dream(small_vgg, x, config, run)
+    assert not fused()
+    monkeypatch.setattr(engine, "FUSED_PAYS_AFTER", 0.0)  # always worth it
+    np.testing.assert_array_equal(engine.dream(small_vgg, x, config, run), branches_only)
+    deadline = time.monotonic() + 300
+    while not fused() and time.monotonic() < deadline:  # it compiles in the background
+        time.sleep(0.1)
+    calls = fused()[0].calls
+    with program_events() as seen:
+        again = engine.dream(small_vgg, x, config, run)  # the fused round from the first round on
+    assert seen.compiles == [] and fused()[0].calls > calls
+    np.testing.assert_array_equal(again, branches_only)

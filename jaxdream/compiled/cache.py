@@ -165,6 +165,15 @@ class ProgramCache:
                 pending = self._pending[key] = (job, priority)
             return pending[0]
 
+    def holds(self, program: Program, args: tuple[Any, ...]) -> bool:
+        """Whether ``program`` for ``args`` is in memory or in the disk store (nothing is loaded)."""
+        key = self._key(program, args)
+        with self._lock:
+            if key in self._programs:
+                return True
+        store = self.store
+        return store is not None and store.path_for(_digest(key)).is_file()
+
     def _key(self, program: Program, args: tuple[Any, ...]) -> tuple[str, ...]:
         fingerprint = program.model.fingerprint if program.model is not None else ""
         return (program.name, fingerprint, repr(program.static), signature(args))
@@ -177,21 +186,20 @@ class ProgramCache:
             return held.compiled
         try:
             held = self._obtain(program, key, args, stats)
+            with self._lock:  # held before it stops being pending: ``holds`` never misses it in between
+                self._programs[key] = held
+                while len(self._programs) > self.capacity:
+                    self._programs.popitem(last=False)
         finally:
             with self._lock:
                 self._pending.pop(key, None)
-        with self._lock:
-            self._programs[key] = held
-            while len(self._programs) > self.capacity:
-                self._programs.popitem(last=False)
         return held.compiled
 
     def _obtain(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...],
                 stats: RunStats | None) -> CachedProgram:
         model = f"{program.model.name} ({key[1][:12]})" if program.model is not None else ""
         readable = {"name": program.name, "model": model, "static": key[2], "args": _shapes(args[1:])}
-        options = compiler_options()
-        digest = hashlib.sha256(json.dumps([*key, environment(), options], sort_keys=True).encode()).hexdigest()
+        options, digest = compiler_options(), _digest(key)
         store = self.store
         start = time.perf_counter()
         compiled = store.load(digest, readable) if store is not None else None
@@ -217,6 +225,11 @@ class ProgramCache:
         """Forget the programs held in memory (the disk store is ``store.clear()``)."""
         with self._lock:
             self._programs.clear()
+
+
+def _digest(key: tuple[str, ...]) -> str:
+    """A program's name in the disk store: its key, the environment and the compiler options, hashed."""
+    return hashlib.sha256(json.dumps([*key, environment(), compiler_options()], sort_keys=True).encode()).hexdigest()
 
 
 def compiler_options() -> dict[str, Any]:
