@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -33,6 +34,9 @@ def test_a_stop_request_ends_a_wait_and_close_drops_queued_jobs():
     queue, gate = CompileQueue(workers=1), threading.Event()
     running = queue.submit(gate.wait)
     queued = queue.submit(lambda: "never")
+    deadline = time.monotonic() + 10
+    while not running.running() and time.monotonic() < deadline:  # the worker has taken the first job
+        time.sleep(0.01)
     interrupts.request_stop()
     try:
         with pytest.raises(Interrupted):
