@@ -108,7 +108,7 @@ def _check_gradient(model, x, layer, d, name) -> None:
     def objective(img):
         return nightmare_objective(model.apply(model.params, img[None], (layer,))[layer][0], float(d["thresh"]))
 
-    grad = np.asarray(jax.grad(objective)(x)).ravel()
+    grad = np.asarray(jax.jit(jax.grad(objective))(x)).ravel()
     ref = nhwc(d["grad"]).ravel()
     cosine = grad @ ref / (np.linalg.norm(grad) * np.linalg.norm(ref))
     assert cosine >= 0.9995, f"{name}: gradient cosine {cosine:.6f}"
