@@ -149,7 +149,7 @@ def test_a_long_run_compiles_the_fused_round_and_it_gives_the_bytes_of_the_branc
     import time
 
     x = as_batch(_image(13)[:38, :42], images=True)
-    config = core.DreamConfig(layer=4, layer_range=3, iters=4, octaves=2)
+    config = core.DreamConfig(layer=3, layer_range=2, iters=4, octaves=2)
     run = engine.Run(rate=0.05, aux=np.float32(1.0), rounds=3, zoom=1.1, seed=5)
     fused = lambda: [p for p in engine.program_cache().info() if p.name == "dream_round" and "38" in p.args]
     monkeypatch.setattr(engine, "FUSED_PAYS_AFTER", float("inf"))  # never worth it: the branches alone
