@@ -352,3 +352,26 @@ def test_a_multi_process_run_loads_only_programs_compiled_for_its_own_devices(tm
         assert [p.returncode for p in procs] == [0, 0], results
         sources.append([out.strip().splitlines()[-1] for out, _ in results])
     assert sources == [["compiled", "compiled"], ["loaded", "loaded"]]
+
+
+DEFAULT_DEVICE = """
+import jax
+import numpy as np
+from jaxdream.compiled.cache import Program, ProgramCache
+cache, double = ProgramCache(store=None), Program("double", None, (), lambda: lambda v: 2 * v)
+outs = {}
+for device in jax.devices():  # programs compile on worker threads: each for the device its caller chose
+    with jax.default_device(device):
+        outs[device] = cache(double, np.arange(3, dtype=np.float32))
+assert all(out.devices() == {device} for device, out in outs.items()), outs
+assert len(cache.info()) == len(jax.devices()) == 2
+"""
+
+
+@pytest.mark.process
+def test_programs_compile_for_the_callers_default_device(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    done = subprocess.run([sys.executable, "-c", DEFAULT_DEVICE], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding
 
 from jaxdream import interrupts, progress
 from jaxdream.compiled.background import AHEAD, URGENT, CompileQueue, wait
+from jaxdream.compiled.placement import default_device
 from jaxdream.compiled.stats import RunStats
 from jaxdream.compiled.store import ProgramStore, default_store, environment
 
@@ -161,7 +162,9 @@ class ProgramCache:
             if pending is None or (priority < pending[1] and not pending[0].running()):
                 if self._queue is None:
                     self._queue = CompileQueue()
-                job = self._queue.submit(lambda: self._hold(program, key, args, stats), priority)
+                # The worker compiles for the caller's device: jax.default_device is a per-thread setting.
+                device = default_device()
+                job = self._queue.submit(lambda: self._hold(program, key, args, stats, device), priority)
                 pending = self._pending[key] = (job, priority)
             return pending[0]
 
@@ -175,17 +178,20 @@ class ProgramCache:
         return store is not None and store.path_for(_digest(key)).is_file()
 
     def _key(self, program: Program, args: tuple[Any, ...]) -> tuple[str, ...]:
+        """What decides a program: its name, model architecture, static configuration, the arguments' signature
+        and the device unplaced arguments run on (``jax.default_device`` of the calling thread)."""
         fingerprint = program.model.fingerprint if program.model is not None else ""
-        return (program.name, fingerprint, repr(program.static), signature(args))
+        return (program.name, fingerprint, repr(program.static), signature(args), str(default_device()))
 
-    def _hold(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...],
-              stats: RunStats | None) -> jax.stages.Compiled:
+    def _hold(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...], stats: RunStats | None,
+              device: jax.Device) -> jax.stages.Compiled:
         with self._lock:
             held = self._programs.get(key)
         if held is not None:
             return held.compiled
         try:
-            held = self._obtain(program, key, args, stats)
+            with jax.default_device(device):
+                held = self._obtain(program, key, args, stats)
             with self._lock:  # held before it stops being pending: ``holds`` never misses it in between
                 self._programs[key] = held
                 while len(self._programs) > self.capacity:
