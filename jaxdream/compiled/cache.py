@@ -153,6 +153,8 @@ class ProgramCache:
             if held is not None:
                 self._programs.move_to_end(key)
                 held.calls += 1
+                if stats is not None:  # a run's peak counts the programs it uses, compiled now or before
+                    _count(stats, "held", 0.0, held.peak_bytes)
                 done: Future = Future()
                 done.set_result(held.compiled)
                 return done
@@ -248,7 +250,7 @@ def _count(stats: RunStats, source: str, seconds: float, peak: int | None) -> No
         if source == "loaded":
             stats.load_seconds += seconds
             stats.programs_loaded += 1
-        else:
+        elif source == "compiled":
             stats.compile_seconds += seconds
             stats.programs_compiled += 1
         if peak is not None:
