@@ -28,7 +28,8 @@ def _plural(unit: str, n: int | None) -> str:
 
 def _compile_note(event: progress.Event) -> str:
     kept = "kept for the next runs" if event.source == "kept" else "the program cache is off"
-    return f"compiling {event.what} (first time for this size; {kept})"
+    first = "first time for this size" if " for " in event.what else "first time"  # some programs take no image
+    return f"compiling {event.what} ({first}; {kept})"
 
 
 class Feedback:
