@@ -165,3 +165,15 @@ def test_a_long_run_compiles_the_fused_round_and_it_gives_the_bytes_of_the_branc
         again = engine.dream(small_vgg, x, config, run)  # the fused round from the first round on
     assert seen.compiles == [] and fused()[0].calls > calls
     np.testing.assert_array_equal(again, branches_only)
+
+
+def test_the_schedule_program_is_shared_by_configs_that_draw_alike(small_vgg, program_events):
+    """The schedule depends on the layers, iterations, octaves, jitter and settling only: another objective, norm
+    or precision draws with the same program (it is compiled before any branch, so it is on every cold start)."""
+    config = core.DreamConfig(layer=4, layer_range=3, iters=7, octaves=3)
+    first = engine.drawn_schedule(config, 1, 0)
+    other = core.DreamConfig(layer=4, layer_range=3, iters=7, octaves=3, objective="l2", norm="mean_abs")
+    with program_events() as seen:
+        again = engine.drawn_schedule(other, 1, 0)
+    assert seen.compiles == []
+    np.testing.assert_array_equal(again, first)

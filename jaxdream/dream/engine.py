@@ -191,7 +191,8 @@ def _between_rounds(run: Run) -> Program:
 
 def drawn_schedule(config: core.DreamConfig, seed: int, index: int, stats: RunStats | None = None) -> np.ndarray:
     """Round ``index``'s (iters, 5) schedule drawn from ``seed``: the same for every image, batch and device."""
-    program = Program("round_schedule", None, config, lambda: core.round_schedule(config))
+    drawn_from = (config.iters, config.layers, config.octaves, config.jitter, config.settle)  # all it reads
+    program = Program("round_schedule", None, drawn_from, lambda: core.round_schedule(config))
     return np.asarray(program_cache()(program, np.uint32(seed), np.int32(index), stats=stats))
 
 
