@@ -50,3 +50,30 @@ def test_a_stop_request_ends_a_wait_and_close_drops_queued_jobs():
     gate.set()
     closer.join(timeout=5)
     assert not closer.is_alive() and running.result(timeout=5)
+
+
+def test_two_jobs_for_one_program_compile_it_once(program_events):
+    """A prefetched job and the urgent copy queued ahead of it can start at the same moment on two workers: the
+    program must still compile once."""
+    import jax
+    import numpy as np
+
+    from jaxdream.compiled.cache import Program, ProgramCache
+
+    cache, start = ProgramCache(store=None), threading.Barrier(2)
+    program = Program("triple", None, (), lambda: lambda v: 3 * v)
+    args = (np.arange(5, dtype=np.float32),)
+    key, device = cache._key(program, args), jax.devices()[0]
+    results = []
+
+    def job():
+        start.wait()
+        results.append(cache._hold(program, key, args, None, device))
+
+    with program_events() as seen:
+        threads = [threading.Thread(target=job) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert len(results) == 2 and results[0] is results[1] and len(seen.compiles) == 1

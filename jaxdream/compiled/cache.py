@@ -122,6 +122,7 @@ class ProgramCache:
         self.capacity, self._store = capacity, store
         self._programs: OrderedDict[tuple[str, ...], CachedProgram] = OrderedDict()
         self._pending: dict[tuple[str, ...], tuple[Future, int]] = {}
+        self._compiling: dict[tuple[str, ...], threading.Lock] = {}
         self._lock = threading.Lock()
         self._queue: CompileQueue | None = None
 
@@ -187,6 +188,15 @@ class ProgramCache:
 
     def _hold(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...], stats: RunStats | None,
               device: jax.Device) -> jax.stages.Compiled:
+        with self._lock:
+            one_at_a_time = self._compiling.setdefault(key, threading.Lock())
+        # A prefetched job and the urgent copy queued ahead of it may start together: the second one waits here
+        # and finds the program held instead of compiling it again.
+        with one_at_a_time:
+            return self._hold_once(program, key, args, stats, device)
+
+    def _hold_once(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...], stats: RunStats | None,
+                   device: jax.Device) -> jax.stages.Compiled:
         with self._lock:
             held = self._programs.get(key)
         if held is not None:
