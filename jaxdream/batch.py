@@ -544,7 +544,9 @@ def run_batch(
                 continue
             stack = np.stack([x for _, x in good] + [good[-1][1]] * (batch_size - len(good)))  # fixed batch shape
             del decoded
-            if ahead[b] is not None and ahead[b] not in started:
+            # Several processes dream in lockstep (their sharded programs meet in collectives): only a lone process
+            # may run the small extra programs that compiling ahead needs.
+            if ahead[b] is not None and ahead[b] not in started and jax.process_count() == 1:
                 started.add(ahead[b])
                 # That size's own dream reports what is wrong with it (e.g. too small for the layer) when its turn
                 # comes; compiling ahead only helps.

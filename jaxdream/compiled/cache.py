@@ -8,6 +8,7 @@ stores it); every later call in the process reuses it. ``program_cache().info()`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -24,7 +25,6 @@ from jax.sharding import NamedSharding
 
 from jaxdream import interrupts, progress
 from jaxdream.compiled.background import AHEAD, URGENT, CompileQueue, wait
-from jaxdream.compiled.placement import default_device
 from jaxdream.compiled.stats import RunStats
 from jaxdream.compiled.store import ProgramStore, default_store, environment
 
@@ -166,7 +166,7 @@ class ProgramCache:
                 if self._queue is None:
                     self._queue = CompileQueue()
                 # The worker compiles for the caller's device: jax.default_device is a per-thread setting.
-                device = default_device()
+                device = _chosen_device()
                 job = self._queue.submit(lambda: self._hold(program, key, args, stats, device), priority)
                 pending = self._pending[key] = (job, priority)
             return pending[0]
@@ -184,10 +184,10 @@ class ProgramCache:
         """What decides a program: its name, model architecture, static configuration, the arguments' signature
         and the device unplaced arguments run on (``jax.default_device`` of the calling thread)."""
         fingerprint = program.model.fingerprint if program.model is not None else ""
-        return (program.name, fingerprint, repr(program.static), signature(args), str(default_device()))
+        return (program.name, fingerprint, repr(program.static), signature(args), str(_chosen_device()))
 
     def _hold(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...], stats: RunStats | None,
-              device: jax.Device) -> jax.stages.Compiled:
+              device: Any) -> jax.stages.Compiled:
         with self._lock:
             one_at_a_time = self._compiling.setdefault(key, threading.Lock())
         # A prefetched job and the urgent copy queued ahead of it may start together: the second one waits here
@@ -196,13 +196,13 @@ class ProgramCache:
             return self._hold_once(program, key, args, stats, device)
 
     def _hold_once(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...], stats: RunStats | None,
-                   device: jax.Device) -> jax.stages.Compiled:
+                   device: Any) -> jax.stages.Compiled:
         with self._lock:
             held = self._programs.get(key)
         if held is not None:
             return held.compiled
         try:
-            with jax.default_device(device):
+            with jax.default_device(device) if device is not None else contextlib.nullcontext():
                 held = self._obtain(program, key, args, stats)
             with self._lock:  # held before it stops being pending: ``holds`` never misses it in between
                 self._programs[key] = held
@@ -243,6 +243,11 @@ class ProgramCache:
         """Forget the programs held in memory (the disk store is ``store.clear()``)."""
         with self._lock:
             self._programs.clear()
+
+
+def _chosen_device() -> Any:
+    """The calling thread's ``jax.default_device`` setting (None: JAX's own choice, this process's first device)."""
+    return jax.config.jax_default_device
 
 
 def _digest(key: tuple[str, ...]) -> str:

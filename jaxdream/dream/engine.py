@@ -116,12 +116,15 @@ def _round_step(model: Model, images: Any, config: core.DreamConfig, run: Run) -
                                                                                          images.shape[0])))
     fused = Program("dream_round", model, config, lambda: core.fused_round(model, config))
     cache, fused_program = program_cache(), {}  # the fused round's future, once it is on its way
+    # Processes that dream together must run the same programs in the same order (they meet in collectives), and
+    # the switch to the fused round depends on each one's own timings and store: a lone process only.
+    lone = jax.process_count() == 1
 
     def step(imgs: Any, r: int) -> Any:
         schedule = fixed if fixed is not None else drawn_schedule(config, seed, r, stats)
         structs = (params, jax.ShapeDtypeStruct(imgs.shape, np.float32, sharding=_named_sharding(imgs)),
                    jax.ShapeDtypeStruct(rates.shape, np.float32), schedule, np.int32(0), np.int32(0), rates, run.aux)
-        if not fused_program and cache.holds(fused, structs):  # compiled or kept by an earlier run: use it
+        if lone and not fused_program and cache.holds(fused, structs):  # compiled or kept earlier: use it
             fused_program["future"] = cache.prefetch(fused, structs, stats, URGENT)
             wait(fused_program["future"])
         if fused_program and fused_program["future"].done():
@@ -131,7 +134,7 @@ def _round_step(model: Model, images: Any, config: core.DreamConfig, run: Run) -
         remaining = (run.rounds - r - 1 + _REPEATS.get() * run.rounds) * config.iters
         compiling = stats.compile_seconds - before[0] or FUSED_COMPILE_GUESS * len({tuple(row[:2]) for row in schedule})
         per_iteration = (stats.run_seconds - before[1]) / max(config.iters, 1)
-        if not fused_program and remaining * per_iteration > FUSED_PAYS_AFTER * compiling:
+        if lone and not fused_program and remaining * per_iteration > FUSED_PAYS_AFTER * compiling:
             fused_program["future"] = cache.prefetch(fused, structs, stats, AHEAD)
         return imgs
 
