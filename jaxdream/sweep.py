@@ -137,8 +137,7 @@ def _cells(model: Model, image: Any, layers: list[int], octaves: list[int], grid
 
     def prefetch(config: core.DreamConfig) -> None:
         """The next cell's branch programs compile while this one dreams (where it will not be tiled)."""
-        fits = tiles.untiled_bytes(model, config.layers, image.shape[1], image.shape[2], 1) <= tiles.budget(None)
-        if tile is None and memory is None and fits:
+        if engine.surely_untiled(model, config, image.shape, tile, memory):
             engine.prefetch_round(model, config, params, grid_images, engine.drawn_schedule(config, seed, 0, stats),
                                   thresh_axis, stats, shared_aux=False)
 

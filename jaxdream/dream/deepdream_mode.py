@@ -12,7 +12,15 @@ from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
 from jaxdream.dream import core, tiles
-from jaxdream.dream.engine import ahead, drawn_schedule, objective_input, plan_tiles, prefetch_round, run_round
+from jaxdream.dream.engine import (
+    ahead,
+    drawn_schedule,
+    objective_input,
+    plan_tiles,
+    prefetch_round,
+    run_round,
+    surely_untiled,
+)
 from jaxdream.dream.validate import validate
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LAYER_OBJECTIVES
@@ -65,12 +73,10 @@ def deepdream(
 def _prefetch_octaves(model: Model, images: Any, config: core.DreamConfig, sizes: list[tuple[int, int]], seed: int,
                       aux: Any, stats: RunStats, tile: int | None, memory: str | int | None) -> None:
     """Start compiling the untiled octaves' branch programs (inside ``engine.compiling_ahead``)."""
-    if tile is not None or memory is not None:
-        return
     params = placed_params(model, images)
     for k, size in enumerate(sizes):
         shape = jax.ShapeDtypeStruct((images.shape[0], *size, 3), np.float32)
-        if tiles.untiled_bytes(model, config.layers, *size, images.shape[0]) <= tiles.budget(None):
+        if surely_untiled(model, config, shape.shape, tile, memory):
             schedule = drawn_schedule(config, _octave_seed(seed, k), 0, stats)
             prefetch_round(model, config, params, shape, schedule, aux, stats)
 

@@ -167,14 +167,21 @@ def repeats(count: int) -> Iterator[None]:
         _REPEATS.reset(token)
 
 
+def surely_untiled(model: Model, config: core.DreamConfig, shape: tuple[int, ...], tile: int | None,
+                   memory: str | int | None) -> bool:
+    """Whether a dream of images of ``shape`` (N, H, W, 3) runs untiled, decided without compiling anything (no
+    tile or budget asked for, and the layer table's estimate within the default budget): what compiling ahead
+    needs; ``plan_tiles`` decides for the dream itself."""
+    if config.objective in LOGIT_OBJECTIVES:
+        return True
+    return tile is None and memory is None and \
+        tiles.untiled_bytes(model, config.layers, shape[1], shape[2], shape[0]) <= tiles.budget(None)
+
+
 def _prefetch_rounds(model: Model, images: Any, config: core.DreamConfig, run: Run) -> None:
     """Start compiling every branch (and the zoom) a run's rounds will meet; tiled runs are left alone (their
     gradient programs do not depend on the image size)."""
-    untiled = config.objective in LOGIT_OBJECTIVES or (
-        run.tile is None and run.memory is None
-        and tiles.untiled_bytes(model, config.layers, images.shape[1], images.shape[2], images.shape[0])
-        <= tiles.budget(None))
-    if not untiled:
+    if not surely_untiled(model, config, images.shape, run.tile, run.memory):
         return
     seed, params = checks.check_seed(run.seed), placed_params(model, images)
     for r in range(run.rounds):
