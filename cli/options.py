@@ -71,6 +71,11 @@ Size = Annotated[str | None, _option(metavar="WxH", help="Image size WIDTHxHEIGH
 BatchSize = Annotated[int, _option(metavar="N", help="Images per vmapped batch (a multiple of the devices).")]
 Resume = Annotated[bool, _option(help="Continue an interrupted run: skip what is done (the same bytes as an "
                                       "uninterrupted run).")]
+ExactSizes = Annotated[bool, _option(help=(
+    "nightmare: compile for each image size on its own, so each result is byte-identical to `jaxdream nightmare` on "
+    "that image. By default sizes within 2x the pixels of each other share one canvas and its programs (a folder "
+    "of many sizes compiles about as long as one size); results then match up to float rounding "
+    "(benchmarks/NOTES.md)."))]
 
 # Output
 Out = Annotated[Path | None, _option(metavar="FOLDER", help="Output folder, created if missing (default: the current "

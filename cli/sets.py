@@ -30,6 +30,7 @@ def batch(
     size: Annotated[str | None, typer.Option(metavar="WxH", help="Resize every image to WxH (one bucket) instead of "
                                                                  "by size.")] = None,
     resume: o.Resume = False, format_: o.Format = "jpg",
+    exact_sizes: o.ExactSizes = False,
     coordinator: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="Multi-host: the coordinator.")] = None,
     num_processes: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: number of processes.")] = None,
     process_id: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: this process's index.")] = None,
@@ -48,12 +49,14 @@ def batch(
             preprocess=preprocess, labels=labels, download=bar, progress=shown.counter("dreaming images", "image"),
             layer=layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate, thresh=thresh,
             zoom=zoom, rotate=rotate, objective=objective, channel=channel, classes=class_,
-            target_scale=target_scale, octave_scale=octave_scale, precision=precision, tile=tile, memory=memory)
+            target_scale=target_scale, octave_scale=octave_scale, precision=precision, tile=tile, memory=memory,
+            exact_sizes=exact_sizes or None)
     run = summary.stats
     say(f"{summary.done} dreamed, {summary.skipped} already done, {len(summary.errors)} failed in "
         f"{summary.seconds:.1f}s -> {out}")
     if not quiet and summary.done:
-        say(f"  {summary.sizes} distinct size(s); {run.programs_compiled} program(s) compiled in "
+        shared = f" ({summary.canvases} shared canvas(es))" if summary.canvases else ""
+        say(f"  {summary.sizes} distinct size(s){shared}; {run.programs_compiled} program(s) compiled in "
             f"{run.compile_seconds:.1f}s, {run.programs_loaded} loaded from the cache in {run.load_seconds:.1f}s; "
             f"dreaming {run.run_seconds:.1f}s")
     for _source, message in summary.errors:

@@ -4,6 +4,11 @@ resume, and one slice of the inputs per process on several hosts.
 Every image of a run uses the same random schedule (drawn from the seed), and batches are formed from the whole
 sorted input list, so an image's result does not depend on which batch, device or process dreamed it, or on
 whether the run was interrupted and resumed.
+
+A nightmare over images of several sizes dreams them on shared canvases (dream/canvas.py: one set of compiled
+programs for sizes within 2x the pixels of each other, planned from the sizes of the whole input list), unless
+``exact_sizes`` asks for one set of programs per size, each image's result then byte-identical to ``nightmare``
+on that image alone.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxdream import checks, dream, image, interrupts
 from jaxdream.compiled.cache import Program, program_cache
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream import engine
+from jaxdream.dream import canvas, engine
 from jaxdream.dream.lucid_mode import output_tag
+from jaxdream.dream.validate import validate
 from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
 from jaxdream.ops import default_precision
@@ -161,7 +167,7 @@ class Job:
 
 MODE_OPTIONS = {
     "nightmare": {"layer", "rounds", "iters", "layer_range", "octaves", "rate", "thresh", "zoom", "rotate",
-                  "objective", "channel", "precision", "tile", "memory"},
+                  "objective", "channel", "precision", "tile", "memory", "exact_sizes"},
     "lucid": {"classes", "iters", "rate", "target_scale", "octaves", "rounds", "zoom", "rotate", "precision"},
     "deepdream": {"layer", "octaves", "octave_scale", "iters", "rate", "objective", "channel", "precision", "tile",
                   "memory"},
@@ -335,6 +341,7 @@ class Summary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     sizes: int = 0  # distinct image sizes dreamed
+    canvases: int = 0  # canvases shared by several of them
     peak_decoded: int = 0  # most decoded images alive at once (bounded by the batches in flight)
     stats: RunStats = field(default_factory=RunStats)
 
@@ -352,13 +359,15 @@ def _mesh(batch_size: int) -> Mesh | None:
     return Mesh(np.array(devices), ("batch",))
 
 
-def dream_batch(model: Model, job: Job, x: np.ndarray, mesh: Mesh | None, stats: RunStats | None = None
-                ) -> np.ndarray:
-    """(B, H, W, 3) -> (rounds, B, H, W, 3) with the job's mode and options."""
+def dream_batch(model: Model, job: Job, x: np.ndarray, mesh: Mesh | None, stats: RunStats | None = None,
+                sizes: np.ndarray | None = None) -> np.ndarray:
+    """(B, H, W, 3) -> (rounds, B, H, W, 3) with the job's mode and options (``sizes``: each image's true size on
+    canvases, nightmare only)."""
     images = jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch"))) if mesh is not None else x
     options = dict(job.options)
+    options.pop("exact_sizes", None)
     if job.mode == "nightmare":
-        return dream.nightmare(model, images, seed=job.seed, stats=stats, **options)
+        return dream.nightmare(model, images, seed=job.seed, stats=stats, sizes=sizes, **options)
     if job.mode == "deepdream":
         options.pop("rounds", None)
         return dream.deepdream(model, images, seed=job.seed, stats=stats, **options)
@@ -393,11 +402,20 @@ def _decode(path: Path, size: tuple[int, int] | None, counter: _Decoded) -> np.n
     return x
 
 
-def _plan(paths: list[Path], size: tuple[int, int] | None, batch_size: int
-          ) -> tuple[list[list[Path]], dict[Path, str], int]:
-    """Batches of one size each (from the image headers, without decoding), the unreadable inputs, and how many
-    distinct sizes there are."""
-    buckets: dict[tuple[int, int], list[Path]] = {}
+@dataclass(frozen=True)
+class _Batch:
+    """Images dreamed together: all of one size (``sizes`` None), or of several sizes on one canvas."""
+
+    paths: list[Path]
+    canvas: tuple[int, int]
+    sizes: list[tuple[int, int]] | None
+
+
+def _plan(paths: list[Path], size: tuple[int, int] | None, batch_size: int, canvases: dict[tuple[int, int],
+          tuple[int, int]]) -> tuple[list[_Batch], dict[Path, str], int]:
+    """Batches of one size or one canvas each (from the image headers, without decoding), the unreadable inputs,
+    and how many distinct sizes there are."""
+    buckets: dict[tuple[int, int], list[tuple[Path, tuple[int, int]]]] = {}
     errors: dict[Path, str] = {}
     for path in paths:
         try:
@@ -405,28 +423,60 @@ def _plan(paths: list[Path], size: tuple[int, int] | None, batch_size: int
         except ImageError as err:
             errors[path] = str(err)
             continue
-        buckets.setdefault(hw, []).append(path)
-    batches = [bucket[i : i + batch_size] for bucket in buckets.values() for i in range(0, len(bucket), batch_size)]
-    return batches, errors, len(buckets)
+        key = (canvases[hw], True) if hw in canvases else (hw, False)
+        buckets.setdefault(key, []).append((path, hw))
+    batches = []
+    for (canvas_size, shared), members in buckets.items():
+        for i in range(0, len(members), batch_size):
+            chunk = members[i : i + batch_size]
+            batches.append(_Batch([p for p, _ in chunk], canvas_size, [hw for _, hw in chunk] if shared else None))
+    return batches, errors, len({hw for members in buckets.values() for _, hw in members})
 
 
-def _next_sizes(batches: list[list[Path]], size: tuple[int, int] | None
-                ) -> tuple[list[tuple[int, int] | None], list[int]]:
-    """For each batch, the (height, width) of the next batch of another size (None: no other size follows), whose
-    programs compile while this batch dreams, and how many later batches have this batch's size."""
-    sizes = [size or image.image_size(group[0]) for group in batches]
-    following: list[tuple[int, int] | None] = [None] * len(batches)
+def _canvas_plan(model: Model, job: Job, inputs: list[Path], batch_size: int) -> dict[tuple[int, int],
+                                                                                      tuple[int, int]]:
+    """Each image size of the whole input list that shares a canvas with another -> that canvas (sizes left out
+    are dreamed on their own, as all are when the job cannot use canvases). Planned from every process's inputs,
+    so the plan, and so each result, is the same however the inputs are split, resumed or batched."""
+    if job.mode != "nightmare" or job.size is not None or job.options.get("exact_sizes"):
+        return {}
+    options = job.options
+    config = dream.DreamConfig(
+        layer=model.resolve_layer(options["layer"]), layer_range=options.get("layer_range", 1),
+        iters=options.get("iters", 10), octaves=options.get("octaves", 4), objective=options.get("objective",
+                                                                                               "darknet"))
+    if canvas.canvas_problem(model, config, job.rounds, options.get("zoom", 1.0), options.get("rotate", 0.0),
+                             options.get("tile"), options.get("memory")) is not None:
+        return {}
+    sizes = set()
+    for path in inputs:
+        with contextlib.suppress(ImageError, JaxdreamError):  # a size too small for the layer fails on its own
+            hw = image.image_size(path)
+            validate(model, config, *hw)
+            sizes.add(hw)
+    plan = canvas.plan_canvases(sizes)
+    shared = {c for c in plan.values() if list(plan.values()).count(c) > 1}
+    # A canvas that would be tiled is not used: tiles are planned per image size.
+    return {hw: c for hw, c in plan.items()
+            if c in shared and engine.surely_untiled(model, config, (batch_size, *c, 3), None, None)}
+
+
+def _next_sizes(batches: list[_Batch]) -> tuple[list[_Batch | None], list[int]]:
+    """For each batch, the next batch of another canvas or size (None: none follows), whose programs compile while
+    this batch dreams, and how many later batches have this batch's programs."""
+    keys = [(b.canvas, b.sizes is not None) for b in batches]
+    following: list[_Batch | None] = [None] * len(batches)
     for b in range(len(batches) - 2, -1, -1):
-        following[b] = sizes[b + 1] if sizes[b + 1] != sizes[b] else following[b + 1]
-    return following, [sizes[b + 1 :].count(hw) for b, hw in enumerate(sizes)]
+        following[b] = batches[b + 1] if keys[b + 1] != keys[b] else following[b + 1]
+    return following, [keys[b + 1 :].count(key) for b, key in enumerate(keys)]
 
 
 class _Writer:
     """The background thread that encodes and writes each finished batch and its manifest records, in order.
     The queue is bounded, so dreaming waits for writing rather than piling frames up in memory."""
 
-    def __init__(self, write: Callable[[list[Path], np.ndarray], None], depth: int):
-        self.queue: queue.Queue[tuple[list[Path], np.ndarray] | None] = queue.Queue(maxsize=depth)
+    def __init__(self, write: Callable[[list[Path], list[np.ndarray]], None], depth: int):
+        self.queue: queue.Queue[tuple[list[Path], list[np.ndarray]] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self._write, self._abort = write, threading.Event()
         self._thread = threading.Thread(target=self._run, name="jaxdream-writer", daemon=True)
@@ -440,7 +490,7 @@ class _Writer:
                 except BaseException as err:
                     self.error = err
 
-    def put(self, group: list[Path], frames: np.ndarray) -> None:
+    def put(self, group: list[Path], frames: list[np.ndarray]) -> None:
         self._raise()
         self.queue.put((group, frames))
 
@@ -498,18 +548,20 @@ def run_batch(
         manifest.append({"input": str(path.resolve()), "status": "error", "error": message, **record})
         summary.errors.append((str(path), message))
 
-    batches, unreadable, summary.sizes = _plan(todo, job.size, batch_size)
+    canvases = _canvas_plan(model, job, inputs, batch_size)
+    batches, unreadable, summary.sizes = _plan(todo, job.size, batch_size, canvases)
+    summary.canvases = len({b.canvas for b in batches if b.sizes is not None})
     for path, message in unreadable.items():
         failed(path, message)
     if todo and progress:
         progress(len(summary.errors), len(todo))
     counter = _Decoded()
 
-    def write(group: list[Path], frames: np.ndarray) -> None:
+    def write(group: list[Path], frames: list[np.ndarray]) -> None:
         for i, path in enumerate(group):
             counter.add(-1)
             try:
-                files = [image.encode_image(target, frames[r, i]) for r, target in enumerate(names[path])]
+                files = [image.encode_image(target, frames[i][r]) for r, target in enumerate(names[path])]
                 for target, data in zip(names[path], files, strict=True):
                     write_atomically(target, data, "the image", ImageError)
             except ImageError as err:  # this image cannot be encoded or written (NaN, too wide, a name too long)
@@ -524,43 +576,48 @@ def run_batch(
                 progress(summary.done + len(summary.errors), len(todo))
 
     mesh = _mesh(batch_size)
-    (ahead, repeats), started = _next_sizes(batches, job.size), set()
+    (ahead, repeats), started = _next_sizes(batches), set()
     pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="jaxdream-decode")
     writer = _Writer(write, prefetch)
     pending: collections.deque[list[Future]] = collections.deque()
     try:
-        for group in batches[:prefetch]:
-            pending.append([pool.submit(_decode, p, job.size, counter) for p in group])
-        for b, group in enumerate(batches):
+        for batch in batches[:prefetch]:
+            pending.append([pool.submit(_decode, p, job.size, counter) for p in batch.paths])
+        for b, batch in enumerate(batches):
             interrupts.check()
             decoded = [future.result() for future in pending.popleft()]
             if b + prefetch < len(batches):
-                pending.append([pool.submit(_decode, p, job.size, counter) for p in batches[b + prefetch]])
-            for path, result in zip(group, decoded, strict=True):
+                pending.append([pool.submit(_decode, p, job.size, counter) for p in batches[b + prefetch].paths])
+            sizes = batch.sizes or [batch.canvas] * len(batch.paths)
+            for path, result in zip(batch.paths, decoded, strict=True):
                 if isinstance(result, str):
                     failed(path, result)
-            good = [(p, x) for p, x in zip(group, decoded, strict=True) if not isinstance(x, str)]
+            good = [(p, x, hw) for p, x, hw in zip(batch.paths, decoded, sizes, strict=True) if not isinstance(x, str)]
             if not good:
                 continue
-            stack = np.stack([x for _, x in good] + [good[-1][1]] * (batch_size - len(good)))  # fixed batch shape
-            del decoded
+            filled = [x for _, x, _ in good] + [good[-1][1]] * (batch_size - len(good))  # fixed batch shape
+            stack = canvas.on_canvas(filled, batch.canvas) if batch.sizes else np.stack(filled)
+            true_sizes = np.array([hw for _, _, hw in good] + [good[-1][2]] * (batch_size - len(good)), np.int32) \
+                if batch.sizes else None
+            del decoded, filled
             # Several processes dream in lockstep (their sharded programs meet in collectives): only a lone process
             # may run the small extra programs that compiling ahead needs.
-            if ahead[b] is not None and ahead[b] not in started and jax.process_count() == 1:
-                started.add(ahead[b])
+            if (following := ahead[b]) is not None and id(following) not in started and jax.process_count() == 1:
+                started.add(id(following))
                 # That size's own dream reports what is wrong with it (e.g. too small for the layer) when its turn
                 # comes; compiling ahead only helps.
                 with engine.compiling_ahead(), contextlib.suppress(JaxdreamError):
-                    dream_batch(model, job, np.full((batch_size, *ahead[b], 3), 0.5, np.float32), mesh,
-                                summary.stats)
+                    dream_batch(model, job, np.full((batch_size, *following.canvas, 3), 0.5, np.float32), mesh,
+                                summary.stats, None if following.sizes is None else
+                                np.array([following.canvas] * batch_size, np.int32))
             try:
                 with engine.repeats(repeats[b]):
-                    frames = dream_batch(model, job, stack, mesh, summary.stats)
+                    frames = dream_batch(model, job, stack, mesh, summary.stats, true_sizes)
             except SizeError as err:  # these images (all of one size) do not fit the dream; the rest go on
-                for path, _ in good:
+                for path, _, _ in good:
                     failed(path, f"{path}: {err}")
                 continue
-            writer.put([p for p, _ in good], frames)
+            writer.put([p for p, _, _ in good], [frames[:, i, :h, :w] for i, (_, _, (h, w)) in enumerate(good)])
             del frames
             del good, stack
     except BaseException:

@@ -149,31 +149,65 @@ def _resize_taps(n_in: int, n_out: int, last_second_tap: bool) -> tuple[np.ndarr
     return index, w0, w1
 
 
-def darknet_resize(x: Array, height: int, width: int) -> Array:
-    """Darknet's ``resize_image`` on (..., H, W, C): horizontal pass, then vertical."""
+def darknet_resize(x: Array, height: int, width: int, valid: tuple[Array, Array] | None = None) -> Array:
+    """Darknet's ``resize_image`` on (..., H, W, C): horizontal pass, then vertical. ``valid`` (on a canvas: one
+    image of the batch, its pixels in the top-left corner): (the input's true (h, w), the output's), traced;
+    the output is ``height`` x ``width`` with zeros beyond its true size, the same arithmetic as the static
+    resize inside it."""
     in_h, in_w = x.shape[-3], x.shape[-2]
-    if (in_h, in_w) == (height, width):
-        return x
-    ix, a, b = _resize_taps(in_w, width, True)
-    nxt = np.minimum(ix + 1, in_w - 1)
-    part = rounded(a[:, None] * jnp.take(x, ix, axis=-2)) + rounded(b[:, None] * jnp.take(x, nxt, axis=-2))
-    iy, a, b = _resize_taps(in_h, height, False)
-    nxt = np.minimum(iy + 1, in_h - 1)
-    top, bottom = jnp.take(part, iy, axis=-3), jnp.take(part, nxt, axis=-3)
+    if valid is None:
+        if (in_h, in_w) == (height, width):
+            return x
+        taps_x, taps_y = _resize_taps(in_w, width, True), _resize_taps(in_h, height, False)
+        next_x, next_y = np.minimum(taps_x[0] + 1, in_w - 1), np.minimum(taps_y[0] + 1, in_h - 1)
+    else:
+        (true_h, true_w), (out_h, out_w) = valid
+        taps_x, taps_y = _runtime_taps(true_w, out_w, width, True), _runtime_taps(true_h, out_h, height, False)
+        next_x, next_y = jnp.minimum(taps_x[0] + 1, true_w - 1), jnp.minimum(taps_y[0] + 1, true_h - 1)
+    ix, a, b = taps_x
+    part = rounded(a[:, None] * jnp.take(x, ix, axis=-2)) + rounded(b[:, None] * jnp.take(x, next_x, axis=-2))
+    iy, a, b = taps_y
+    top, bottom = jnp.take(part, iy, axis=-3), jnp.take(part, next_y, axis=-3)
     return rounded(a[:, None, None] * top) + rounded(b[:, None, None] * bottom)
 
 
-def shift(x: Array, dx: Array | int, dy: Array | int) -> Array:
-    """Darknet's ``crop_image(im, dx, dy, W, H)``: out[j, i] = x[clamp(j + dy), clamp(i + dx)]."""
-    h, w = x.shape[-3], x.shape[-2]
-    rows = jnp.clip(jnp.arange(h) + dy, 0, h - 1)
-    cols = jnp.clip(jnp.arange(w) + dx, 0, w - 1)
+def _runtime_taps(n_in: Array, n_out: Array, canvas: int, last_second_tap: bool) -> tuple[Array, Array, Array]:
+    """``_resize_taps`` for traced sizes, over ``canvas`` output positions (both weights 0 beyond ``n_out``): the
+    same float32 operations, so the same taps."""
+    scale = jnp.where(n_out > 1, (n_in - 1).astype(jnp.float32) / jnp.maximum(n_out - 1, 1).astype(jnp.float32),
+                      jnp.float32(0))
+    pos = jnp.arange(canvas, dtype=jnp.float32) * scale
+    index = pos.astype(jnp.int32)
+    frac = pos - index.astype(jnp.float32)
+    w0, w1 = jnp.float32(1) - frac, frac
+    last = jnp.arange(canvas) == n_out - 1
+    if last_second_tap:
+        index, w0 = jnp.where(last, n_in - 1, index), jnp.where(last, 1, w0)
+    w1 = jnp.where(last, 0, w1)
+    single, inside = n_in == 1, jnp.arange(canvas) < n_out
+    index = jnp.where(single | ~inside, 0, jnp.minimum(index, n_in - 1))
+    w0 = jnp.where(inside, jnp.where(single, 1, w0), 0).astype(jnp.float32)
+    w1 = jnp.where(inside & ~single, w1, 0).astype(jnp.float32)
+    return index, w0, w1
+
+
+def shift(x: Array, dx: Array | int, dy: Array | int, valid: Array | None = None) -> Array:
+    """Darknet's ``crop_image(im, dx, dy, W, H)``: out[j, i] = x[clamp(j + dy), clamp(i + dx)], clamped to the
+    image's true (h, w) ``valid`` on a canvas (beyond it the result is left unspecified)."""
+    h, w = (x.shape[-3], x.shape[-2]) if valid is None else (valid[0], valid[1])
+    rows = jnp.clip(jnp.arange(x.shape[-3]) + dy, 0, h - 1)
+    cols = jnp.clip(jnp.arange(x.shape[-2]) + dx, 0, w - 1)
     return jnp.take(jnp.take(x, rows, axis=-3), cols, axis=-2)
 
 
-def flip_if(x: Array, flip: Array | bool) -> Array:
-    """Mirror left-right where ``flip`` is true (a traced flag keeps one program for both)."""
-    return jnp.where(flip, jnp.flip(x, axis=-2), x)
+def flip_if(x: Array, flip: Array | bool, width: Array | None = None) -> Array:
+    """Mirror left-right where ``flip`` is true (a traced flag keeps one program for both); on a canvas, the
+    first ``width`` columns among themselves, zeros beyond."""
+    if width is None:
+        return jnp.where(flip, jnp.flip(x, axis=-2), x)
+    cols = jnp.arange(x.shape[-2])
+    mirrored = jnp.take(x, jnp.clip(width - 1 - cols, 0, x.shape[-2] - 1), axis=-2)
+    return jnp.where((cols < width)[:, None], jnp.where(flip, mirrored, x), 0)
 
 
 def zoom(x: Array, factor: float) -> Array:

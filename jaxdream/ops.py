@@ -160,3 +160,11 @@ def _tiled_max_bwd(window: tuple[int, int], pads: tuple[tuple[int, int], ...], r
 
 
 _tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
+
+
+def region_mask(valid: Array, height: int, width: int) -> Array:
+    """(N, height, width, 1) bool: where each image of a canvas batch holds its own pixels, given ``valid`` (N, 2),
+    each image's (height, width) in the top-left corner of the canvas."""
+    rows = jnp.arange(height)[None, :, None, None] < valid[:, 0, None, None, None]
+    cols = jnp.arange(width)[None, None, :, None] < valid[:, 1, None, None, None]
+    return rows & cols

@@ -135,6 +135,17 @@ class Model(ABC):
         """The network's value mapping of [0, 1] images (Darknet: none); sizes are left alone."""
         return x
 
+    def canvas_ready(self, upto: int) -> bool:
+        """Whether layers 0 .. upto can run on a canvas (``apply_on_canvas``): images of several sizes in one
+        program, each with the values of a network of its own size."""
+        return False
+
+    def apply_on_canvas(self, params: Params, x: jax.Array, layers: tuple[int, ...], valid: jax.Array,
+                        precision: str = "f32") -> dict[int, jax.Array]:
+        """``apply`` on canvases (N, H, W, 3), each image in the top-left corner: ``valid`` (N, 1 + layers, 2) is
+        each image's true (h, w) at the input and at every layer's output up to the deepest requested."""
+        raise OptionError(f"{self.name}: this kind of model does not run on a canvas (canvas_ready is False)")
+
     @property
     def nonnegative_logits(self) -> bool:
         """Whether the logits pass a ReLU (no class can be pushed below 0, so BCE toward 0 cannot balance)."""

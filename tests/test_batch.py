@@ -212,10 +212,15 @@ def test_a_batch_traces_each_branch_once_per_size_and_compiles_the_next_size_ahe
     assert len(seen.traces) == len(seen.compiles) == branches  # eight batches, one program per branch
     assert summary.stats.programs_compiled == branches and summary.stats.run_seconds > 0
     mixed = _pictures(tmp_path / "mixed", [(24, 32), (20, 28), (24, 32), (30, 22), (20, 28)])
+    exact = Job("nightmare", model.name, {**job.options, "exact_sizes": True}, 0, None, "png")
     with program_events() as seen:
-        summary = run_batch(model, job, mixed, tmp_path / "out-mixed", batch_size=2)
-    assert summary.done == 5 and summary.sizes == 3
+        summary = run_batch(model, exact, mixed, tmp_path / "out-exact", batch_size=2)
+    assert summary.done == 5 and summary.sizes == 3 and summary.canvases == 0
     assert len(seen.compiles) == 2 * branches  # 24x32 is already compiled; each new size's branches, once
+    with program_events() as seen:  # by default the three sizes share one 30x32 canvas: its branches, once
+        summary = run_batch(model, job, mixed, tmp_path / "out-mixed", batch_size=2)
+    assert summary.done == 5 and summary.sizes == 3 and summary.canvases == 1
+    assert len(seen.compiles) == branches
 
 
 def test_memory_holds_only_the_batches_in_flight(tmp_path):

@@ -53,6 +53,7 @@ NOT_OPTIONS = {
     "classes": "--class", "layer_range": "--range", "guide": "--guide (an image path)",
     "progress": "a callback: the command shows progress", "inputs": "VIDEO: the command's arguments",
     "outputs": "--out", "layers": "--layers", "rates": "--rates", "threshs": "--thresh",
+    "sizes": "images of several sizes on one canvas: batch plans them (--exact-sizes turns that off)",
 }
 
 

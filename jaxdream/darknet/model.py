@@ -15,7 +15,7 @@ from jaxdream import converted
 from jaxdream import weights as builtin_weights
 from jaxdream.darknet import cfg as C
 from jaxdream.darknet import zoo
-from jaxdream.darknet.network import Network
+from jaxdream.darknet.network import CANVAS_KINDS, Network
 from jaxdream.darknet.shapes import input_shapes, layer_shapes
 from jaxdream.darknet.weights import Entry, file_layout, layer_key, parse_weights, read_weights
 from jaxdream.errors import JaxdreamError, OptionError, WeightsError
@@ -84,6 +84,13 @@ class DarknetModel(Model):
     def apply(self, params: Params, x: jax.Array, layers: tuple[int, ...], precision: str = "f32"
               ) -> dict[int, jax.Array]:
         return self.network(precision).apply({"params": params}, x, layers)
+
+    def canvas_ready(self, upto: int) -> bool:
+        return all(spec.kind in CANVAS_KINDS for spec in self.cfg.layers[: upto + 1])
+
+    def apply_on_canvas(self, params: Params, x: jax.Array, layers: tuple[int, ...], valid: jax.Array,
+                        precision: str = "f32") -> dict[int, jax.Array]:
+        return self.network(precision).apply({"params": params}, x, layers, valid)
 
     def preprocess(self, x: jax.Array) -> jax.Array:
         """As Darknet's `classify` prepares images: letterboxed to the [net] size with Darknet's resize and gray

@@ -23,10 +23,10 @@ from jax import lax
 
 from jaxdream import image as I
 from jaxdream.checks import check_count, check_number
-from jaxdream.dream.seams import PARAMETERISATIONS, TRANSFORMS, Parameterisation, Transform
+from jaxdream.dream.seams import PARAMETERISATIONS, TRANSFORMS, Parameterisation, Region, Transform
 from jaxdream.errors import OptionError
-from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES, reconstruction_objective
-from jaxdream.ops import resolve_precision
+from jaxdream.objectives import LAYER_OBJECTIVES, LOGIT_OBJECTIVES, reconstruction_objective, region_mean
+from jaxdream.ops import region_mask, resolve_precision
 
 if TYPE_CHECKING:
     from jaxdream.protocol import Model
@@ -159,14 +159,17 @@ def draw_schedule(key: Array, config: DreamConfig) -> Array:
     return jnp.concatenate([layer[:, None], jnp.where(still[:, None], 0, jitter)], axis=1).astype(jnp.int32)
 
 
-Objective = Callable[[Any, Array, int, Any], Array]  # (params, images (N, h, w, 3), layer, aux) -> values (N,)
+Objective = Callable[..., Array]  # (params, images (N, h, w, 3), layer, aux[, valid]) -> values (N,)
 
 
-def objective_function(model: Model, name: str, precision: str, shared_aux: bool = True) -> Objective:
+def objective_function(model: Model, name: str, precision: str, shared_aux: bool = True,
+                       canvas: bool = False) -> Objective:
     """The values a dream ascends, one per image of a batch: a layer objective on that layer's output (aux: the
     threshold, a channel or the guide's features), or a logit objective on the classifier's logits (aux: the target
     vector); ``aux`` shared by the batch, or (``shared_aux`` False) one per image. The network runs on the batch as
-    a whole (tracing it once, not once per image under vmap); only the objective is taken image by image."""
+    a whole (tracing it once, not once per image under vmap); only the objective is taken image by image.
+    ``canvas``: the images are canvases and the objective takes ``valid`` (N, 1 + layers, 2), each image's true
+    size at the input and every layer's output (``Model.apply_on_canvas``)."""
     axes = (0, None if shared_aux else 0)
     if name in LOGIT_OBJECTIVES:
         on_logits = jax.vmap(LOGIT_OBJECTIVES[name], in_axes=axes)
@@ -176,39 +179,64 @@ def objective_function(model: Model, name: str, precision: str, shared_aux: bool
     def objective(params: Any, images: Array, layer: int, aux: Any) -> Array:
         return on_layer(model.apply(params, model.normalize(images), (layer,), precision)[layer], aux)
 
-    return objective
+    if not canvas:
+        return objective
+    in_region = jax.vmap(LAYER_OBJECTIVES[name], in_axes=(*axes, 0))
+
+    def on_canvas(params: Any, images: Array, layer: int, aux: Any, valid: Array) -> Array:
+        out = model.apply_on_canvas(params, model.normalize(images), (layer,), valid, precision)[layer]
+        return in_region(out, aux, region_mask(valid[:, layer + 1], *out.shape[1:3]))
+
+    return on_canvas
 
 
-def values_and_gradients(objective: Objective, params: Any, images: Array, layer: int, aux: Any
-                         ) -> tuple[Array, Array]:
+def values_and_gradients(objective: Objective, params: Any, images: Array, layer: int, aux: Any,
+                         *valid: Array) -> tuple[Array, Array]:
     """Each image's objective value (N,) and its gradient (N, h, w, 3): the gradient of the batch's sum, since an
     image's value depends on that image alone."""
 
     def total(views: Array) -> tuple[Array, Array]:
-        values = objective(params, views, layer, aux)
+        values = objective(params, views, layer, aux, *valid)
         return jnp.sum(values), values
 
     (_, values), grads = jax.value_and_grad(total, has_aux=True)(images)
     return values, grads
 
 
-def branch_step(model: Model, step: StepConfig, layer: int, view: tuple[int, int], shared_aux: bool = True
-                ) -> Callable:
+def branch_step(model: Model, step: StepConfig, layer: int, view: tuple[int, int], shared_aux: bool = True,
+                canvas: bool = False) -> Callable:
     """One iteration of one branch, Darknet's ``optimize_picture`` at ``layer`` on the image viewed at ``view``:
     (params, images (N, H, W, 3), row (5,) = layer, octave, dx, dy, flip, rates (N,), aux) -> (the new images,
     the objective's values before the step (N,)). ``aux`` is shared by the batch, or (``shared_aux`` False) one per
-    image: a sweep's grid of thresholds."""
-    objective = objective_function(model, step.objective, step.precision, shared_aux)
+    image: a sweep's grid of thresholds.
+
+    ``canvas``: the images are canvases (each image's pixels in the top-left corner, zeros beyond) and the step
+    takes one more argument, ``valid`` (N, 3 + layer, 2): each image's true (h, w), its view's at this branch,
+    and every layer's output's up to ``layer`` (``canvas_sizes``). One program then serves every image size that
+    fits the canvas, each image getting the values of its own size's program up to the order of float sums."""
+    objective = objective_function(model, step.objective, step.precision, shared_aux, canvas)
     param, transform = step.parameterisation, step.transformation
 
-    def dream_step(params: Any, images: Array, row: Array, rates: Array, aux: Any) -> tuple[Array, Array]:
+    def dream_step(params: Any, images: Array, row: Array, rates: Array, aux: Any,
+                   valid: Array | None = None) -> tuple[Array, Array]:
         full = (images.shape[1], images.shape[2])
-        small = jax.vmap(lambda image: transform.inside(param.view(transform.before(image, row), view), row))(images)
+        regions = None if valid is None else Region(valid[:, 0], valid[:, 1])
 
-        values, grads = values_and_gradients(objective, params, small, layer, aux)
-        grads = jax.vmap(lambda grad: param.back(transform.inside(grad, row), full))(grads)
-        return jax.vmap(lambda image, grad, rate: apply_gradient(step, image, grad, row, rate))(images, grads,
-                                                                                               rates), values
+        def look(image: Array, region: Region | None) -> Array:
+            at = {} if region is None else {"region": region}  # parts without a canvas form take no region
+            return transform.inside(param.view(transform.before(image, row, **at), view, **at), row, **at)
+
+        def back(grad: Array, region: Region | None) -> Array:
+            at = {} if region is None else {"region": region}
+            return param.back(transform.inside(grad, row, **at), full, **at)
+
+        def update(image: Array, grad: Array, rate: Array, region: Region | None) -> Array:
+            return apply_gradient(step, image, grad, row, rate, region)
+
+        small = jax.vmap(look)(images, regions)
+        values, grads = values_and_gradients(objective, params, small, layer, aux,
+                                             *(() if valid is None else (valid[:, 1:],)))
+        return jax.vmap(update)(images, jax.vmap(back)(grads, regions), rates, regions), values
 
     return dream_step
 
@@ -239,19 +267,24 @@ def fused_round(model: Model, config: DreamConfig) -> Callable:
     return run
 
 
-def apply_gradient(step: StepConfig, image: Array, grad: Array, row: Array, rate: Array) -> Array:
+def apply_gradient(step: StepConfig, image: Array, grad: Array, row: Array, rate: Array,
+                   region: Region | None = None) -> Array:
     """The rest of ``optimize_picture`` once the gradient (of the transformed image, at full size) is known: undo
-    the transform, add the pull to gray, normalise, step and clip."""
-    update = step.transformation.undo_before(grad, row) + I.rounded(step.gray_pull * (0.5 - image))
+    the transform, add the pull to gray, normalise, step and clip (on a canvas: over the image's region, zeros
+    beyond)."""
+    at = {} if region is None else {"region": region}
+    update = step.transformation.undo_before(grad, row, **at) + I.rounded(step.gray_pull * (0.5 - image))
+    inside = None if region is None else region_mask(region.full[None], *image.shape[:2])[0]
     if step.norm == "std":
-        mean = jnp.mean(update)
-        std = jnp.sqrt(jnp.mean(jnp.square(update - mean)))
+        mean = region_mean(update, inside)
+        std = jnp.sqrt(region_mean(jnp.square(update - mean), inside))
         # A flat update (e.g. -thresh 1000 selects nothing on a flat image) has no direction: Darknet divides by
         # zero and writes NaN; no step is the answer that stays an image.
         update = jnp.where(std > 0, (update - mean) / std, 0.0)
     elif step.norm == "mean_abs":
-        update = update / (jnp.mean(jnp.abs(update)) + 1e-8)
-    return jnp.clip(image + I.rounded(rate * update), 0.0, 1.0)
+        update = update / (region_mean(jnp.abs(update), inside) + 1e-8)
+    stepped = jnp.clip(image + I.rounded(rate * update), 0.0, 1.0)
+    return stepped if inside is None else jnp.where(inside, stepped, 0.0)
 
 
 def round_schedule(config: DreamConfig) -> Callable:

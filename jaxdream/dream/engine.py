@@ -27,7 +27,7 @@ from jaxdream.compiled.background import AHEAD, URGENT, wait
 from jaxdream.compiled.cache import Program, program_cache, program_peak_bytes
 from jaxdream.compiled.placement import as_batch, placed_params
 from jaxdream.compiled.stats import RunStats
-from jaxdream.dream import core, tiles
+from jaxdream.dream import canvas, core, tiles
 from jaxdream.dream.validate import check_zoom, validate
 from jaxdream.errors import OptionError
 from jaxdream.objectives import LOGIT_OBJECTIVES
@@ -46,7 +46,8 @@ class Run:
     ``aux``: the objective's input (``objective_input``). ``schedule``: optional (iters, 5) rows of layer, octave,
     dx, dy, flip replacing the seed's draws. ``on_round(round, images)`` sees each round before zoom/rotate.
     ``tile``/``memory``: see ``plan_tiles``. ``keep_rounds`` False returns only the last round (long animations
-    stream theirs through ``on_round``)."""
+    stream theirs through ``on_round``). ``sizes``: (N, 2) each image's true (height, width) when the images are
+    canvases (``dream/canvas.py``: one set of programs for several sizes)."""
 
     rate: float
     aux: Any = field(default_factory=lambda: np.float32(0))
@@ -60,6 +61,7 @@ class Run:
     tile: int | None = None
     memory: str | int | None = None
     keep_rounds: bool = True
+    sizes: Any = None
 
 
 _AHEAD: ContextVar[bool] = ContextVar("jaxdream_compiling_ahead", default=False)
@@ -92,7 +94,13 @@ def dream(model: Model, images: Any, config: core.DreamConfig, run: Run) -> np.n
     """``run.rounds`` rounds of ``config`` on checked images (N, H, W, 3) -> (rounds, N, H, W, 3) (or the last
     round, see ``Run.keep_rounds``), through one cached program per branch, or tiled (None, having only started
     compiling, inside ``compiling_ahead``)."""
-    check_zoom(run.zoom, run.rounds, images.shape[1], images.shape[2])
+    if run.sizes is not None:
+        problem = canvas.canvas_problem(model, config, run.rounds, run.zoom, run.rotate, run.tile, run.memory)
+        if problem is not None:
+            raise OptionError(f"images of several sizes on a canvas cannot be dreamed with {problem}; dream each "
+                              "size on its own")
+    else:
+        check_zoom(run.zoom, run.rounds, images.shape[1], images.shape[2])
     if ahead():
         _prefetch_rounds(model, images, config, run)
         return None
@@ -103,6 +111,8 @@ def dream(model: Model, images: Any, config: core.DreamConfig, run: Run) -> np.n
 def _round_step(model: Model, images: Any, config: core.DreamConfig, run: Run) -> Callable[[Any, int], Any]:
     """The function that dreams one round: tiled, replaying a schedule, or drawing its schedule from the seed."""
     seed, stats = checks.check_seed(run.seed), run.stats
+    if run.sizes is not None:
+        return _canvas_round_step(model, config, run, placed_params(model, images))
     tile, per_call = plan_tiles(model, config, images, run.aux, run.tile, run.memory, stats)
     if tile is not None:
         if run.schedule is not None:
@@ -137,6 +147,19 @@ def _round_step(model: Model, images: Any, config: core.DreamConfig, run: Run) -
         if lone and not fused_program and remaining * per_iteration > FUSED_PAYS_AFTER * compiling:
             fused_program["future"] = cache.prefetch(fused, structs, stats, AHEAD)
         return imgs
+
+    return step
+
+
+def _canvas_round_step(model: Model, config: core.DreamConfig, run: Run, params: Any) -> Callable[[Any, int], Any]:
+    """A round on canvases: the branch programs along the schedule (never tiled; no fused round: a canvas serves
+    folders of new sizes, where compiling it would not pay)."""
+    fixed = check_schedule(run.schedule, config) if run.schedule is not None else None
+    rates = config.step_rates(run.rate)
+
+    def step(imgs: Any, r: int) -> Any:
+        schedule = fixed if fixed is not None else drawn_schedule(config, run.seed, r, run.stats)
+        return run_round(model, config, params, imgs, schedule, rates, run.aux, run.stats, sizes=run.sizes)[0]
 
     return step
 
@@ -181,13 +204,13 @@ def surely_untiled(model: Model, config: core.DreamConfig, shape: tuple[int, ...
 def _prefetch_rounds(model: Model, images: Any, config: core.DreamConfig, run: Run) -> None:
     """Start compiling every branch (and the zoom) a run's rounds will meet; tiled runs are left alone (their
     gradient programs do not depend on the image size)."""
-    if not surely_untiled(model, config, images.shape, run.tile, run.memory):
+    if run.sizes is None and not surely_untiled(model, config, images.shape, run.tile, run.memory):
         return
     seed, params = checks.check_seed(run.seed), placed_params(model, images)
     for r in range(run.rounds):
         schedule = check_schedule(run.schedule, config) if run.schedule is not None else \
             drawn_schedule(config, seed, r, run.stats)
-        prefetch_round(model, config, params, images, schedule, run.aux, run.stats)
+        prefetch_round(model, config, params, images, schedule, run.aux, run.stats, sizes=run.sizes)
         if run.schedule is not None:
             break
     if run.rounds > 1 and (run.zoom != 1.0 or run.rotate):
@@ -207,40 +230,46 @@ def drawn_schedule(config: core.DreamConfig, seed: int, index: int, stats: RunSt
 
 
 def branch_program(model: Model, config: core.DreamConfig, row: Any, image_size: tuple[int, int],
-                   shared_aux: bool = True) -> Program:
+                   shared_aux: bool = True, on_canvas: bool = False) -> Program:
     """The program of one iteration on schedule row (layer, octave, ...): one per (layer, view size) for an image
-    size, whatever the range, iterations, mode or command that needs it."""
+    size (or a canvas: ``on_canvas``), whatever the range, iterations, mode or command that needs it."""
     view = config.parameterisation.sizes(*image_size, config.octave_count)[min(int(row[1]), config.octave_count - 1)]
     layer, step = int(row[0]), config.step
-    return Program("dream_step", model, (step, layer, view, shared_aux),
-                   lambda: core.branch_step(model, step, layer, view, shared_aux),
-                   f"layer {layer} viewed at {view[1]}x{view[0]}")
+    where = f" on a {image_size[1]}x{image_size[0]} canvas" if on_canvas else ""
+    return Program("dream_step", model, (step, layer, view, shared_aux, on_canvas),
+                   lambda: core.branch_step(model, step, layer, view, shared_aux, on_canvas),
+                   f"layer {layer} viewed at {view[1]}x{view[0]}{where}")
 
 
 def prefetch_round(model: Model, config: core.DreamConfig, params: Any, images: Any, schedule: np.ndarray,
                    aux: Any, stats: RunStats | None = None, priority: int = AHEAD,
-                   shared_aux: bool = True) -> list[Future]:
+                   shared_aux: bool = True, sizes: Any = None) -> list[Future]:
     """Start compiling (or loading) the branch programs a round of ``schedule`` needs on ``images`` (an array or a
-    ``jax.ShapeDtypeStruct``), in the order the round first needs them; one future per iteration."""
+    ``jax.ShapeDtypeStruct``; canvases where ``sizes`` gives each image's true size), in the order the round first
+    needs them; one future per iteration."""
     structs = jax.ShapeDtypeStruct(images.shape, np.float32, sharding=_named_sharding(images))
     rates = jax.ShapeDtypeStruct((images.shape[0],), np.float32)
     cache, by_branch = program_cache(), {}
     for row in schedule:
         if (branch := (int(row[0]), int(row[1]))) not in by_branch:
-            program = branch_program(model, config, row, (images.shape[1], images.shape[2]), shared_aux)
-            by_branch[branch] = cache.prefetch(program, (params, structs, row, rates, aux), stats, priority)
+            program = branch_program(model, config, row, (images.shape[1], images.shape[2]), shared_aux,
+                                     sizes is not None)
+            valid = () if sizes is None else (jax.ShapeDtypeStruct((images.shape[0], branch[0] + 3, 2), np.int32),)
+            by_branch[branch] = cache.prefetch(program, (params, structs, row, rates, aux, *valid), stats, priority)
     return [by_branch[int(row[0]), int(row[1])] for row in schedule]
 
 
 def run_round(model: Model, config: core.DreamConfig, params: Any, images: Any, schedule: np.ndarray,
               rates: np.ndarray, aux: Any, stats: RunStats, shared_aux: bool = True,
-              cells: int = 1) -> tuple[Any, np.ndarray]:
+              cells: int = 1, sizes: Any = None) -> tuple[Any, np.ndarray]:
     """One round on images (N, H, W, 3): each iteration's branch program along ``schedule``, dispatched from the
     host in interruptible chunks while later branches still compile. ``rates``: (iters,) shared, or (iters, N)
     per image. ``cells``: how many dreams the batch holds for progress and statistics (a sweep's grid: N, each
-    with its own rate and ``aux``; else 1 per iteration). Returns (the images, the objective before each iteration
-    (iters, N))."""
-    futures = prefetch_round(model, config, params, images, schedule, aux, stats, URGENT, shared_aux)
+    with its own rate and ``aux``; else 1 per iteration). ``sizes``: (N, 2) each image's true size on canvases.
+    Returns (the images, the objective before each iteration (iters, N))."""
+    futures = prefetch_round(model, config, params, images, schedule, aux, stats, URGENT, shared_aux, sizes)
+    valid = {} if sizes is None else {
+        (int(row[0]), int(row[1])): canvas.canvas_sizes(model, config, np.asarray(sizes), row) for row in schedule}
     per_image = np.broadcast_to(np.asarray(rates, np.float32).reshape(len(schedule), -1 if len(schedule) else 1),
                                 (len(schedule), images.shape[0]))
     values: list[Any] = []
@@ -254,7 +283,8 @@ def run_round(model: Model, config: core.DreamConfig, params: Any, images: Any, 
                 before = time.perf_counter()
                 ready[futures[i]] = wait(futures[i])
                 waited += time.perf_counter() - before
-            state, value = ready[futures[i]](params, state, schedule[i], per_image[i], aux)
+            extra = () if sizes is None else (valid[int(schedule[i][0]), int(schedule[i][1])],)
+            state, value = ready[futures[i]](params, state, schedule[i], per_image[i], aux, *extra)
             values.append(value)
         state = jax.block_until_ready(state)
         stats.run_seconds += time.perf_counter() - began - waited
