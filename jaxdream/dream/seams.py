@@ -11,7 +11,8 @@ tiled step and every mode look them up here, so a new one is one class and one r
 
 Each part takes an optional ``Region``: on a canvas (images of several sizes sharing one program, each in the
 top-left corner) the image's true size and its view's, traced, which every size-dependent operation uses instead
-of the array's shape. A part without a canvas form raises when given one (the canvas is then not used).
+of the array's shape. A part says whether it has that form (``canvas``); without it, each size is dreamed on its
+own.
 """
 
 from __future__ import annotations
