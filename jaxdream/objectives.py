@@ -9,50 +9,16 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 Array = jax.Array
 
 
-@jax.custom_jvp
-def ordered_sum(x: Array) -> Array:
-    """The sum of ``x`` (h, w, c) in a fixed order: rows one after another, then columns, then channels.
-
-    Why not ``jnp.sum``: XLA's reduction order depends on the array's shape, so the same values on a larger canvas
-    (zeros beyond them) would sum to a different last bit, and a dream amplifies a bit into visible pixels. Adding
-    rows and columns in sequence, zeros added at the end change nothing: an image gets the same sums alone and on
-    any canvas. Costs little at run time (~0.1 ms at 640x480), ~0.2 s of compiling per branch (benchmarks/NOTES.md).
-    """
-    return jnp.sum(_in_sequence(_in_sequence(x)))
-
-
-@ordered_sum.defjvp
-def _ordered_sum_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    # A sum's derivative is the sum of the tangents in any order (its transpose is a broadcast), and a loop
-    # would need a reverse-differentiable scan.
-    return ordered_sum(primals[0]), jnp.sum(tangents[0])
-
-
-def _in_sequence(x: Array) -> Array:
-    """The sum over the first axis of ``x``, one slice after another (lax only: these loops are traced often)."""
-
-    def add_next(state: tuple[Array, Array]) -> tuple[Array, Array]:
-        i, total = state
-        return i + 1, lax.add(total, lax.dynamic_index_in_dim(x, i, 0, keepdims=False))
-
-    start = (jnp.int32(0), lax.full(x.shape[1:], 0, x.dtype))
-    return lax.while_loop(lambda state: state[0] < x.shape[0], add_next, start)[1]
-
-
 def region_mean(x: Array, region: Array | None) -> Array:
-    """The mean of ``x`` (h, w, c) (``ordered_sum``), over the positions of ``region`` (h, w, 1) where one is
-    given."""
+    """The mean of ``x`` (h, w, c), over the positions of ``region`` (h, w, 1) where one is given."""
     if region is None:
-        # XLA turns a division by a constant into a product with its reciprocal, which rounds differently from
-        # the canvas's division by a counted size; the barrier keeps it a division.
-        return ordered_sum(x) / lax.optimization_barrier(jnp.float32(x.size))
+        return jnp.mean(x)
     count = (jnp.sum(region, dtype=jnp.int32) * x.shape[-1]).astype(x.dtype)  # exact: counts fit an int32
-    return ordered_sum(jnp.where(region, x, 0.0)) / count
+    return jnp.sum(jnp.where(region, x, 0.0)) / count
 
 
 def nightmare_objective(activation: Array, thresh: Array | float, region: Array | None = None) -> Array:
