@@ -16,8 +16,9 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from jaxdream.cli.feedback import Feedback
 
-err_console = Console(stderr=True)
-out_console = Console()
+# No emoji codes: a message quoting ':x:' (an objective's neuron:L:C:X:Y) must print as written.
+err_console = Console(stderr=True, emoji=False)
+out_console = Console(emoji=False)
 state = {"debug": False}
 
 

@@ -153,3 +153,56 @@ def video(
         shares = ", ".join(f"{k} {v:.0%}" for k, v in run["share"].items())
         err_console.print(f"{run['frames']} frames dreamed ({run['resumed_frames']} resumed) -> "
                           f"{', '.join(map(str, targets))}; time: {shares}", highlight=False)
+
+
+@command()
+def render(
+    model: o.ModelArg,
+    args: Annotated[list[str], typer.Argument(metavar="[WEIGHTS] OBJECTIVE", help=(
+        "The weights (or --weights), then what to show: class:ostrich, bce:ostrich (the published BCE recipe), "
+        "layer:9, neuron:9:12[:X:Y], channel:9:12 or 9:12, diversity:9; combined with ' + ', ' - ' and weights: "
+        "'class:ostrich - 0.5*class:pelican'. Layers by index or name (fire5/concat_1:12)."))],
+    weights: o.Weights = None,
+    param: Annotated[str, typer.Option(metavar="fft|pixel", help="What is optimised: the image's Fourier spectrum "
+                                                                 "(1/f scaled) or its pixels.")] = "fft",
+    decorrelate: Annotated[bool, typer.Option(metavar="", help="Optimise decorrelated colours (ImageNet's colour "
+                                                   "covariance).")] = True,
+    transforms: Annotated[str, typer.Option(metavar="standard|none", help=(
+        "Random transforms before the network each step (standard: pad 12, jitter 8, scale 0.9-1.1, rotate 10 "
+        "degrees, jitter 4)."))] = "standard",
+    size: Annotated[str, typer.Option(metavar="WxH", help="The image size.")] = "224x224",
+    steps: Annotated[int, typer.Option(metavar="N", help="Optimisation steps (Adam).")] = 256,
+    lr: Annotated[float, typer.Option(metavar="X", help="Adam's learning rate.")] = 0.05,
+    decay: Annotated[float, typer.Option(metavar="X", help="fft: frequencies scaled by 1/f^X.")] = 1.0,
+    batch: Annotated[int, typer.Option(metavar="N", help="Images rendered together, each from its own noise.")] = 1,
+    diversity: Annotated[float, typer.Option(metavar="W", help=(
+        "Weight of a term pushing the batch's images apart (Gram-matrix cosine at the objective's deepest "
+        "layer; needs --batch 2 or more)."))] = 0.0,
+    start: Annotated[Path | None, typer.Option("--from", metavar="IMAGE", help=(
+        "Start from this image instead of noise (render at its size)."))] = None,
+    seed: o.Seed = 0, out: o.Out = None, format_: Annotated[str, typer.Option(
+        "--format", metavar="png|jpg", help="Image format.")] = "png",
+    stats: o.Stats = None, precision: o.Precision = None, preprocess: o.Preprocess = None, labels: o.Labels = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Feature visualisation: render what a network responds to, from noise: `jaxdream render tiny class:ostrich`.
+
+    Writes <model>_<objective>_<item:02d>.png per batch item, and for class objectives says what the network
+    now sees. One compiled program per objective structure and size: other channels, classes or weights compile
+    nothing.
+    """
+    from jaxdream import commands
+
+    if len(args) not in (1, 2):
+        raise typer.BadParameter("give the objective, after the weights if the model needs them",
+                                 param_hint="[WEIGHTS] OBJECTIVE")
+    with showing(quiet) as (shown, bar):
+        files, seen = commands.render(
+            model, args[0] if len(args) == 2 else weights, args[-1], out=out, fmt=format_, size=size, start=start,
+            stats=stats, preprocess=preprocess, labels=labels, download=bar, param=param, decorrelate=decorrelate,
+            transforms=transforms, steps=steps, lr=lr, decay=decay, batch=batch, diversity=diversity, seed=seed,
+            precision=precision)
+        for i, path in enumerate(files):
+            verdict = "" if seen is None else ": " + ", ".join(f"{row['name']} {100 * row['prob']:.1f} %"
+                                                                for row in seen[i])
+            shown.print(f"{escape(str(path))}{escape(verdict)}")

@@ -1,9 +1,9 @@
 """jaxdream: Darknet's nightmare, faithful and compiled, in JAX.
 
 The public API: ``load_model``, ``load_image``, ``save_image``, ``nightmare``, ``deepdream``, ``lucid``,
-``reconstruct``, ``program_cache`` (see ``help(jaxdream.nightmare)`` and the README's "Library" section). The names
-are imported on first use, so ``import jaxdream`` (and the command line's ``--help``) does not pay for JAX until
-something needs it.
+``reconstruct``, ``render``, ``program_cache`` (see ``help(jaxdream.nightmare)`` and the README's "Library"
+section). The names are imported on first use, so ``import jaxdream`` (and the command line's ``--help``) does not
+pay for JAX until something needs it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _PUBLIC = {
     "DreamConfig": "jaxdream.dream", "ProgramCache": "jaxdream.compiled.cache", "RunStats": "jaxdream.compiled.stats",
     "deepdream": "jaxdream.dream", "lucid": "jaxdream.dream", "nightmare": "jaxdream.dream",
     "program_cache": "jaxdream.compiled.cache", "reconstruct": "jaxdream.dream", "top_classes": "jaxdream.dream",
+    "render": "jaxdream.visual.render",
     "JaxdreamError": "jaxdream.errors", "load_image": "jaxdream.image", "save_image": "jaxdream.image",
     "Model": "jaxdream.model", "load_model": "jaxdream.model",
 }

@@ -352,4 +352,37 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
 
 
 __all__ = ["batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
-           "lucid", "models", "nightmare", "plan", "program_cache", "sweep", "video"]
+           "lucid", "models", "nightmare", "plan", "program_cache", "render", "sweep", "video"]
+
+
+def render(model: str, weights: str | None, objective: str, *, out: Path | None = None, fmt: str = "png",
+           size: str = "224x224", start: Path | None = None, stats: Path | None = None, preprocess: str | None = None,
+           labels: Path | None = None, download: Download = None, **options: Any) -> tuple[list[Path], Any]:
+    """Render ``objective`` from noise (or from the image ``start``): ``<model>_<objective>_<item>.<fmt>`` per
+    batch item; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
+    classes (else None)."""
+    import re
+
+    from jaxdream.batch import parse_size
+    from jaxdream.dream.lucid_mode import top_classes
+    from jaxdream.objectives import LOGIT_KINDS, parse_objective
+    from jaxdream.visual.render import render as render_images
+
+    parsed = parse_objective(objective)  # a malformed objective fails before anything loads
+    height, width = parse_size(size)
+    outputs.check_report_path(stats, [model, weights, labels, start])
+    folder = outputs.output_folder(out)
+    loaded = load(model, weights, preprocess, labels, download)
+    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_")[:80] or "objective"
+    batch = int(options.get("batch", 1))
+    files = [folder / f"{loaded.name}_{tag}_{i:02d}.{outputs.check_format(fmt)}" for i in range(batch)]
+    outputs.check_io({"MODEL": model, "--weights": weights, "--labels": labels, "--from": start},
+                     {"output": files, "--stats": stats}, ["--stats"])
+    run_stats = RunStats()
+    images = render_images(loaded, parsed, size=(height, width), init=None if start is None else load_image(start),
+                           stats=run_stats, **options)
+    for path, image in zip(files, images, strict=True):
+        save_image(path, image)
+    write_stats(stats, run_stats)
+    classes = any(t.kind in LOGIT_KINDS for t in parsed.terms)
+    return files, top_classes(loaded, images, 3) if classes else None

@@ -7,8 +7,16 @@ beyond it, and every mean and selection counts the region only.
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxdream.errors import OptionError
 
 Array = jax.Array
 
@@ -99,3 +107,192 @@ def class_mix_objective(logits: Array, target: Array) -> Array:
 
 
 LOGIT_OBJECTIVES = {"class": class_objective, "class_mix": class_mix_objective}
+
+
+# Objective algebra for feature visualisation (``jaxdream.render``): terms on layers or logits, combined with +, -
+# and scalar *, each optionally for one batch item. What decides the compiled program (kinds, layers, vector
+# lengths: ``structure``) is kept apart from the numbers (weights, channels, classes, positions, vectors:
+# ``numbers``), which are arguments: another channel or weight compiles nothing.
+TERM_KINDS = ("channel", "neuron", "layer", "direction", "direction_cos", "class_logit", "class_bce", "diversity")
+LOGIT_KINDS = ("class_logit", "class_bce")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted term. ``layer``: an index or a layer name (resolved against the model when rendering);
+    ``index``: the channel or class (an int, or a class name); ``vector``: a direction's (channels,) or the BCE
+    target's {class: weight}; ``at``: a neuron's (x, y), None for the centre; ``batch``: the one item it is for."""
+
+    kind: str
+    layer: int | str | None = None
+    weight: float = 1.0
+    index: int | str = 0
+    vector: Any = None
+    at: tuple[int, int] | None = None
+    batch: int | None = None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A sum of weighted terms, ascended by ``jaxdream.render``: ``channel(9, 3) - 0.5 * neuron(9, 4)``."""
+
+    terms: tuple[Term, ...]
+
+    def __add__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(self.terms + other.terms)
+
+    def __sub__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return self + (-1.0) * other
+
+    def __mul__(self, factor: float) -> Objective:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
+            return NotImplemented
+        return Objective(tuple(replace(t, weight=t.weight * float(factor)) for t in self.terms))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return (-1.0) * self
+
+    def for_item(self, batch: int) -> Objective:
+        """The same terms, for batch item ``batch`` only."""
+        return Objective(tuple(replace(t, batch=batch) for t in self.terms))
+
+
+def channel(layer: int | str, c: int) -> Objective:
+    """The mean of channel ``c`` of ``layer`` over all positions."""
+    return Objective((Term("channel", layer, index=c),))
+
+
+def neuron(layer: int | str, c: int, x: int | None = None, y: int | None = None) -> Objective:
+    """Channel ``c`` of ``layer`` at one position (x, y), the centre by default."""
+    if (x is None) != (y is None):
+        raise OptionError("a neuron's position needs both x and y (or neither, for the centre)")
+    return Objective((Term("neuron", layer, index=c, at=None if x is None else (int(x), int(y))),))
+
+
+def layer(layer: int | str) -> Objective:
+    """DeepDream's objective: the mean square of the whole layer."""
+    return Objective((Term("layer", layer),))
+
+
+def direction(layer: int | str, vector: Any, cosine: bool = False) -> Objective:
+    """The activation's agreement with a direction in channel space, averaged over positions: the dot product, or
+    with ``cosine`` the cosine similarity (insensitive to the activation's size)."""
+    vector = np.asarray(vector, np.float32)
+    if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all():
+        raise OptionError("a direction is a finite vector with one value per channel")
+    return Objective((Term("direction_cos" if cosine else "direction", layer, vector=vector),))
+
+
+def class_logit(c: int | str) -> Objective:
+    """The logit of class ``c`` (an index or a name)."""
+    return Objective((Term("class_logit", index=c),))
+
+
+def class_bce(classes: Any) -> Objective:
+    """The published recipe: -BCE-with-logits toward a scaled one-hot target (``classes``: a name, an index, or
+    {class: weight} for a mix)."""
+    return Objective((Term("class_bce", vector=classes),))
+
+
+def diversity(layer: int | str) -> Objective:
+    """Minus the mean cosine similarity between the batch items' Gram matrices of ``layer``: pushes the items of a
+    batch apart (it needs a batch of two or more)."""
+    return Objective((Term("diversity", layer),))
+
+
+def term_value(kind: str, activation: Array, number: dict[str, Array]) -> Array:
+    """One item's value of a layer term on its activation (h, w, c)."""
+    if kind == "channel":
+        return jnp.mean(jnp.take(activation, number["index"], axis=-1))
+    if kind == "neuron":
+        h, w = activation.shape[0], activation.shape[1]
+        x = jnp.clip(number["x"], 0, w - 1) if "x" in number else w // 2
+        y = jnp.clip(number["y"], 0, h - 1) if "y" in number else h // 2
+        return jnp.take(activation[y, x], number["index"])
+    if kind == "layer":
+        return jnp.mean(jnp.square(activation))
+    products = activation @ number["vector"]
+    if kind == "direction":
+        return jnp.mean(products)
+    norms = jnp.linalg.norm(activation, axis=-1) * jnp.linalg.norm(number["vector"])
+    return jnp.mean(products / (norms + 1e-6))
+
+
+def diversity_value(activations: Array) -> Array:
+    """Minus the mean, over ordered pairs of distinct items, of the cosine similarity of their Gram matrices."""
+    n = activations.shape[0]
+    flat = activations.reshape(n, -1, activations.shape[-1])
+    grams = jnp.einsum("npc,npd->ncd", flat, flat).reshape(n, -1)
+    unit = grams / (jnp.linalg.norm(grams, axis=-1, keepdims=True) + 1e-12)
+    similarity = unit @ unit.T
+    return -(jnp.sum(similarity) - jnp.trace(similarity)) / n
+
+
+_ATOM = re.compile(r"^(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*\*\s*)?(?P<atom>\S.*)$")
+
+
+def parse_objective(text: str) -> Objective:
+    """The command line's objectives: terms joined by ' + ' and ' - ' (spaces around the sign), each
+    ``[weight*]atom``, the atoms ``class:NAME`` (logit), ``bce:NAME`` (the published recipe), ``layer:L``,
+    ``neuron:L:C[:X:Y]``, ``channel:L:C``, ``diversity:L``, or ``L:C`` (a channel; L an index or a layer
+    name)."""
+    source = text.strip()
+    if not source:
+        raise OptionError("an empty objective; e.g. class:ostrich, layer:9, neuron:9:12 or fire5/concat_1:12")
+    pieces = re.split(r"\s+([+-])\s+", source)
+    signs, atoms = ["+", *pieces[1::2]], pieces[0::2]
+    if atoms[0].startswith("-"):  # a leading minus (a layer counted from the end: channel:-1:3)
+        signs[0], atoms[0] = "-", atoms[0][1:].strip()
+    total: Objective | None = None
+    for sign, atom in zip(signs, atoms, strict=True):
+        term = _parse_atom(atom, source) * (-1.0 if sign == "-" else 1.0)
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def _parse_atom(atom: str, source: str) -> Objective:
+    match = _ATOM.match(atom.strip())
+    if match is None:
+        raise OptionError(f"objective {source!r}: {atom!r} is not a term; e.g. class:ostrich or 0.5*layer:9")
+    weight = float(match["weight"]) if match["weight"] else 1.0
+    body = match["atom"].strip()
+    kind, _, rest = body.partition(":")
+
+    def number(text: str, what: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise OptionError(f"objective {source!r}: {what} {text!r} in {atom!r} is not a whole number") from None
+
+    if kind in ("class", "bce") and rest:
+        name = rest.strip()
+        index: int | str = int(name) if name.isdigit() else name
+        return weight * (class_logit(index) if kind == "class" else class_bce(index))
+    if kind in ("layer", "diversity") and rest:
+        target = _layer_token(rest)
+        return weight * (layer(target) if kind == "layer" else diversity(target))
+    if kind == "neuron":
+        parts = rest.split(":")
+        if len(parts) not in (2, 4):
+            raise OptionError(f"objective {source!r}: write a neuron as neuron:LAYER:CHANNEL[:X:Y], got {atom!r}")
+        at = [number(p, "position") for p in parts[2:]]
+        return weight * neuron(_layer_token(parts[0]), number(parts[1], "channel"), *at)
+    if kind == "channel":
+        body = rest
+    target, sep, c = body.rpartition(":")
+    if not sep or not target:
+        raise OptionError(f"objective {source!r}: {atom!r} is not a term; use class:NAME, bce:NAME, layer:L, "
+                          "neuron:L:C[:X:Y], channel:L:C, diversity:L or L:C")
+    return weight * channel(_layer_token(target), number(c, "channel"))
+
+
+def _layer_token(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"-?\d+", text) else text

@@ -54,14 +54,16 @@ NOT_OPTIONS = {
     "progress": "a callback: the command shows progress", "inputs": "VIDEO: the command's arguments",
     "outputs": "--out", "layers": "--layers", "rates": "--rates", "threshs": "--thresh",
     "sizes": "images of several sizes on one canvas: batch plans them (--exact-sizes turns that off)",
+    "objective": "render: OBJECTIVE, the command's argument", "init": "--from (an image path)",
 }
 
 
 def test_every_mode_parameter_has_an_option():
     from jaxdream import dream, sweep, video
+    from jaxdream.visual.render import render
 
     pairs = [("nightmare", dream.nightmare), ("deepdream", dream.deepdream), ("lucid", dream.lucid),
-             ("video", video.dream_videos), ("sweep", sweep.sweep)]
+             ("video", video.dream_videos), ("sweep", sweep.sweep), ("render", render)]
     for name, function in pairs:
         have = options_of(name) | {"layer"}
         wanted = {p for p in inspect.signature(function).parameters if p not in NOT_OPTIONS}
@@ -74,6 +76,7 @@ OWN_MEANING = {  # (command, option): why it differs from the shared option of t
     ("video", "out"): "a file for one video or a folder", ("batch", "out"): "required: it holds the manifest",
     ("batch", "size"): "resizes every image", ("plan", "size"): "required: the size to plan",
     ("weights convert", "output"): "-o FILE, the .h5 written",
+    ("render", "size"): "the rendered image's size (224x224 by default)", ("render", "format_"): "png by default",
 }
 
 
@@ -94,7 +97,8 @@ def test_help_shows_words_not_types():
     from typer.testing import CliRunner
 
     runner = CliRunner()
-    for argv in (["--help"], ["nightmare", "--help"], ["batch", "--help"], ["lucid", "--help"]):
+    for argv in (["--help"], ["nightmare", "--help"], ["batch", "--help"], ["lucid", "--help"],
+                 ["render", "--help"]):
         text = runner.invoke(app, argv, env={"COLUMNS": "200"}).output
         assert "<bool>" not in text and "<int>" not in text and "<list" not in text, (argv, text)
     top = runner.invoke(app, ["--help"]).output

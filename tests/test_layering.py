@@ -20,6 +20,7 @@ FLOORS = [
     ("jaxdream.darknet", "jaxdream.keras", "jaxdream.onnx"),
     ("jaxdream.model",),
     ("jaxdream.dream",),
+    ("jaxdream.visual",),
     ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video", "jaxdream.timing"),
     ("jaxdream.commands",),
     ("jaxdream.cli",),

@@ -1,0 +1,100 @@
+"""Image parameterisations for rendering: what the optimiser changes, and how it becomes an image in [0, 1].
+
+- ``pixel``: one value per pixel and colour.
+- ``fft``: the image's real 2-D Fourier spectrum, each frequency scaled by 1 / max(f, 1 / max(h, w))^decay (times
+  sqrt(h * w)), so that equal steps change low frequencies more than high ones (Olah et al., Distill 2017).
+- ``decorrelate``: the optimised colours live in a decorrelated space, mapped to RGB by the square root of the
+  colour covariance (ImageNet's by default, or one computed from photos), normalised to the largest column norm.
+- The output range: ``sigmoid`` (the default) or ``clip`` to [0, 1].
+
+Every function here is pure; ``init`` draws each batch item from its own key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdream.errors import OptionError
+
+Array = jax.Array
+PARAMS = ("pixel", "fft")
+RANGES = ("sigmoid", "clip")
+# The square root of ImageNet's RGB covariance (rows: R, G, B), as published with the method (Olah et al.).
+IMAGENET_COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
+FFT_OUTPUT_SCALE = 4.0  # the spectrum's image is divided by this, so a unit-variance init starts near gray
+
+
+@dataclass(frozen=True)
+class ImageParam:
+    """A parameterisation of (height, width) images: ``kind`` (PARAMS), its ``decay`` (fft), whether colours are
+    ``decorrelated`` (with ``colour``, a 3x3 square root of a colour covariance) and the output ``range``."""
+
+    kind: str = "fft"
+    height: int = 224
+    width: int = 224
+    decay: float = 1.0
+    decorrelate: bool = True
+    range: str = "sigmoid"
+    colour: tuple[tuple[float, ...], ...] = tuple(map(tuple, IMAGENET_COLOUR_SQRT.tolist()))
+
+    def __post_init__(self) -> None:
+        if self.kind not in PARAMS:
+            raise OptionError(f"--param {self.kind!r}: use one of {', '.join(PARAMS)}")
+        if self.range not in RANGES:
+            raise OptionError(f"output range {self.range!r}: use one of {', '.join(RANGES)}")
+        if self.height < 1 or self.width < 1:
+            raise OptionError(f"--size {self.width}x{self.height}: both sides must be at least 1")
+        if not np.isfinite(self.decay) or self.decay < 0:
+            raise OptionError(f"decay {self.decay} must be a number of at least 0")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One item's parameters: (h, w, 3) pixels, or (3, h, w // 2 + 1, 2) real and imaginary parts."""
+        if self.kind == "pixel":
+            return self.height, self.width, 3
+        return 3, self.height, self.width // 2 + 1, 2
+
+    def spectrum_scale(self) -> np.ndarray:
+        """(h, w // 2 + 1) the scale of each frequency of the rfft2 spectrum."""
+        fy = np.fft.fftfreq(self.height)[:, None]
+        fx = np.fft.rfftfreq(self.width)[None, :]
+        frequency = np.sqrt(fx * fx + fy * fy)
+        scale = 1.0 / np.maximum(frequency, 1.0 / max(self.height, self.width)) ** self.decay
+        return (scale * np.sqrt(self.height * self.width)).astype(np.float32)
+
+    def colour_matrix(self) -> np.ndarray:
+        """The decorrelated-to-RGB map, normalised by its largest column norm."""
+        matrix = np.asarray(self.colour, np.float32)
+        return matrix / np.max(np.linalg.norm(matrix, axis=0))
+
+    def to_image(self, theta: Array) -> Array:
+        """One item's parameters -> its image (h, w, 3) in [0, 1]."""
+        if self.kind == "pixel":
+            values = theta
+        else:
+            spectrum = (theta[..., 0] + 1j * theta[..., 1]) * self.spectrum_scale()
+            values = jnp.fft.irfft2(spectrum, s=(self.height, self.width)).transpose(1, 2, 0) / FFT_OUTPUT_SCALE
+        if self.decorrelate:
+            values = values @ jnp.asarray(self.colour_matrix()).T
+        return jax.nn.sigmoid(values) if self.range == "sigmoid" else jnp.clip(values + 0.5, 0.0, 1.0)
+
+    def init(self, key: Array, batch: int, scale: float = 0.01) -> Array:
+        """(batch, *shape) small random parameters, each item from its own key (never one draw copied)."""
+        keys = jax.random.split(key, batch)
+        return jax.vmap(lambda k: scale * jax.random.normal(k, self.shape, jnp.float32))(keys)
+
+    def from_image(self, image: np.ndarray) -> np.ndarray:
+        """The parameters whose image is ``image`` (h, w, 3) in [0, 1] (values kept inside (0, 1) so the sigmoid's
+        inverse is finite): to start from a photo."""
+        x = np.clip(np.asarray(image, np.float64), 1e-3, 1 - 1e-3)
+        values = np.log(x / (1 - x)) if self.range == "sigmoid" else x - 0.5
+        if self.decorrelate:
+            values = values @ np.linalg.inv(self.colour_matrix().astype(np.float64)).T
+        if self.kind == "pixel":
+            return values.astype(np.float32)
+        spectrum = np.fft.rfft2(values.transpose(2, 0, 1) * FFT_OUTPUT_SCALE) / self.spectrum_scale()
+        return np.stack([spectrum.real, spectrum.imag], axis=-1).astype(np.float32)

@@ -1,0 +1,199 @@
+"""``render``: images optimised from noise (or a photo) toward an objective, the feature-visualisation recipe.
+
+Each step: the parameters become images (``params.ImageParam``), each image passes its own random transforms
+(``transforms``), the network's requested layers (and logits) are computed for the batch at once, the objective
+(``jaxdream.objectives``' algebra) is summed over the items, and Adam (optax) ascends it. A whole run is one
+compiled program per (model, objective structure, parameterisation, transforms, size, batch, steps' rate):
+weights, channels, classes, positions and directions are arguments, so changing them compiles nothing; the host
+calls it in chunks of about a second (Ctrl-C, progress).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdream import checks, progress
+from jaxdream.compiled.cache import Program, program_cache
+from jaxdream.compiled.placement import placed_params
+from jaxdream.compiled.stats import RunStats
+from jaxdream.dream.engine import run_in_chunks
+from jaxdream.dream.lucid_mode import parse_classes, target_vector
+from jaxdream.errors import OptionError
+from jaxdream.objectives import (
+    LOGIT_KINDS,
+    Objective,
+    Term,
+    class_objective,
+    diversity,
+    diversity_value,
+    parse_objective,
+    term_value,
+)
+from jaxdream.ops import resolve_precision
+from jaxdream.visual import transforms as T
+from jaxdream.visual.params import ImageParam
+
+if TYPE_CHECKING:
+    from jaxdream.protocol import Model
+
+Array = jax.Array
+Structure = tuple[tuple[str, int | None, bool, int | None], ...]  # per term: kind, layer, has a position, length
+TARGET_SCALE = 100.0  # the BCE target's scale, as lucid's
+
+
+def render(model: Model, objective: Objective | str, *, param: str = "fft", size: int | tuple[int, int] = 224,
+           steps: int = 256, batch: int = 1, transforms: str = "standard", diversity: float = 0.0, seed: int = 0,
+           lr: float = 0.05, decorrelate: bool = True, decay: float = 1.0, init: Any = None,
+           precision: str | None = None, stats: RunStats | None = None) -> np.ndarray:
+    """Images (batch, H, W, 3) in [0, 1] that ``objective`` (an ``Objective`` or its text, ``parse_objective``)
+    rates highly, from noise (or from ``init``, an image (H, W, 3) every item starts from). ``param``: 'fft' or
+    'pixel'; ``transforms``: 'standard' or 'none'; ``diversity``: the weight of a term pushing the batch's items
+    apart (at the objective's deepest layer)."""
+    objective = parse_objective(objective) if isinstance(objective, str) else objective
+    height, width = (size, size) if isinstance(size, int) else size
+    checks.check_count("steps", steps, 0)
+    checks.check_count("batch", batch, 1)
+    checks.check_seed(seed)
+    checks.check_number("lr", lr, 0.0, strict=True)
+    checks.check_number("diversity", diversity, 0.0)
+    image_param = ImageParam(param, int(height), int(width), float(decay), bool(decorrelate))
+    chain = T.preset(transforms)
+    T.output_size(chain, height, width)
+    if diversity:
+        if batch < 2:
+            raise OptionError("--diversity needs --batch 2 or more: it pushes the batch's images apart")
+        objective = objective + diversity * _diversity_term(model, objective)
+    structure, numbers, masks = resolve(model, objective, batch)
+    mode = resolve_precision(precision)
+    stats = stats if stats is not None else RunStats()
+    program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode),
+                      lambda: render_steps(model, structure, image_param, chain, float(lr), mode))
+    key = jax.random.key(seed)
+    theta = image_param.init(key, batch) if init is None else \
+        jnp.broadcast_to(image_param.from_image(_checked_init(init, height, width)), (batch, *image_param.shape))
+    state = (jnp.asarray(theta), optax.adam(lr).init(jnp.asarray(theta)))
+    params, cache = placed_params(model, theta), program_cache()
+
+    def chunk(state: Any, start: int, stop: int) -> Any:
+        return cache(program, params, *state, numbers, masks, np.uint32(seed), np.int32(start), np.int32(stop),
+                     stats=stats)
+
+    with progress.task("rendering", steps, "step"):
+        theta, _ = run_in_chunks(chunk, state, steps)
+    return np.asarray(jax.vmap(image_param.to_image)(theta))
+
+
+def render_steps(model: Model, structure: Structure, image_param: ImageParam, chain: tuple[T.Transform, ...],
+                 lr: float, precision: str) -> Any:
+    """(params, theta, opt_state, numbers, masks, seed, start, stop) -> (theta, opt_state) after steps start ..
+    stop - 1 of Adam on the objective."""
+    optimiser = optax.adam(lr)
+    layers = tuple(sorted({layer for _, layer, _, _ in structure if layer is not None}))
+    uses_logits = any(kind in LOGIT_KINDS for kind, _, _, _ in structure)
+
+    def loss(theta: Array, params: Any, numbers: Any, masks: Array, key: Array) -> Array:
+        images = jax.vmap(image_param.to_image)(theta)
+        keys = jax.random.split(key, images.shape[0])
+        seen = jax.vmap(lambda k, image: T.apply(chain, k, image))(keys, images)
+        acts = model.apply(params, model.normalize(seen), layers, precision) if layers else {}
+        logits = model.apply_logits(params, seen, precision) if uses_logits else None
+        return -objective_total(structure, acts, logits, numbers, masks)
+
+    def run(params: Any, theta: Array, opt_state: Any, numbers: Any, masks: Array, seed: Array, start: Array,
+            stop: Array) -> tuple[Array, Any]:
+        base = jax.random.key(seed)
+
+        def step(i: Array, carry: tuple[Array, Any]) -> tuple[Array, Any]:
+            theta, opt_state = carry
+            grads = jax.grad(loss)(theta, params, numbers, masks, jax.random.fold_in(base, i))
+            updates, opt_state = optimiser.update(grads, opt_state, theta)
+            return optax.apply_updates(theta, updates), opt_state
+
+        return jax.lax.fori_loop(start, stop, step, (theta, opt_state))
+
+    return run
+
+
+def objective_total(structure: Structure, acts: dict[int, Array], logits: Array | None, numbers: Any,
+                    masks: Array) -> Array:
+    """The objective summed over the batch: each term's per-item value times its weight and its item mask (a
+    diversity term is one value for the whole batch)."""
+    total = jnp.float32(0)
+    for t, (kind, layer, _, _) in enumerate(structure):
+        number = numbers[t]
+        if kind == "diversity":
+            total = total + number["weight"] * diversity_value(acts[layer])
+            continue
+        if kind == "class_logit":
+            values = jnp.take(logits, number["index"], axis=-1)
+        elif kind == "class_bce":
+            values = jax.vmap(class_objective, in_axes=(0, None))(logits, number["vector"])
+        else:
+            values = jax.vmap(lambda a, n=number, k=kind: term_value(k, a, n))(acts[layer])
+        total = total + number["weight"] * jnp.sum(masks[t] * values)
+    return total
+
+
+def resolve(model: Model, objective: Objective, batch: int) -> tuple[Structure, list[dict[str, Any]], np.ndarray]:
+    """The objective against ``model`` and a batch size: (structure: what decides the program, numbers: each
+    term's arguments, masks (terms, batch): which items each term is for). One clear error for a layer, channel,
+    class or item that does not exist."""
+    structure, numbers, masks = [], [], []
+    for term in objective.terms:
+        if term.batch is not None and not 0 <= term.batch < batch:
+            raise OptionError(f"an objective for item {term.batch} of a batch of {batch}")
+        mask = np.ones(batch, np.float32) if term.batch is None else np.eye(batch, dtype=np.float32)[term.batch]
+        number: dict[str, Any] = {"weight": np.float32(term.weight)}
+        layer = None
+        if term.kind in LOGIT_KINDS:
+            labels = model.class_names()
+            if term.kind == "class_logit":
+                number["index"] = np.int32(next(iter(parse_classes(term.index if isinstance(term.index, int) else
+                                                                   str(term.index), labels))))
+            else:
+                number["vector"] = target_vector(parse_classes(term.vector, labels), len(labels), TARGET_SCALE)
+        else:
+            layer = model.resolve_layer(term.layer)
+            model.check_layer(layer)
+            channels = model.layer_output_shapes(*model.input_size, layer)[-1][2]
+            if term.kind in ("channel", "neuron"):
+                if not 0 <= int(term.index) < channels:
+                    raise OptionError(f"channel {term.index} is out of range: layer {layer} has channels 0 .. "
+                                      f"{channels - 1}")
+                number["index"] = np.int32(term.index)
+            if term.at is not None:
+                number["x"], number["y"] = np.int32(term.at[0]), np.int32(term.at[1])
+            if term.kind in ("direction", "direction_cos"):
+                if len(term.vector) != channels:
+                    raise OptionError(f"the direction has {len(term.vector)} values; layer {layer} has {channels} "
+                                      "channels")
+                number["vector"] = np.asarray(term.vector, np.float32)
+        length = None if "vector" not in number else len(number["vector"])
+        structure.append((term.kind, layer, term.at is not None, length))
+        numbers.append(number)
+        masks.append(mask)
+    if not structure:
+        raise OptionError("the objective has no terms")
+    return tuple(structure), numbers, np.stack(masks)
+
+
+def _diversity_term(model: Model, objective: Objective) -> Objective:
+    """Diversity at the objective's deepest layer (the layer before the logits for class objectives)."""
+    layers = [model.resolve_layer(t.layer) for t in objective.terms if t.layer is not None]
+    return diversity(max(layers) if layers else model.logits_layer - 1)
+
+
+def _checked_init(image: Any, height: int, width: int) -> np.ndarray:
+    image = np.asarray(image, np.float32)
+    if image.shape != (height, width, 3):
+        raise OptionError(f"the start image is {image.shape}; render at its size (--size {image.shape[1]}x"
+                          f"{image.shape[0]}) or resize it")
+    return image
+
+
+__all__ = ["Term", "objective_total", "render", "render_steps", "resolve"]

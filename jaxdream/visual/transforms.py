@@ -1,0 +1,150 @@
+"""Random transforms applied to a rendered image before the network, so what it learns to show survives small
+shifts, scales and rotations (Olah et al., Distill 2017). Each is a frozen (hashable: part of a program's key)
+callable ``(key, image (h, w, 3)) -> image``, pure and seeded; ``apply`` runs a chain, each with its own key.
+
+The ``standard`` preset is lucent's: pad 12 with 0.5, jitter 8, scale 0.9-1.1, rotate -10..10 degrees, jitter 4.
+``Scale`` and ``Rotate`` keep the size (they resample about the centre, edges clamped) where lucent's scale
+changes it: programs need static shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax.scipy import ndimage
+
+from jaxdream.errors import OptionError
+
+Array = jax.Array
+
+
+@dataclass(frozen=True)
+class Pad:
+    """A border of ``pixels`` on every side, filled with ``value``."""
+
+    pixels: int
+    value: float = 0.5
+
+    def __call__(self, key: Array, image: Array) -> Array:
+        return pad(image, self.pixels, self.value)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """A random crop ``pixels`` smaller on each axis (a shift of 0 .. pixels)."""
+
+    pixels: int
+
+    def __call__(self, key: Array, image: Array) -> Array:
+        dy, dx = jax.random.randint(key, (2,), 0, self.pixels + 1)
+        return crop(image, dy, dx, image.shape[0] - self.pixels, image.shape[1] - self.pixels)
+
+
+@dataclass(frozen=True)
+class RandomCrop:
+    """A random ``size`` x ``size`` crop."""
+
+    size: int
+
+    def __call__(self, key: Array, image: Array) -> Array:
+        ky, kx = jax.random.split(key)
+        dy = jax.random.randint(ky, (), 0, image.shape[0] - self.size + 1)
+        dx = jax.random.randint(kx, (), 0, image.shape[1] - self.size + 1)
+        return crop(image, dy, dx, self.size, self.size)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Resampled about the centre by a factor drawn uniformly from [low, high]."""
+
+    low: float
+    high: float
+
+    def __call__(self, key: Array, image: Array) -> Array:
+        return affine(image, jax.random.uniform(key, (), minval=self.low, maxval=self.high), 0.0)
+
+
+@dataclass(frozen=True)
+class Rotate:
+    """Rotated about the centre by an angle drawn uniformly from [-degrees, degrees]."""
+
+    degrees: float
+
+    def __call__(self, key: Array, image: Array) -> Array:
+        angle = jax.random.uniform(key, (), minval=-self.degrees, maxval=self.degrees)
+        return affine(image, 1.0, angle * (math.pi / 180.0))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Gaussian noise of standard deviation ``sd``."""
+
+    sd: float
+
+    def __call__(self, key: Array, image: Array) -> Array:
+        return image + self.sd * jax.random.normal(key, image.shape, image.dtype)
+
+
+Transform = Pad | Jitter | RandomCrop | Scale | Rotate | Noise
+PRESETS: dict[str, tuple[Transform, ...]] = {
+    "standard": (Pad(12, 0.5), Jitter(8), Scale(0.9, 1.1), Rotate(10.0), Jitter(4)),
+    "none": (),
+}
+
+
+def preset(name: str) -> tuple[Transform, ...]:
+    """The named chain (PRESETS)."""
+    if name not in PRESETS:
+        raise OptionError(f"--transforms {name!r}: use one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def apply(chain: Sequence[Transform], key: Array, image: Array) -> Array:
+    """``image`` through each transform of ``chain`` in order, each with its own key from ``key``."""
+    for index, transform in enumerate(chain):
+        image = transform(jax.random.fold_in(key, index), image)
+    return image
+
+
+def output_size(chain: Sequence[Transform], height: int, width: int) -> tuple[int, int]:
+    """The size an image of height x width has after ``chain``; one clear error where a crop would not fit."""
+    for transform in chain:
+        if isinstance(transform, Pad):
+            height, width = height + 2 * transform.pixels, width + 2 * transform.pixels
+        elif isinstance(transform, Jitter):
+            height, width = height - transform.pixels, width - transform.pixels
+        elif isinstance(transform, RandomCrop):
+            if transform.size > min(height, width):
+                raise OptionError(f"a random crop of {transform.size} does not fit a {width}x{height} image")
+            height = width = transform.size
+        if min(height, width) < 1:
+            raise OptionError("the transforms crop the image away; render a larger --size")
+    return height, width
+
+
+def pad(image: Array, pixels: int, value: float) -> Array:
+    """``image`` with a border of ``pixels`` filled with ``value``."""
+    return jnp.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), constant_values=value)
+
+
+def crop(image: Array, top: Array | int, left: Array | int, height: int, width: int) -> Array:
+    """The height x width window whose corner is (top, left)."""
+    return jax.lax.dynamic_slice(image, (top, left, 0), (height, width, image.shape[2]))
+
+
+def affine(image: Array, scale: Array | float, angle: Array | float) -> Array:
+    """``image`` scaled by ``scale`` and rotated by ``angle`` (radians, counter-clockwise) about its centre, keeping
+    its size: each output pixel samples the input bilinearly at its inverse image, edges clamped."""
+    h, w = image.shape[0], image.shape[1]
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx,
+                          indexing="ij")
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    source_y = (cos * yy - sin * xx) / scale + cy
+    source_x = (sin * yy + cos * xx) / scale + cx
+    return jnp.stack([ndimage.map_coordinates(image[..., c], [source_y, source_x], order=1, mode="nearest")
+                      for c in range(image.shape[2])], axis=-1)

@@ -1,0 +1,206 @@
+"""Feature visualisation (jaxdream.visual, the objective algebra): the Fourier parameterisation against NumPy's
+irfft2, each transform against a NumPy version, objective values against float64 NumPy and their gradients against
+finite differences, independent inits per item, and a real classifier rendered from noise."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdream import objectives as O
+from jaxdream.errors import OptionError
+from jaxdream.visual import transforms as T
+from jaxdream.visual.params import FFT_OUTPUT_SCALE, ImageParam
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.mark.parametrize(("height", "width", "decay"), [(32, 32, 1.0), (24, 37, 1.5), (9, 8, 0.0)])
+def test_the_fourier_parameterisation_is_numpys_irfft2_of_the_scaled_spectrum(height, width, decay):
+    param = ImageParam("fft", height, width, decay, decorrelate=True)
+    theta = np.random.default_rng(0).standard_normal(param.shape).astype(np.float32)
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    scale = np.sqrt(height * width) / np.maximum(np.hypot(fx, fy), 1.0 / max(height, width)) ** decay
+    spectrum = (theta[..., 0].astype(np.float64) + 1j * theta[..., 1]) * scale
+    values = np.fft.irfft2(spectrum, s=(height, width)).transpose(1, 2, 0) / FFT_OUTPUT_SCALE
+    colour = np.asarray(param.colour, np.float64)
+    values = values @ (colour / np.linalg.norm(colour, axis=0).max()).T
+    np.testing.assert_allclose(param.to_image(jnp.asarray(theta)), _sigmoid(values), atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["fft", "pixel"])
+def test_starting_from_a_photo_gives_the_photo_back(kind):
+    param = ImageParam(kind, 20, 27)
+    photo = np.random.default_rng(1).uniform(0.05, 0.95, (20, 27, 3)).astype(np.float32)
+    np.testing.assert_allclose(param.to_image(jnp.asarray(param.from_image(photo))), photo, atol=2e-5)
+
+
+def test_each_item_starts_from_its_own_noise():
+    """captum#552: one init copied to every item made 'diverse' images identical."""
+    theta = np.asarray(ImageParam("fft", 16, 16).init(jax.random.key(0), 3))
+    assert not np.array_equal(theta[0], theta[1]) and not np.array_equal(theta[1], theta[2])
+
+
+def _bilinear_clamped(image, y, x):
+    """NumPy float64 bilinear sampling at (y, x), coordinates clamped to the image."""
+    h, w = image.shape[:2]
+    y, x = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
+    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    return ((1 - fy) * (1 - fx) * image[y0, x0] + (1 - fy) * fx * image[y0, x1] + fy * (1 - fx) * image[y1, x0]
+            + fy * fx * image[y1, x1])
+
+
+def test_transforms_match_numpy():
+    rng = np.random.default_rng(2)
+    image = rng.random((23, 31, 3)).astype(np.float32)
+    np.testing.assert_array_equal(T.pad(image, 5, 0.5), np.pad(image, ((5, 5), (5, 5), (0, 0)), constant_values=0.5))
+    np.testing.assert_array_equal(T.crop(image, 3, 7, 10, 12), image[3:13, 7:19])
+    key = jax.random.key(3)
+    dy, dx = np.asarray(jax.random.randint(key, (2,), 0, 9))
+    np.testing.assert_array_equal(T.Jitter(8)(key, image), image[dy : dy + 15, dx : dx + 23])
+    for scale, angle in ((1.07, 0.0), (1.0, 0.17), (0.93, -0.3)):
+        h, w = image.shape[:2]
+        yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+        sy = (np.cos(angle) * yy - np.sin(angle) * xx) / scale + (h - 1) / 2
+        sx = (np.sin(angle) * yy + np.cos(angle) * xx) / scale + (w - 1) / 2
+        np.testing.assert_allclose(T.affine(image, scale, angle), _bilinear_clamped(image.astype(np.float64), sy, sx),
+                                   atol=1e-5)
+    np.testing.assert_allclose(T.affine(image, 1.0, 0.0), image, atol=1e-6)
+    noisy = np.asarray(T.Noise(0.1)(key, np.zeros((64, 64, 3), np.float32)))
+    assert abs(noisy.std() - 0.1) < 0.01 and abs(noisy.mean()) < 0.01
+    standard = T.preset("standard")
+    assert T.apply(standard, key, image).shape[:2] == T.output_size(standard, 23, 31) == (35, 43)
+    with pytest.raises(OptionError, match="crop the image away"):
+        T.output_size((T.Jitter(40),), 23, 31)
+
+
+def test_layer_terms_match_float64_numpy_and_their_gradients_finite_differences():
+    rng = np.random.default_rng(4)
+    act = rng.standard_normal((5, 6, 4)).astype(np.float32)
+    vector = rng.standard_normal(4).astype(np.float32)
+    a64, v64 = act.astype(np.float64), vector.astype(np.float64)
+    numbers = {"index": np.int32(2), "vector": vector, "x": np.int32(1), "y": np.int32(4)}
+    expected = {
+        "channel": a64[..., 2].mean(), "layer": (a64**2).mean(), "direction": (a64 @ v64).mean(),
+        "direction_cos": ((a64 @ v64) / (np.linalg.norm(a64, axis=-1) * np.linalg.norm(v64))).mean(),
+        "neuron": a64[4, 1, 2],
+    }
+    for kind, value in expected.items():
+        assert float(O.term_value(kind, jnp.asarray(act), numbers)) == pytest.approx(value, rel=1e-5, abs=1e-6)
+        grad = np.asarray(jax.grad(lambda a, k=kind: O.term_value(k, a, numbers))(jnp.asarray(act)))
+        eps, probe = 1e-2, [(0, 0, 2), (4, 1, 2), (2, 3, 1)]
+        for index in probe:
+            up, down = a64.copy(), a64.copy()
+            up[index] += eps
+            down[index] -= eps
+            numeric = (float(O.term_value(kind, jnp.asarray(up, jnp.float32), numbers))
+                       - float(O.term_value(kind, jnp.asarray(down, jnp.float32), numbers))) / (2 * eps)
+            assert grad[index] == pytest.approx(numeric, rel=2e-2, abs=2e-3), (kind, index)
+    batch = rng.standard_normal((3, 4, 4, 5))
+    grams = np.einsum("nhwc,nhwd->ncd", batch, batch).reshape(3, -1)
+    unit = grams / np.linalg.norm(grams, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    assert float(O.diversity_value(jnp.asarray(batch, jnp.float32))) == pytest.approx(
+        -(similarity.sum() - np.trace(similarity)) / 3, rel=1e-5)
+
+
+def test_objective_algebra_and_its_text():
+    combined = O.channel(9, 3) + 2 * O.neuron(9, 4) - O.layer("conv5")
+    assert [(t.kind, t.layer, t.weight) for t in combined.terms] == [
+        ("channel", 9, 1.0), ("neuron", 9, 2.0), ("layer", "conv5", -1.0)]
+    assert [t.batch for t in O.channel(1, 0).for_item(2).terms] == [2]
+    parsed = O.parse_objective("class:ostrich - 0.5*class:great white shark + fire5/concat_1:12 + neuron:9:1:2:3")
+    assert [(t.kind, t.layer, t.index, t.weight, t.at) for t in parsed.terms] == [
+        ("class_logit", None, "ostrich", 1.0, None), ("class_logit", None, "great white shark", -0.5, None),
+        ("channel", "fire5/concat_1", 12, 1.0, None), ("neuron", 9, 1, 1.0, (2, 3))]
+    assert [t.kind for t in O.parse_objective("-layer:9 + diversity:4 + bce:9 + channel:-1:3").terms] == [
+        "layer", "diversity", "class_bce", "channel"]
+    for bad, message in (("", "empty"), ("neuron:9", "neuron:LAYER"), ("9:x", "not a whole number"),
+                         ("ostrich", "not a term")):
+        with pytest.raises(OptionError, match=message):
+            O.parse_objective(bad)
+    with pytest.raises(OptionError, match="both x and y"):
+        O.neuron(3, 1, x=2)
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.model import model_from_bytes
+    from jaxdream.darknet.weights import random_weights_bytes
+
+    text = ("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=6\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n[maxpool]\nsize=2\nstride=2\n[convolutional]\nfilters=5\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n")
+    cfg = parse_cfg(text, "render-net")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 7), "render-net")
+
+
+def test_other_channels_and_weights_compile_nothing_and_items_get_their_own_objective(small_net, program_events):
+    from jaxdream import render
+
+    first = render(small_net, O.channel(2, 1), size=24, steps=3, batch=2, param="pixel")
+    with program_events() as seen:
+        again = render(small_net, 3 * O.channel(2, 4).for_item(0) + O.channel(2, 0).for_item(1), size=24, steps=3,
+                       batch=2, param="pixel")
+    assert not [name for name in seen.compiles if "render" in name]
+    assert not np.allclose(first, again)
+    with pytest.raises(OptionError, match=r"channels 0 \.\. 4"):
+        render(small_net, O.channel(2, 5), size=24, steps=1)
+    with pytest.raises(OptionError, match="batch 2 or more"):
+        render(small_net, O.channel(2, 1), size=24, steps=1, diversity=1.0)
+
+
+def test_diversity_separates_items_only_when_their_inits_differ(small_net):
+    """A shared init (every item the same photo) and no random transforms: diversity cannot separate identical
+    items (its gradient between equal items is zero), which is why each item draws its own noise."""
+    from jaxdream import render
+
+    photo = np.random.default_rng(5).uniform(0.2, 0.8, (24, 24, 3)).astype(np.float32)
+    shared = render(small_net, O.layer(2), size=24, steps=5, batch=2, diversity=1.0, init=photo, transforms="none",
+                    param="pixel")
+    np.testing.assert_array_equal(shared[0], shared[1])
+    own = render(small_net, O.layer(2), size=24, steps=5, batch=2, diversity=1.0, transforms="none", param="pixel")
+    assert np.abs(own[0] - own[1]).mean() > 1e-3
+
+
+@pytest.mark.parametrize("param", ["fft", "pixel"])
+def test_tiny_darknet_rendered_from_noise_shows_an_ostrich(tiny_darknet, param):
+    """The published recipe's check at a short length (64 steps; the 256-step runs are the slow tests')."""
+    from jaxdream import render, top_classes
+
+    images = render(tiny_darknet, "class:ostrich", param=param, steps=64)
+    assert top_classes(tiny_darknet, images, 1)[0][0]["name"] == "ostrich"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("param", ["fft", "pixel"])
+def test_256_steps_from_noise_rank_ostrich_first_on_tiny_darknet_and_squeezenet(tiny_darknet, squeezenet, param):
+    from jaxdream import render, top_classes
+
+    for model in (tiny_darknet, squeezenet):
+        images = render(model, "class:ostrich", param=param, steps=256)
+        assert top_classes(model, images, 1)[0][0]["name"].startswith("ostrich"), model.name
+
+
+def test_the_render_command_writes_one_picture_per_item_and_names_a_bad_objective(monkeypatch, capsys, tmp_path):
+    from conftest import cli
+
+    code, out, _ = cli(monkeypatch, capsys, "render", "tiny", "class:ostrich", "--steps", "2", "--size", "48x40",
+                       "--batch", "2", "--out", tmp_path, "--quiet")
+    assert code == 0, out
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["tiny_class_ostrich_00.png", "tiny_class_ostrich_01.png"]
+    from jaxdream import load_image
+
+    assert load_image(tmp_path / written[0]).shape == (40, 48, 3)
+    code, _, err = cli(monkeypatch, capsys, "render", "tiny", "neuron:9", "--out", tmp_path)
+    assert code == 1 and any("neuron:LAYER:CHANNEL[:X:Y]" in line for line in err), err
+    code, _, err = cli(monkeypatch, capsys, "render", "tiny", "class:ostrichh", "--steps", "1", "--out", tmp_path)
+    assert code != 0 and any("unknown class 'ostrichh'" in line for line in err), err
