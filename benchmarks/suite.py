@@ -43,10 +43,11 @@ from .cases import (
 )
 from .first_image import first_image_cases
 from .processes import startup_case, tiles_cases
+from .render_cases import render_cases
 from .report import DARKNET_REFERENCE, ratios, write_report
 
 CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles", "video",
-         "first-image")
+         "first-image", "render")
 
 
 def peak_memory_bytes(device: jax.Device) -> int | None:
@@ -96,6 +97,8 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
             squeezenet = shared / "models" / "squeezenet-1.1-onnx" / "squeezenet1.1_fp16.onnx" if shared else None
             if squeezenet and squeezenet.exists():
                 rows.append(squeezenet_lucid_case(squeezenet, precision))
+        if "render" in cases:
+            rows += render_cases(tiny_darknet(shared), precision)
         with tempfile.TemporaryDirectory() as scratch:
             if "pipeline" in cases:
                 rows.append(pipeline_case(model, precision, Path(scratch), 8 if cpu else 32))

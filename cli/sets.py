@@ -93,3 +93,49 @@ def sweep(
             tile=tile, memory=memory, objective=objective, precision=precision)
     if not quiet:
         say(f"{cells} cells in {time.perf_counter() - start:.1f}s -> {', '.join(map(str, written))}")
+
+
+@command()
+def atlas(
+    model: o.ModelArg,
+    args: Annotated[list[str] | None, typer.Argument(metavar="[WEIGHTS] [LAYER]", help=(
+        "The weights (or --weights), then the layer whose channels to render (an index or a name); leave the "
+        "layer out with --classes."))] = None,
+    out: Annotated[Path, typer.Option(metavar="FOLDER", help="Output folder (created if missing); holds the "
+                                                             "manifest.")] = Path("atlas"),
+    weights: o.Weights = None,
+    channels: Annotated[str | None, typer.Option(metavar="A:B", help="Only these channels: a range A:B (B "
+                                                                     "excluded) or a list A,B,C.")] = None,
+    classes: Annotated[str | None, typer.Option(metavar="all|A:B", help="A classifier's classes instead of a "
+                                                                        "layer's channels.")] = None,
+    size: Annotated[str, typer.Option(metavar="WxH", help="Each unit's picture size.")] = "96x96",
+    steps: Annotated[int, typer.Option(metavar="N", help="Optimisation steps per unit.")] = 64,
+    param: Annotated[str, typer.Option(metavar="fft|pixel", help="What is optimised: the Fourier spectrum or the "
+                                                                 "pixels.")] = "fft",
+    transforms: Annotated[str, typer.Option(metavar="standard|none", help="Random transforms each step.")]
+        = "standard",
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Units rendered together (one compiled program).")]
+        = 16,
+    resume: o.Resume = False, seed: o.Seed = 0, precision: o.Precision = None, preprocess: o.Preprocess = None,
+    labels: o.Labels = None, quiet: o.Quiet = False,
+) -> None:
+    """Render every channel of a layer (or every class), one PNG each and a labelled contact sheet:
+    `jaxdream atlas tiny 5 --out atlas/`. One compiled program for the whole atlas; rerun with --resume after an
+    interruption (the same bytes as an uninterrupted run)."""
+    from jaxdream import commands
+
+    args = args or []
+    if len(args) > 2:
+        raise typer.BadParameter("give at most the weights and the layer", param_hint="[WEIGHTS] [LAYER]")
+    if classes is not None:  # no layer: an argument is the weights
+        weights_arg, layer = (args[0] if args else weights), (args[1] if len(args) == 2 else None)
+    else:
+        weights_arg, layer = (args[0] if len(args) == 2 else weights), (args[-1] if args else None)
+    with showing(quiet) as (shown, bar):
+        summary = commands.atlas(
+            model, weights_arg, layer, out, channels=channels, classes=classes, size=size, batch_size=batch_size,
+            resume=resume, preprocess=preprocess, labels=labels, download=bar,
+            progress=shown.counter("rendering units", "unit"), steps=steps, param=param, transforms=transforms,
+            seed=seed, precision=precision)
+    say(f"{summary.done} rendered, {summary.skipped} already done in {summary.seconds:.1f}s -> {out}"
+        + (f"; sheet {summary.sheet}" if summary.sheet else ""))

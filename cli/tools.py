@@ -43,7 +43,8 @@ def cache_clear() -> None:
 def bench(
     device: Annotated[str, typer.Option(metavar="cpu|gpu|all", help="Where to run.")] = "cpu",
     cases: Annotated[str, typer.Option(metavar="CASE,...", help=(
-        "Comma-separated, of: step, round, batch, lucid, eager, torch, pipeline, startup, mixed, tiles, video."))]
+        "Comma-separated, of: step, round, batch, lucid, eager, torch, pipeline, startup, mixed, tiles, video, "
+        "first-image, render."))]
         = "step,round,batch,lucid,eager,torch",
     out: Annotated[Path, typer.Option(metavar="FILE", help="Results JSON; the .md table and .png chart go beside "
                                                            "it.")] = Path("benchmarks/out/results.json"),

@@ -1,14 +1,18 @@
-"""Make the README's pictures from real runs of the bundled model: `python docs/make_pictures.py` (about a minute
-on 2 CPU cores). Each picture is a small JPEG (under 100 KB) in docs/."""
+"""Make the README's pictures from real runs of the bundled model: `python docs/make_pictures.py [NAME ...]` (all of
+them, or the named ones of: dreams, render, atlas; about three minutes on 2 CPU cores). Each picture is a small
+JPEG (under 100 KB) in docs/."""
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 import jaxdream as jd
+from jaxdream.atlas import run_atlas
 from jaxdream.files import image_bytes, write_atomically
 from jaxdream.image import to_uint8
 from jaxdream.sweep import contact_sheet, sweep
@@ -38,8 +42,7 @@ def _save(name: str, picture: Image.Image) -> None:
     print(f"docs/{name}: {picture.width}x{picture.height}, {len(data) // 1000} KB")
 
 
-def main() -> None:
-    model = jd.load_model("tiny")
+def dreams(model: jd.Model) -> None:
     photo = jd.load_image(SAMPLE_IMAGE)
     x = np.asarray(Image.fromarray(to_uint8(photo)).resize((WIDTH, WIDTH * 3 // 4), Image.LANCZOS),
                    np.float32) / 255
@@ -61,6 +64,33 @@ def main() -> None:
     with Image.open(sheet) as im:
         _save("sweep.jpg", im.convert("RGB"))
     sheet.unlink()
+
+
+def render(model: jd.Model) -> None:
+    images, labels = [], []
+    for param in ("fft", "pixel"):
+        image = jd.render(model, "class:ostrich", param=param, steps=256)[0]
+        top = jd.top_classes(model, image[None], 1)[0][0]
+        images.append(image)
+        labels.append(f"render class:ostrich --param {param}: {top['name']} {top['prob']:.0%}")
+    _save("render-ostrich.jpg", _labelled(images, labels))
+
+
+def atlas(model: jd.Model) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        summary = run_atlas(model, 5, list(range(24)), Path(scratch), size=64, steps=64, batch_size=24)
+        assert summary.sheet is not None
+        with Image.open(summary.sheet) as im:
+            _save("atlas.jpg", im.convert("RGB"))
+
+
+PICTURES = {"dreams": dreams, "render": render, "atlas": atlas}
+
+
+def main() -> None:
+    model = jd.load_model("tiny")
+    for name in sys.argv[1:] or PICTURES:
+        PICTURES[name](model)
 
 
 if __name__ == "__main__":

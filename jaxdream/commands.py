@@ -351,7 +351,7 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
     return suite.run_command(device, cases, out, precision, log)
 
 
-__all__ = ["batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
+__all__ = ["atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
            "lucid", "models", "nightmare", "plan", "program_cache", "render", "sweep", "video"]
 
 
@@ -386,3 +386,29 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
     write_stats(stats, run_stats)
     classes = any(t.kind in LOGIT_KINDS for t in parsed.terms)
     return files, top_classes(loaded, images, 3) if classes else None
+
+
+def atlas(model: str, weights: str | None, layer: str | None, out: Path, *, channels: str | None = None,
+          classes: str | None = None, size: str = "96x96", batch_size: int = 16, resume: bool = False,
+          preprocess: str | None = None, labels: Path | None = None, download: Download = None,
+          progress: Callable[[int, int], None] | None = None, **options: Any) -> Any:
+    """Every channel of ``layer`` (``channels``: A:B or A,B,C) or, with ``classes`` ('all', A:B or a list), every
+    class of a classifier, rendered into ``out`` with a contact sheet; ``options`` go to ``jaxdream.render``."""
+    from jaxdream import atlas as atlas_lib
+    from jaxdream.batch import parse_size
+
+    if (layer is None) == (classes is None):
+        raise OptionError("give a LAYER (its channels), or --classes for a classifier's classes, not both")
+    height, width = parse_size(size)
+    loaded = load(model, weights, preprocess, labels, download)
+    if classes is not None:
+        index = None
+        units = atlas_lib.parse_units(None if classes == "all" else classes, loaded.num_classes, "classes")
+    else:
+        index = loaded.resolve_layer(layer)
+        loaded.check_layer(index)
+        count = loaded.layer_output_shapes(*loaded.input_size, index)[-1][2]
+        units = atlas_lib.parse_units(channels, count, "channels")
+    return atlas_lib.run_atlas(loaded, index, units, out, batch_size=batch_size, resume=resume, progress=progress,
+                               reads={"MODEL": model, "--weights": weights, "--labels": labels},
+                               size=(height, width), **options)

@@ -21,7 +21,7 @@ FLOORS = [
     ("jaxdream.model",),
     ("jaxdream.dream",),
     ("jaxdream.visual",),
-    ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video", "jaxdream.timing"),
+    ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video", "jaxdream.timing", "jaxdream.atlas"),
     ("jaxdream.commands",),
     ("jaxdream.cli",),
 ]

@@ -82,10 +82,10 @@ class ImageParam:
             values = values @ jnp.asarray(self.colour_matrix()).T
         return jax.nn.sigmoid(values) if self.range == "sigmoid" else jnp.clip(values + 0.5, 0.0, 1.0)
 
-    def init(self, key: Array, batch: int, scale: float = 0.01) -> Array:
-        """(batch, *shape) small random parameters, each item from its own key (never one draw copied)."""
-        keys = jax.random.split(key, batch)
-        return jax.vmap(lambda k: scale * jax.random.normal(k, self.shape, jnp.float32))(keys)
+    def init(self, keys: Array, scale: float = 0.01) -> Array:
+        """(batch, *shape) small random parameters, each item from its own key of ``keys`` (batch,): never one
+        draw copied to every item."""
+        return jax.vmap(lambda k: scale * jax.random.normal(jax.random.fold_in(k, 0), self.shape, jnp.float32))(keys)
 
     def from_image(self, image: np.ndarray) -> np.ndarray:
         """The parameters whose image is ``image`` (h, w, 3) in [0, 1] (values kept inside (0, 1) so the sigmoid's

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdream import checks, progress
 from jaxdream.compiled.cache import Program, program_cache
@@ -49,11 +50,13 @@ TARGET_SCALE = 100.0  # the BCE target's scale, as lucid's
 def render(model: Model, objective: Objective | str, *, param: str = "fft", size: int | tuple[int, int] = 224,
            steps: int = 256, batch: int = 1, transforms: str = "standard", diversity: float = 0.0, seed: int = 0,
            lr: float = 0.05, decorrelate: bool = True, decay: float = 1.0, init: Any = None,
-           precision: str | None = None, stats: RunStats | None = None) -> np.ndarray:
+           precision: str | None = None, stats: RunStats | None = None, item_seeds: Any = None) -> np.ndarray:
     """Images (batch, H, W, 3) in [0, 1] that ``objective`` (an ``Objective`` or its text, ``parse_objective``)
     rates highly, from noise (or from ``init``, an image (H, W, 3) every item starts from). ``param``: 'fft' or
     'pixel'; ``transforms``: 'standard' or 'none'; ``diversity``: the weight of a term pushing the batch's items
-    apart (at the objective's deepest layer)."""
+    apart (at the objective's deepest layer). Each item draws its noise and transforms from ``seed`` and its own
+    ``item_seeds`` entry (default: its index), so an item's image does not depend on the others in the batch
+    (without diversity): an atlas gives a unit the same picture in any batch."""
     objective = parse_objective(objective) if isinstance(objective, str) else objective
     height, width = (size, size) if isinstance(size, int) else size
     checks.check_count("steps", steps, 0)
@@ -73,15 +76,19 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     stats = stats if stats is not None else RunStats()
     program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode),
                       lambda: render_steps(model, structure, image_param, chain, float(lr), mode))
-    key = jax.random.key(seed)
-    theta = image_param.init(key, batch) if init is None else \
+    item_seeds = np.arange(batch, dtype=np.uint32) if item_seeds is None else np.asarray(item_seeds, np.uint32)
+    if item_seeds.shape != (batch,):
+        raise OptionError(f"item_seeds must hold one seed per item: {batch}, got shape {item_seeds.shape}")
+    keys = item_keys(seed, item_seeds)
+    theta = image_param.init(keys) if init is None else \
         jnp.broadcast_to(image_param.from_image(_checked_init(init, height, width)), (batch, *image_param.shape))
-    state = (jnp.asarray(theta), optax.adam(lr).init(jnp.asarray(theta)))
+    theta = jnp.asarray(theta) if (sharding := batch_sharding(batch)) is None else jax.device_put(theta, sharding)
+    state = (theta, optax.adam(lr).init(theta))
     params, cache = placed_params(model, theta), program_cache()
 
     def chunk(state: Any, start: int, stop: int) -> Any:
-        return cache(program, params, *state, numbers, masks, np.uint32(seed), np.int32(start), np.int32(stop),
-                     stats=stats)
+        return cache(program, params, *state, numbers, masks, np.uint32(seed), item_seeds, np.int32(start),
+                     np.int32(stop), stats=stats)
 
     with progress.task("rendering", steps, "step"):
         theta, _ = run_in_chunks(chunk, state, steps)
@@ -90,33 +97,47 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
 
 def render_steps(model: Model, structure: Structure, image_param: ImageParam, chain: tuple[T.Transform, ...],
                  lr: float, precision: str) -> Any:
-    """(params, theta, opt_state, numbers, masks, seed, start, stop) -> (theta, opt_state) after steps start ..
-    stop - 1 of Adam on the objective."""
+    """(params, theta, opt_state, numbers, masks, seed, item_seeds, start, stop) -> (theta, opt_state) after steps
+    start .. stop - 1 of Adam on the objective."""
     optimiser = optax.adam(lr)
     layers = tuple(sorted({layer for _, layer, _, _ in structure if layer is not None}))
     uses_logits = any(kind in LOGIT_KINDS for kind, _, _, _ in structure)
 
-    def loss(theta: Array, params: Any, numbers: Any, masks: Array, key: Array) -> Array:
+    def loss(theta: Array, params: Any, numbers: Any, masks: Array, keys: Array) -> Array:
         images = jax.vmap(image_param.to_image)(theta)
-        keys = jax.random.split(key, images.shape[0])
         seen = jax.vmap(lambda k, image: T.apply(chain, k, image))(keys, images)
         acts = model.apply(params, model.normalize(seen), layers, precision) if layers else {}
         logits = model.apply_logits(params, seen, precision) if uses_logits else None
         return -objective_total(structure, acts, logits, numbers, masks)
 
-    def run(params: Any, theta: Array, opt_state: Any, numbers: Any, masks: Array, seed: Array, start: Array,
-            stop: Array) -> tuple[Array, Any]:
-        base = jax.random.key(seed)
+    def run(params: Any, theta: Array, opt_state: Any, numbers: Any, masks: Array, seed: Array, item_seeds: Array,
+            start: Array, stop: Array) -> tuple[Array, Any]:
+        keys = item_keys(seed, item_seeds)
 
         def step(i: Array, carry: tuple[Array, Any]) -> tuple[Array, Any]:
             theta, opt_state = carry
-            grads = jax.grad(loss)(theta, params, numbers, masks, jax.random.fold_in(base, i))
+            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(keys)  # 0 drew the init
+            grads = jax.grad(loss)(theta, params, numbers, masks, step_keys)
             updates, opt_state = optimiser.update(grads, opt_state, theta)
             return optax.apply_updates(theta, updates), opt_state
 
         return jax.lax.fori_loop(start, stop, step, (theta, opt_state))
 
     return run
+
+
+def item_keys(seed: Any, item_seeds: Any) -> Array:
+    """One key per item, from the run's seed and the item's own seed."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(item_seeds, jnp.uint32))
+
+
+def batch_sharding(batch: int) -> NamedSharding | None:
+    """The batch split over the local devices where there are several and they divide it."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or batch % len(devices):
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
 
 
 def objective_total(structure: Structure, acts: dict[int, Array], logits: Array | None, numbers: Any,
@@ -196,4 +217,4 @@ def _checked_init(image: Any, height: int, width: int) -> np.ndarray:
     return image
 
 
-__all__ = ["Term", "objective_total", "render", "render_steps", "resolve"]
+__all__ = ["Term", "batch_sharding", "item_keys", "objective_total", "render", "render_steps", "resolve"]
