@@ -72,7 +72,7 @@ def render(model: jd.Model) -> None:
         image = jd.render(model, "class:ostrich", param=param, steps=256)[0]
         top = jd.top_classes(model, image[None], 1)[0][0]
         images.append(image)
-        labels.append(f"render class:ostrich --param {param}: {top['name']} {top['prob']:.0%}")
+        labels.append(f"--param {param}  ->  {top['name']} {top['prob']:.0%}")
     _save("render-ostrich.jpg", _labelled(images, labels))
 
 
