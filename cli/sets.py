@@ -114,8 +114,9 @@ def atlas(
                                                                  "pixels.")] = "fft",
     transforms: Annotated[str, typer.Option(metavar="standard|none", help="Random transforms each step.")]
         = "standard",
-    batch_size: Annotated[int, typer.Option(metavar="N", help="Units rendered together (one compiled program).")]
-        = 16,
+    batch_size: Annotated[int | None, typer.Option(metavar="N", help=(
+        "Units rendered together (one compiled program); default 1 on a CPU (a batch gains nothing there), 16 on "
+        "a GPU."))] = None,
     resume: o.Resume = False, seed: o.Seed = 0, precision: o.Precision = None, preprocess: o.Preprocess = None,
     labels: o.Labels = None, quiet: o.Quiet = False,
 ) -> None:

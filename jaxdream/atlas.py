@@ -1,11 +1,11 @@
 """Atlases: every channel of a layer (or every class of a classifier) rendered, one picture per unit, with a
 labelled contact sheet.
 
-Units are rendered ``batch_size`` at a time through one compiled program (each item its own unit's objective,
-``Objective.for_item``; a short last batch is filled with copies, so the shape never changes), split over the
-local devices. Each unit draws its noise and transforms from the seed and its own index, so its picture is the
-same in any batch: a run killed and resumed (``resume``, the manifest of ``jaxdream.batch``) writes the same bytes
-as one that was not.
+Units are rendered ``batch_size`` at a time (by default 1 on a CPU, 16 on accelerators) through one compiled
+program (each item its own unit's objective, ``Objective.for_item``; a short last batch is filled with copies, so
+the shape never changes), split over the local devices. Each unit draws its noise and transforms from the seed and
+its own index, so its picture is the same in any batch: a run killed and resumed (``resume``, the manifest of
+``jaxdream.batch``) writes the same bytes as one that was not.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -64,14 +65,20 @@ def parse_units(text: str | None, count: int, what: str) -> list[int]:
     return units
 
 
-def run_atlas(model: Model, layer: int | None, units: list[int], out: Path, *, batch_size: int = 16,
+def default_batch_size() -> int:
+    """Units per batch when none is asked for: 1 on a CPU, where a batch only adds memory traffic (measured on 2
+    cores: 0.8-0.9x the units/s of one at a time, benchmarks/NOTES.md), 16 on accelerators."""
+    return 1 if jax.default_backend() == "cpu" else 16
+
+
+def run_atlas(model: Model, layer: int | None, units: list[int], out: Path, *, batch_size: int | None = None,
               resume: bool = False, progress: Callable[[int, int], None] | None = None, seed: int = 0,
               reads: dict[str, Any] | None = None, **options: Any) -> AtlasSummary:
     """Render each unit (a channel of ``layer``, or with ``layer`` None a class) into ``out``: one PNG per unit
     (``<model>_<layer>_<unit:04d>.png`` or ``<model>_class_<unit:04d>.png``), a manifest, and a contact sheet
     (``..._atlas.png``) of every unit done. ``options`` go to ``jaxdream.render`` (size, steps, param, ...);
     ``reads``: the run's files (model, weights), which no output may replace."""
-    checks.check_count("batch-size", batch_size, 1)
+    batch_size = default_batch_size() if batch_size is None else checks.check_count("batch-size", batch_size, 1)
     out = output_folder(out)
     tag = "class" if layer is None else str(layer)
     names = {unit: out / f"{model.name}_{tag}_{unit:04d}.png" for unit in units}

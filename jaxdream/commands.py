@@ -389,7 +389,7 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
 
 
 def atlas(model: str, weights: str | None, layer: str | None, out: Path, *, channels: str | None = None,
-          classes: str | None = None, size: str = "96x96", batch_size: int = 16, resume: bool = False,
+          classes: str | None = None, size: str = "96x96", batch_size: int | None = None, resume: bool = False,
           preprocess: str | None = None, labels: Path | None = None, download: Download = None,
           progress: Callable[[int, int], None] | None = None, **options: Any) -> Any:
     """Every channel of ``layer`` (``channels``: A:B or A,B,C) or, with ``classes`` ('all', A:B or a list), every
