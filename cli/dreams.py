@@ -174,6 +174,14 @@ def render(
     steps: Annotated[int, typer.Option(metavar="N", help="Optimisation steps (Adam).")] = 256,
     lr: Annotated[float, typer.Option(metavar="X", help="Adam's learning rate.")] = 0.05,
     decay: Annotated[float, typer.Option(metavar="X", help="fft: frequencies scaled by 1/f^X.")] = 1.0,
+    values: Annotated[str, typer.Option(metavar="sigmoid|clip", help="How the optimised values become [0, 1] "
+                                                                     "pixels.")] = "sigmoid",
+    redirect_relu: Annotated[bool, typer.Option(metavar="", help=(
+        "Every ReLU passes gradients that would raise a dead unit (lucid's redirected ReLU), for units that start "
+        "inactive."))] = False,
+    colours_from: Annotated[Path | None, typer.Option(metavar="FOLDER", help=(
+        "Decorrelate colours with the covariance of these photos (a folder, glob or list) instead of "
+        "ImageNet's."))] = None,
     batch: Annotated[int, typer.Option(metavar="N", help="Images rendered together, each from its own noise.")] = 1,
     diversity: Annotated[float, typer.Option(metavar="W", help=(
         "Weight of a term pushing the batch's images apart (Gram-matrix cosine at the objective's deepest "
@@ -200,7 +208,8 @@ def render(
         files, seen = commands.render(
             model, args[0] if len(args) == 2 else weights, args[-1], out=out, fmt=format_, size=size, start=start,
             stats=stats, preprocess=preprocess, labels=labels, download=bar, param=param, decorrelate=decorrelate,
-            transforms=transforms, steps=steps, lr=lr, decay=decay, batch=batch, diversity=diversity, seed=seed,
+            transforms=transforms, steps=steps, lr=lr, decay=decay, value_range=values, redirect=redirect_relu,
+            colours_from=colours_from, batch=batch, diversity=diversity, seed=seed,
             precision=precision)
         for i, path in enumerate(files):
             verdict = "" if seen is None else ": " + ", ".join(f"{row['name']} {100 * row['prob']:.1f} %"

@@ -355,12 +355,16 @@ __all__ = ["atlas", "batch", "bench", "classify", "convert", "deepdream", "envir
            "lucid", "models", "nightmare", "plan", "program_cache", "render", "sweep", "video"]
 
 
+COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance
+
+
 def render(model: str, weights: str | None, objective: str, *, out: Path | None = None, fmt: str = "png",
            size: str = "224x224", start: Path | None = None, stats: Path | None = None, preprocess: str | None = None,
-           labels: Path | None = None, download: Download = None, **options: Any) -> tuple[list[Path], Any]:
+           labels: Path | None = None, download: Download = None, colours_from: Path | None = None,
+           **options: Any) -> tuple[list[Path], Any]:
     """Render ``objective`` from noise (or from the image ``start``): ``<model>_<objective>_<item>.<fmt>`` per
-    batch item; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
-    classes (else None)."""
+    batch item; ``colours_from``: photos whose colour covariance replaces ImageNet's; ``options`` go to
+    ``jaxdream.render``. Returns the files and, for a classifier, each image's top classes (else None)."""
     import re
 
     from jaxdream.batch import parse_size
@@ -378,6 +382,11 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
     files = [folder / f"{loaded.name}_{tag}_{i:02d}.{outputs.check_format(fmt)}" for i in range(batch)]
     outputs.check_io({"MODEL": model, "--weights": weights, "--labels": labels, "--from": start},
                      {"output": files, "--stats": stats}, ["--stats"])
+    if colours_from is not None:
+        from jaxdream.batch import discover
+        from jaxdream.visual.params import colour_from_photos
+
+        options["colour"] = colour_from_photos([load_image(p) for p in discover([str(colours_from)])[:COLOUR_PHOTOS]])
     run_stats = RunStats()
     images = render_images(loaded, parsed, size=(height, width), init=None if start is None else load_image(start),
                            stats=run_stats, **options)

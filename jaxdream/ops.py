@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import jax
 import jax.numpy as jnp
@@ -168,3 +170,38 @@ def region_mask(valid: Array, height: int, width: int) -> Array:
     rows = jnp.arange(height)[None, :, None, None] < valid[:, 0, None, None, None]
     cols = jnp.arange(width)[None, None, :, None] < valid[:, 1, None, None, None]
     return rows & cols
+
+
+@jax.custom_vjp
+def redirected_relu(x: Array) -> Array:
+    """ReLU whose gradient also reaches an inactive unit when it would raise it (Lucid's "redirected ReLU"): the
+    values are the ReLU's; gradients that push a dead unit further down are still dropped."""
+    return jax.nn.relu(x)
+
+
+def _redirected_fwd(x: Array) -> tuple[Array, Array]:
+    return jax.nn.relu(x), x
+
+
+def _redirected_bwd(x: Array, g: Array) -> tuple[Array]:
+    return (jnp.where((x > 0) | (g > 0), g, jnp.zeros((), g.dtype)),)
+
+
+redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
+_REDIRECT: ContextVar[bool] = ContextVar("jaxdream_redirected_relus", default=False)
+
+
+@contextmanager
+def redirected_relus(on: bool = True) -> Iterator[None]:
+    """Inside this block (while a program is traced) every backend's ReLU is a ``redirected_relu``: feature
+    visualisation's remedy for units that start dead."""
+    token = _REDIRECT.set(on)
+    try:
+        yield
+    finally:
+        _REDIRECT.reset(token)
+
+
+def relu(x: Array, plain: Callable[[Array], Array] = jax.nn.relu) -> Array:
+    """A backend's ReLU (``plain``, its own arithmetic), or the redirected one inside ``redirected_relus``."""
+    return redirected_relu(x) if _REDIRECT.get() else plain(x)

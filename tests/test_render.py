@@ -250,3 +250,61 @@ def test_an_atlas_of_a_128_channel_layer_shows_each_channel_what_excites_it_most
     images = np.stack([load_image(path) for path in summary.files])
     response = np.asarray(tiny_darknet.forward(images, 5)[5]).mean(axis=(1, 2))  # (image, channel)
     assert np.mean(np.argmax(response, axis=0) == np.arange(channels)) >= 0.9
+
+
+def test_a_redirected_relu_lets_a_dead_unit_be_rendered(tmp_path):
+    """A ReLU network whose channel 2 is dead (a bias of -100): its plain gradient is zero, so Adam leaves the
+    image as it started; with redirect the unit's input rises."""
+    from jaxdream import render
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.model import DarknetModel, model_from_bytes
+    from jaxdream.darknet.weights import random_weights_bytes
+
+    text = ("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\n"
+            "activation=relu\n")
+    cfg = parse_cfg(text, "dead-net")
+    alive = model_from_bytes(cfg, random_weights_bytes(cfg, 9), "dead-net")
+    params = {"layer_0": {**alive.params["layer_0"], "bias": np.asarray(alive.params["layer_0"]["bias"]).copy()}}
+    params["layer_0"]["bias"][2] = -100.0
+    dead = DarknetModel("dead-net", cfg, params)
+    options = {"size": 16, "steps": 5, "transforms": "none", "param": "pixel", "lr": 0.5}
+    start = render(dead, O.channel(0, 2), steps=0, **{k: v for k, v in options.items() if k != "steps"})
+    plain = render(dead, O.channel(0, 2), **options)
+    redirected = render(dead, O.channel(0, 2), redirect=True, **options)
+    np.testing.assert_array_equal(plain, start)
+    before = lambda x: np.asarray(dead.apply(params, jnp.asarray(x), (0,))[0])
+    assert not np.array_equal(redirected, start)
+    kernel, bias = params["layer_0"]["kernel"], params["layer_0"]["bias"]
+    pre = lambda x: float(jax.lax.conv_general_dilated(
+        jnp.asarray(x), jnp.asarray(kernel), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))[..., 2].mean()
+        + bias[2])
+    assert pre(redirected) > pre(start)
+    assert not before(redirected)[..., 2].any()  # still dead in value: the ReLU's values are unchanged
+
+
+def test_colours_from_photos_ranges_and_own_transform_chains():
+    from jaxdream import render
+    from jaxdream.visual.params import colour_from_photos
+
+    rng = np.random.default_rng(6)
+    photos = [rng.random((8, 9, 3)) @ np.array([[1.0, 0.3, 0.1], [0.0, 0.8, 0.2], [0.0, 0.0, 0.5]])
+              for _ in range(3)]
+    root = colour_from_photos(photos)
+    np.testing.assert_allclose(root @ root, np.cov(np.concatenate([p.reshape(-1, 3) for p in photos]), rowvar=False),
+                               atol=1e-10)
+    model = _tiny_relu_free()
+    image = render(model, O.layer(0), size=12, steps=2, colour=root, value_range="clip",
+                   transforms=(T.Jitter(2), T.Noise(0.01)))
+    assert image.shape == (1, 12, 12, 3) and image.min() >= 0.0 and image.max() <= 1.0
+    with pytest.raises(OptionError, match="invertible 3x3"):
+        render(model, O.layer(0), size=12, steps=1, colour=np.zeros((3, 3)))
+
+
+def _tiny_relu_free():
+    from jaxdream.darknet.cfg import parse_cfg
+    from jaxdream.darknet.model import model_from_bytes
+    from jaxdream.darknet.weights import random_weights_bytes
+
+    cfg = parse_cfg("[net]\nwidth=12\nheight=12\nchannels=3\n[convolutional]\nfilters=2\nsize=3\nstride=1\npad=1\n"
+                    "activation=leaky\n", "leaky-net")
+    return model_from_bytes(cfg, random_weights_bytes(cfg, 1), "leaky-net")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxdream.darknet.reading import Reader, Reading, read_float, read_int, read_ints, read_word
 from jaxdream.errors import CfgError, OptionError
-from jaxdream.ops import conv, dense, max_pool, same_conv
+from jaxdream.ops import conv, dense, max_pool, relu, same_conv
 
 Array = jax.Array
 Shape = tuple[int, int, int]  # (height, width, channels)
@@ -32,7 +32,7 @@ def _softplus_threshold(x: Array) -> Array:
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[Array], Array]] = {
     "linear": lambda x: x,
-    "relu": lambda x: x * (x > 0),
+    "relu": lambda x: relu(x, lambda v: v * (v > 0)),
     "leaky": lambda x: jnp.where(x > 0, x, 0.1 * x),
     "logistic": jax.nn.sigmoid,
     "loggy": lambda x: 2.0 * jax.nn.sigmoid(x) - 1.0,

@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxdream.errors import WeightsError
-from jaxdream.ops import conv, dense, max_pool
+from jaxdream.ops import conv, dense, max_pool, relu
 
 Array = jax.Array
 Param = Callable[[str, tuple[int, ...]], Array]  # (weight name, shape) -> the layer's parameter
 
 ACTIVATIONS = {
-    "linear": lambda x: x, "relu": jax.nn.relu, "relu6": lambda x: jnp.clip(x, 0, 6), "sigmoid": jax.nn.sigmoid,
+    "linear": lambda x: x, "relu": relu, "relu6": lambda x: jnp.clip(x, 0, 6), "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh, "softmax": lambda x: jax.nn.softmax(x, axis=-1),
 }
 

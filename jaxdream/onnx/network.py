@@ -12,24 +12,7 @@ import numpy as np
 from jaxdream.errors import JaxdreamError, WeightsError
 from jaxdream.onnx.graph import Graph
 from jaxdream.onnx.ops import MAX_ELEMENTS, OPS, softmax
-
-
-@jax.custom_vjp
-def redirected_relu(x: jax.Array) -> jax.Array:
-    """ReLU whose gradient also reaches an inactive unit when it would raise it (Lucid's "redirected ReLU"): the
-    values are the ReLU's; gradients that push a dead unit further down are still dropped."""
-    return jax.nn.relu(x)
-
-
-def _redirected_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return jax.nn.relu(x), x
-
-
-def _redirected_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    return (jnp.where((x > 0) | (g > 0), g, jnp.zeros((), g.dtype)),)
-
-
-redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
+from jaxdream.ops import redirected_relu
 
 
 def check(graph: Graph, params: Any, source: str) -> None:

@@ -316,7 +316,7 @@ OPS: dict[str, Op] = {
     "Gemm": gemm, "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Pad": pad,
     "Clip": clip,
     "GlobalAveragePool": _unary(lambda x: jnp.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True)),
-    "Relu": _unary(jax.nn.relu), "Sigmoid": _unary(jax.nn.sigmoid), "Tanh": _unary(jnp.tanh),
+    "Relu": _unary(ops.relu), "Sigmoid": _unary(jax.nn.sigmoid), "Tanh": _unary(jnp.tanh),
     "Identity": _unary(lambda x: x),
     "LeakyRelu": lambda inputs, attrs, precision: [jnp.where(inputs[0] >= 0, inputs[0],
                                                              attrs.get("alpha", 0.01) * inputs[0])],

@@ -13,6 +13,7 @@ Every function here is pure; ``init`` draws each batch item from its own key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -98,3 +99,13 @@ class ImageParam:
             return values.astype(np.float32)
         spectrum = np.fft.rfft2(values.transpose(2, 0, 1) * FFT_OUTPUT_SCALE) / self.spectrum_scale()
         return np.stack([spectrum.real, spectrum.imag], axis=-1).astype(np.float32)
+
+
+def colour_from_photos(images: Any) -> np.ndarray:
+    """The square root (symmetric, by eigendecomposition) of the RGB covariance of ``images`` (N, H, W, 3) or a
+    list of (H, W, 3) in [0, 1]: ``render(colour=...)`` for a model trained on other photos than ImageNet's."""
+    pixels = np.concatenate([np.asarray(x, np.float64).reshape(-1, 3) for x in images])
+    if len(pixels) < 2:
+        raise OptionError("a colour covariance needs photos with at least two pixels")
+    values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    return (vectors * np.sqrt(np.maximum(values, 1e-12))) @ vectors.T

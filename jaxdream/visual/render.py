@@ -10,6 +10,7 @@ calls it in chunks of about a second (Ctrl-C, progress).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -35,9 +36,9 @@ from jaxdream.objectives import (
     parse_objective,
     term_value,
 )
-from jaxdream.ops import resolve_precision
+from jaxdream.ops import redirected_relus, resolve_precision
 from jaxdream.visual import transforms as T
-from jaxdream.visual.params import ImageParam
+from jaxdream.visual.params import IMAGENET_COLOUR_SQRT, ImageParam
 
 if TYPE_CHECKING:
     from jaxdream.protocol import Model
@@ -48,15 +49,19 @@ TARGET_SCALE = 100.0  # the BCE target's scale, as lucid's
 
 
 def render(model: Model, objective: Objective | str, *, param: str = "fft", size: int | tuple[int, int] = 224,
-           steps: int = 256, batch: int = 1, transforms: str = "standard", diversity: float = 0.0, seed: int = 0,
-           lr: float = 0.05, decorrelate: bool = True, decay: float = 1.0, init: Any = None,
+           steps: int = 256, batch: int = 1, transforms: str | Sequence[T.Transform] = "standard",
+           diversity: float = 0.0, seed: int = 0, lr: float = 0.05, decorrelate: bool = True, decay: float = 1.0,
+           colour: Any = None, value_range: str = "sigmoid", redirect: bool = False, init: Any = None,
            precision: str | None = None, stats: RunStats | None = None, item_seeds: Any = None) -> np.ndarray:
     """Images (batch, H, W, 3) in [0, 1] that ``objective`` (an ``Objective`` or its text, ``parse_objective``)
     rates highly, from noise (or from ``init``, an image (H, W, 3) every item starts from). ``param``: 'fft' or
     'pixel'; ``transforms``: 'standard' or 'none'; ``diversity``: the weight of a term pushing the batch's items
-    apart (at the objective's deepest layer). Each item draws its noise and transforms from ``seed`` and its own
-    ``item_seeds`` entry (default: its index), so an item's image does not depend on the others in the batch
-    (without diversity): an atlas gives a unit the same picture in any batch."""
+    apart (at the objective's deepest layer); ``transforms`` may also be a chain of ``visual.transforms``
+    objects. ``colour``: the 3x3 square root of a colour covariance for ``decorrelate`` (``colour_from_photos``;
+    ImageNet's by default); ``value_range``: 'sigmoid' or 'clip'; ``redirect``: every ReLU passes gradients that
+    would raise a dead unit (lucid's redirected ReLU). Each item draws its noise and transforms from ``seed`` and
+    its own ``item_seeds`` entry (default: its index), so an item's image does not depend on the others in the
+    batch (without diversity): an atlas gives a unit the same picture in any batch."""
     objective = parse_objective(objective) if isinstance(objective, str) else objective
     height, width = (size, size) if isinstance(size, int) else size
     checks.check_count("steps", steps, 0)
@@ -64,8 +69,12 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     checks.check_seed(seed)
     checks.check_number("lr", lr, 0.0, strict=True)
     checks.check_number("diversity", diversity, 0.0)
-    image_param = ImageParam(param, int(height), int(width), float(decay), bool(decorrelate))
-    chain = T.preset(transforms)
+    colour = IMAGENET_COLOUR_SQRT if colour is None else np.asarray(colour, np.float32)
+    if colour.shape != (3, 3) or not np.isfinite(colour).all() or abs(np.linalg.det(colour)) < 1e-12:
+        raise OptionError("colour must be an invertible 3x3 matrix (the square root of a colour covariance)")
+    image_param = ImageParam(param, int(height), int(width), float(decay), bool(decorrelate), value_range,
+                             tuple(map(tuple, colour.tolist())))
+    chain = T.preset(transforms) if isinstance(transforms, str) else tuple(transforms)
     T.output_size(chain, height, width)
     if diversity:
         if batch < 2:
@@ -74,8 +83,8 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     structure, numbers, masks = resolve(model, objective, batch)
     mode = resolve_precision(precision)
     stats = stats if stats is not None else RunStats()
-    program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode),
-                      lambda: render_steps(model, structure, image_param, chain, float(lr), mode))
+    program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode, bool(redirect)),
+                      lambda: render_steps(model, structure, image_param, chain, float(lr), mode, bool(redirect)))
     item_seeds = np.arange(batch, dtype=np.uint32) if item_seeds is None else np.asarray(item_seeds, np.uint32)
     if item_seeds.shape != (batch,):
         raise OptionError(f"item_seeds must hold one seed per item: {batch}, got shape {item_seeds.shape}")
@@ -96,19 +105,20 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
 
 
 def render_steps(model: Model, structure: Structure, image_param: ImageParam, chain: tuple[T.Transform, ...],
-                 lr: float, precision: str) -> Any:
+                 lr: float, precision: str, redirect: bool = False) -> Any:
     """(params, theta, opt_state, numbers, masks, seed, item_seeds, start, stop) -> (theta, opt_state) after steps
     start .. stop - 1 of Adam on the objective."""
     optimiser = optax.adam(lr)
     layers = tuple(sorted({layer for _, layer, _, _ in structure if layer is not None}))
     uses_logits = any(kind in LOGIT_KINDS for kind, _, _, _ in structure)
 
-    def loss(theta: Array, params: Any, numbers: Any, masks: Array, keys: Array) -> Array:
+    def gain(theta: Array, params: Any, numbers: Any, masks: Array, keys: Array) -> Array:
         images = jax.vmap(image_param.to_image)(theta)
         seen = jax.vmap(lambda k, image: T.apply(chain, k, image))(keys, images)
-        acts = model.apply(params, model.normalize(seen), layers, precision) if layers else {}
-        logits = model.apply_logits(params, seen, precision) if uses_logits else None
-        return -objective_total(structure, acts, logits, numbers, masks)
+        with redirected_relus(redirect):  # read while tracing: the program holds one kind of ReLU
+            acts = model.apply(params, model.normalize(seen), layers, precision) if layers else {}
+            logits = model.apply_logits(params, seen, precision) if uses_logits else None
+        return objective_total(structure, acts, logits, numbers, masks)
 
     def run(params: Any, theta: Array, opt_state: Any, numbers: Any, masks: Array, seed: Array, item_seeds: Array,
             start: Array, stop: Array) -> tuple[Array, Any]:
@@ -117,7 +127,8 @@ def render_steps(model: Model, structure: Structure, image_param: ImageParam, ch
         def step(i: Array, carry: tuple[Array, Any]) -> tuple[Array, Any]:
             theta, opt_state = carry
             step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(keys)  # 0 drew the init
-            grads = jax.grad(loss)(theta, params, numbers, masks, step_keys)
+            # The gradient of what is ascended (a redirected ReLU's rule reads its sign), negated for optax.
+            grads = -jax.grad(gain)(theta, params, numbers, masks, step_keys)
             updates, opt_state = optimiser.update(grads, opt_state, theta)
             return optax.apply_updates(theta, updates), opt_state
 
