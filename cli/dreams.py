@@ -163,15 +163,12 @@ def render(
         "layer:9, neuron:9:12[:X:Y], channel:9:12 or 9:12, diversity:9; combined with ' + ', ' - ' and weights: "
         "'class:ostrich - 0.5*class:pelican'. Layers by index or name (fire5/concat_1:12)."))],
     weights: o.Weights = None,
-    param: Annotated[str, typer.Option(metavar="fft|pixel", help="What is optimised: the image's Fourier spectrum "
-                                                                 "(1/f scaled) or its pixels.")] = "fft",
+    param: o.Param = "fft",
     decorrelate: Annotated[bool, typer.Option(metavar="", help="Optimise decorrelated colours (ImageNet's colour "
-                                                   "covariance).")] = True,
-    transforms: Annotated[str, typer.Option(metavar="standard|none", help=(
-        "Random transforms before the network each step (standard: pad 12, jitter 8, scale 0.9-1.1, rotate 10 "
-        "degrees, jitter 4)."))] = "standard",
+                                                               "covariance).")] = True,
+    transforms: o.Transforms = "standard",
     size: Annotated[str, typer.Option(metavar="WxH", help="The image size.")] = "224x224",
-    steps: Annotated[int, typer.Option(metavar="N", help="Optimisation steps (Adam).")] = 256,
+    steps: o.Steps = 256,
     lr: Annotated[float, typer.Option(metavar="X", help="Adam's learning rate.")] = 0.05,
     decay: Annotated[float, typer.Option(metavar="X", help="fft: frequencies scaled by 1/f^X.")] = 1.0,
     values: Annotated[str, typer.Option(metavar="sigmoid|clip", help="How the optimised values become [0, 1] "

@@ -99,3 +99,11 @@ def split_weights(args: list[str], weights: str | None, names: tuple[str, ...], 
                           f"{given}{' '.join(args)} (give WEIGHTS as the second word or with --weights, - for a "
                           "model that carries them)")
     return weights, args
+
+# Feature visualisation (render, atlas)
+Steps = Annotated[int, _option(metavar="N", help="Optimisation steps (Adam).")]
+Param = Annotated[str, _option(metavar="fft|pixel", help="What is optimised: the image's Fourier spectrum (1/f "
+                                                          "scaled) or its pixels.")]
+Transforms = Annotated[str, _option(metavar="standard|none", help=(
+    "Random transforms before the network each step (standard: pad 12, jitter 8, scale 0.9-1.1, rotate 10 degrees, "
+    "jitter 4)."))]

@@ -109,11 +109,7 @@ def atlas(
     classes: Annotated[str | None, typer.Option(metavar="all|A:B", help="A classifier's classes instead of a "
                                                                         "layer's channels.")] = None,
     size: Annotated[str, typer.Option(metavar="WxH", help="Each unit's picture size.")] = "96x96",
-    steps: Annotated[int, typer.Option(metavar="N", help="Optimisation steps per unit.")] = 64,
-    param: Annotated[str, typer.Option(metavar="fft|pixel", help="What is optimised: the Fourier spectrum or the "
-                                                                 "pixels.")] = "fft",
-    transforms: Annotated[str, typer.Option(metavar="standard|none", help="Random transforms each step.")]
-        = "standard",
+    steps: o.Steps = 64, param: o.Param = "fft", transforms: o.Transforms = "standard",
     batch_size: Annotated[int | None, typer.Option(metavar="N", help=(
         "Units rendered together (one compiled program); default 1 on a CPU (a batch gains nothing there), 16 on "
         "a GPU."))] = None,

@@ -55,6 +55,8 @@ NOT_OPTIONS = {
     "outputs": "--out", "layers": "--layers", "rates": "--rates", "threshs": "--thresh",
     "sizes": "images of several sizes on one canvas: batch plans them (--exact-sizes turns that off)",
     "objective": "render: OBJECTIVE, the command's argument", "init": "--from (an image path)",
+    "colour": "--colours-from (photos)", "item_seeds": "an atlas seeds each item by its unit (library)",
+    "redirect": "--redirect-relu", "value_range": "--values",
 }
 
 
@@ -76,7 +78,10 @@ OWN_MEANING = {  # (command, option): why it differs from the shared option of t
     ("video", "out"): "a file for one video or a folder", ("batch", "out"): "required: it holds the manifest",
     ("batch", "size"): "resizes every image", ("plan", "size"): "required: the size to plan",
     ("weights convert", "output"): "-o FILE, the .h5 written",
-    ("render", "size"): "the rendered image's size (224x224 by default)", ("render", "format_"): "png by default",
+    ("render", "size"): "the rendered image's size (224x224 by default)",
+    ("atlas", "out"): "it holds the manifest", ("atlas", "size"): "each unit's picture size (96x96 by default)",
+    ("atlas", "batch_size"): "units, not images; its default depends on the platform",
+    ("render", "format_"): "png by default",
 }
 
 
