@@ -182,6 +182,13 @@ def test_tiny_darknet_rendered_from_noise_shows_an_ostrich(tiny_darknet, param):
     assert top_classes(tiny_darknet, images, 1)[0][0]["name"] == "ostrich"
 
 
+def test_a_keras_classifier_rendered_from_noise_shows_an_ostrich_with_redirected_relus(mobilenet):
+    from jaxdream import render, top_classes
+
+    images = render(mobilenet, "class:ostrich", steps=64, redirect=True)
+    assert top_classes(mobilenet, images, 1)[0][0]["name"] == "ostrich"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("param", ["fft", "pixel"])
 def test_256_steps_from_noise_rank_ostrich_first_on_tiny_darknet_and_squeezenet(tiny_darknet, squeezenet, param):
