@@ -167,7 +167,7 @@ def render(
     decorrelate: Annotated[bool, typer.Option(metavar="", help="Optimise decorrelated colours (ImageNet's colour "
                                                                "covariance).")] = True,
     transforms: o.Transforms = "standard",
-    size: Annotated[str, typer.Option(metavar="WxH", help="The image size.")] = "224x224",
+    size: Annotated[str, typer.Option(metavar="WxH", help="The image size (one number: a square).")] = "224x224",
     steps: o.Steps = 256,
     lr: Annotated[float, typer.Option(metavar="X", help="Adam's learning rate.")] = 0.05,
     decay: Annotated[float, typer.Option(metavar="X", help="fft: frequencies scaled by 1/f^X.")] = 1.0,

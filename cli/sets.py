@@ -108,7 +108,8 @@ def atlas(
                                                                      "excluded) or a list A,B,C.")] = None,
     classes: Annotated[str | None, typer.Option(metavar="all|A:B", help="A classifier's classes instead of a "
                                                                         "layer's channels.")] = None,
-    size: Annotated[str, typer.Option(metavar="WxH", help="Each unit's picture size.")] = "96x96",
+    size: Annotated[str, typer.Option(metavar="WxH", help="Each unit's picture size (one number: a "
+                                                          "square).")] = "96x96",
     steps: o.Steps = 64, param: o.Param = "fft", transforms: o.Transforms = "standard",
     batch_size: Annotated[int | None, typer.Option(metavar="N", help=(
         "Units rendered together (one compiled program); default 1 on a CPU (a batch gains nothing there), 16 on "

@@ -373,7 +373,7 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
     from jaxdream.visual.render import render as render_images
 
     parsed = parse_objective(objective)  # a malformed objective fails before anything loads
-    height, width = parse_size(size)
+    height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)  # --size 224: a square
     outputs.check_report_path(stats, [model, weights, labels, start])
     folder = outputs.output_folder(out)
     loaded = load(model, weights, preprocess, labels, download)
@@ -408,7 +408,7 @@ def atlas(model: str, weights: str | None, layer: str | None, out: Path, *, chan
 
     if (layer is None) == (classes is None):
         raise OptionError("give a LAYER (its channels), or --classes for a classifier's classes, not both")
-    height, width = parse_size(size)
+    height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)
     loaded = load(model, weights, preprocess, labels, download)
     if classes is not None:
         index = None

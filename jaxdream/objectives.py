@@ -1,4 +1,6 @@
-"""Objectives: pure functions of one image's layer activation (h, w, c) -> scalar, ascended by the dream loop.
+"""Objectives: pure functions of one image's layer activation (h, w, c) -> scalar, ascended by the dream loop;
+and the objective algebra of feature visualisation (``channel``, ``neuron``, ``layer``, ``direction``,
+``class_logit``, ``class_bce``, ``diversity``, combined with +, - and *; ``jaxdream.render`` ascends them).
 
 A layer objective takes (activation, aux, region): ``region`` is None, or on a canvas (images of several sizes
 sharing one program) an (h, w, 1) bool mask of the positions that belong to the image; the activation is zero
@@ -163,47 +165,53 @@ class Objective:
         return Objective(tuple(replace(t, batch=batch) for t in self.terms))
 
 
-def channel(layer: int | str, c: int) -> Objective:
-    """The mean of channel ``c`` of ``layer`` over all positions."""
-    return Objective((Term("channel", layer, index=c),))
+def channel(layer: int | str, c: int, batch: int | None = None) -> Objective:
+    """The mean of channel ``c`` of ``layer`` over all positions (``batch``: for that batch item only)."""
+    return _for(Objective((Term("channel", layer, index=c),)), batch)
 
 
-def neuron(layer: int | str, c: int, x: int | None = None, y: int | None = None) -> Objective:
+def neuron(layer: int | str, c: int, x: int | None = None, y: int | None = None, batch: int | None = None
+           ) -> Objective:
     """Channel ``c`` of ``layer`` at one position (x, y), the centre by default."""
     if (x is None) != (y is None):
         raise OptionError("a neuron's position needs both x and y (or neither, for the centre)")
-    return Objective((Term("neuron", layer, index=c, at=None if x is None else (int(x), int(y))),))
+    return _for(Objective((Term("neuron", layer, index=c, at=None if x is None else (int(x), int(y))),)), batch)
 
 
-def layer(layer: int | str) -> Objective:
+def layer(layer: int | str, batch: int | None = None) -> Objective:
     """DeepDream's objective: the mean square of the whole layer."""
-    return Objective((Term("layer", layer),))
+    return _for(Objective((Term("layer", layer),)), batch)
 
 
-def direction(layer: int | str, vector: Any, cosine: bool = False) -> Objective:
+def direction(layer: int | str, vector: Any, cosine: bool = False, batch: int | None = None) -> Objective:
     """The activation's agreement with a direction in channel space, averaged over positions: the dot product, or
     with ``cosine`` the cosine similarity (insensitive to the activation's size)."""
     vector = np.asarray(vector, np.float32)
     if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all():
         raise OptionError("a direction is a finite vector with one value per channel")
-    return Objective((Term("direction_cos" if cosine else "direction", layer, vector=vector),))
+    return _for(Objective((Term("direction_cos" if cosine else "direction", layer, vector=vector),)), batch)
 
 
-def class_logit(c: int | str) -> Objective:
+def class_logit(c: int | str, batch: int | None = None) -> Objective:
     """The logit of class ``c`` (an index or a name)."""
-    return Objective((Term("class_logit", index=c),))
+    return _for(Objective((Term("class_logit", index=c),)), batch)
 
 
-def class_bce(classes: Any) -> Objective:
+def class_bce(classes: Any, batch: int | None = None) -> Objective:
     """The published recipe: -BCE-with-logits toward a scaled one-hot target (``classes``: a name, an index, or
     {class: weight} for a mix)."""
-    return Objective((Term("class_bce", vector=classes),))
+    return _for(Objective((Term("class_bce", vector=classes),)), batch)
 
 
 def diversity(layer: int | str) -> Objective:
     """Minus the mean cosine similarity between the batch items' Gram matrices of ``layer``: pushes the items of a
     batch apart (it needs a batch of two or more)."""
     return Objective((Term("diversity", layer),))
+
+
+def _for(objective: Objective, batch: int | None) -> Objective:
+    """``objective``, for batch item ``batch`` only when one is given."""
+    return objective if batch is None else objective.for_item(batch)
 
 
 def term_value(kind: str, activation: Array, number: dict[str, Array]) -> Array:
