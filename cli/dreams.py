@@ -167,7 +167,8 @@ def render(
     decorrelate: Annotated[bool, typer.Option(metavar="", help="Optimise decorrelated colours (ImageNet's colour "
                                                                "covariance).")] = True,
     transforms: o.Transforms = "standard",
-    size: Annotated[str, typer.Option(metavar="WxH", help="The image size (one number: a square).")] = "224x224",
+    size: Annotated[str | None, typer.Option(metavar="WxH", help=(
+        "The image size (one number: a square); default 224x224, or the --from image's size."))] = None,
     steps: o.Steps = 256,
     lr: Annotated[float, typer.Option(metavar="X", help="Adam's learning rate.")] = 0.05,
     decay: Annotated[float, typer.Option(metavar="X", help="fft: frequencies scaled by 1/f^X.")] = 1.0,
@@ -184,7 +185,7 @@ def render(
         "Weight of a term pushing the batch's images apart (Gram-matrix cosine at the objective's deepest "
         "layer; needs --batch 2 or more)."))] = 0.0,
     start: Annotated[Path | None, typer.Option("--from", metavar="IMAGE", help=(
-        "Start from this image instead of noise (render at its size)."))] = None,
+        "Start from this image instead of noise (at its size unless --size says otherwise)."))] = None,
     seed: o.Seed = 0, out: o.Out = None, format_: Annotated[str, typer.Option(
         "--format", metavar="png|jpg", help="Image format.")] = "png",
     stats: o.Stats = None, precision: o.Precision = None, preprocess: o.Preprocess = None, labels: o.Labels = None,

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from jaxdream.cli import options as o
 from jaxdream.cli.app import command, say, showing
+from jaxdream.errors import OptionError
 
 
 @command()
@@ -125,8 +126,11 @@ def atlas(
     args = args or []
     if len(args) > 2:
         raise typer.BadParameter("give at most the weights and the layer", param_hint="[WEIGHTS] [LAYER]")
-    if classes is not None:  # no layer: an argument is the weights
-        weights_arg, layer = (args[0] if args else weights), (args[1] if len(args) == 2 else None)
+    if classes is not None:  # no layer: an argument is the weights (a file), else it was meant as a layer
+        if len(args) == 2 or (args and not Path(args[0]).exists()):
+            raise OptionError(f"--classes renders a classifier's classes: give no LAYER (got {args[-1]!r}; weights "
+                              "are a file)")
+        weights_arg, layer = (args[0] if args else weights), None
     else:
         weights_arg, layer = (args[0] if len(args) == 2 else weights), (args[-1] if args else None)
     with showing(quiet) as (shown, bar):

@@ -49,7 +49,7 @@ class AtlasSummary:
 
 
 def parse_units(text: str | None, count: int, what: str) -> list[int]:
-    """'A:B' (B excluded), 'A,B,C' or None (all ``count``) -> unit indices, each checked."""
+    """'A:B' (B excluded), 'A,B,C' or None (all ``count``) -> unit indices, each checked, each once."""
     if text is None:
         return list(range(count))
     try:
@@ -60,9 +60,11 @@ def parse_units(text: str | None, count: int, what: str) -> list[int]:
             units = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise OptionError(f"--{what} {text!r}: write a range A:B (B excluded) or a list A,B,C") from None
-    if not units or min(units) < 0 or max(units) >= count:
+    if not units:
+        raise OptionError(f"--{what} {text!r} is empty: a range A:B holds A .. B - 1")
+    if min(units) < 0 or max(units) >= count:
         raise OptionError(f"--{what} {text!r}: choose among 0 .. {count - 1}")
-    return units
+    return list(dict.fromkeys(units))  # each unit once, in the order given
 
 
 def default_batch_size() -> int:

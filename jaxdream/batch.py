@@ -437,7 +437,8 @@ def _canvas_plan(model: Model, job: Job, inputs: list[Path], batch_size: int) ->
                                                                                       tuple[int, int]]:
     """Each image size of the whole input list that shares a canvas with another -> that canvas (sizes left out
     are dreamed on their own, as all are when the job cannot use canvases). Planned from every process's inputs,
-    so the plan, and so each result, is the same however the inputs are split, resumed or batched."""
+    so the plan, and so each result, is the same however the inputs are split or resumed (a canvas that the batch
+    size would make too large to dream untiled is dropped, so there the batch size decides)."""
     if job.mode != "nightmare" or job.size is not None or job.options.get("exact_sizes"):
         return {}
     options = job.options

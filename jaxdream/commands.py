@@ -356,40 +356,50 @@ __all__ = ["atlas", "batch", "bench", "classify", "convert", "deepdream", "envir
 
 
 COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance
+MAX_TAG = 80  # characters of an objective in output names
 
 
 def render(model: str, weights: str | None, objective: str, *, out: Path | None = None, fmt: str = "png",
-           size: str = "224x224", start: Path | None = None, stats: Path | None = None, preprocess: str | None = None,
-           labels: Path | None = None, download: Download = None, colours_from: Path | None = None,
-           **options: Any) -> tuple[list[Path], Any]:
-    """Render ``objective`` from noise (or from the image ``start``): ``<model>_<objective>_<item>.<fmt>`` per
-    batch item; ``colours_from``: photos whose colour covariance replaces ImageNet's; ``options`` go to
-    ``jaxdream.render``. Returns the files and, for a classifier, each image's top classes (else None)."""
+           size: str | None = None, start: Path | None = None, stats: Path | None = None,
+           preprocess: str | None = None, labels: Path | None = None, download: Download = None,
+           colours_from: Path | None = None, **options: Any) -> tuple[list[Path], Any]:
+    """Render ``objective`` from noise (or from the image ``start``, at its size unless ``size`` says otherwise):
+    ``<model>_<objective>_<item>.<fmt>`` per batch item; ``colours_from``: photos whose colour covariance replaces
+    ImageNet's; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
+    classes (else None)."""
+    import hashlib
     import re
 
-    from jaxdream.batch import parse_size
+    from jaxdream.batch import discover, parse_size
     from jaxdream.dream.lucid_mode import top_classes
     from jaxdream.objectives import LOGIT_KINDS, parse_objective
+    from jaxdream.visual.params import colour_from_photos
     from jaxdream.visual.render import render as render_images
 
     parsed = parse_objective(objective)  # a malformed objective fails before anything loads
-    height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)  # --size 224: a square
+    if colours_from is not None and not options.get("decorrelate", True):
+        raise OptionError("--colours-from sets the decorrelation's colours; it has no use with --no-decorrelate")
+    if options.get("decay", 1.0) != 1.0 and options.get("param", "fft") != "fft":
+        raise OptionError("--decay scales the Fourier spectrum; it has no use with --param pixel")
+    first = load_image(start) if start is not None else None
+    if size is None:
+        height, width = first.shape[:2] if first is not None else (224, 224)
+    else:
+        height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)  # --size 224: a square
     outputs.check_report_path(stats, [model, weights, labels, start])
     folder = outputs.output_folder(out)
     loaded = load(model, weights, preprocess, labels, download)
-    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_")[:80] or "objective"
+    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_") or "objective"
+    if len(tag) > MAX_TAG:  # a cut name carries a digest, so two long objectives never share a file
+        tag = f"{tag[:MAX_TAG - 9]}-{hashlib.sha256(objective.strip().encode()).hexdigest()[:8]}"
     batch = int(options.get("batch", 1))
     files = [folder / f"{loaded.name}_{tag}_{i:02d}.{outputs.check_format(fmt)}" for i in range(batch)]
     outputs.check_io({"MODEL": model, "--weights": weights, "--labels": labels, "--from": start},
                      {"output": files, "--stats": stats}, ["--stats"])
     if colours_from is not None:
-        from jaxdream.batch import discover
-        from jaxdream.visual.params import colour_from_photos
-
         options["colour"] = colour_from_photos([load_image(p) for p in discover([str(colours_from)])[:COLOUR_PHOTOS]])
     run_stats = RunStats()
-    images = render_images(loaded, parsed, size=(height, width), init=None if start is None else load_image(start),
-                           stats=run_stats, **options)
+    images = render_images(loaded, parsed, size=(height, width), init=first, stats=run_stats, **options)
     for path, image in zip(files, images, strict=True):
         save_image(path, image)
     write_stats(stats, run_stats)
@@ -408,6 +418,8 @@ def atlas(model: str, weights: str | None, layer: str | None, out: Path, *, chan
 
     if (layer is None) == (classes is None):
         raise OptionError("give a LAYER (its channels), or --classes for a classifier's classes, not both")
+    if classes is not None and channels is not None:
+        raise OptionError("--channels chooses a layer's channels; with --classes choose the classes there")
     height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)
     loaded = load(model, weights, preprocess, labels, download)
     if classes is not None:

@@ -233,7 +233,8 @@ def term_value(kind: str, activation: Array, number: dict[str, Array]) -> Array:
 
 
 def diversity_value(activations: Array) -> Array:
-    """Minus the mean, over ordered pairs of distinct items, of the cosine similarity of their Gram matrices."""
+    """Minus the sum, over ordered pairs of distinct items, of the cosine similarity of their Gram matrices,
+    divided by the batch size (lucid's normalisation: the term grows with the batch)."""
     n = activations.shape[0]
     flat = activations.reshape(n, -1, activations.shape[-1])
     grams = jnp.einsum("npc,npd->ncd", flat, flat).reshape(n, -1)
@@ -243,19 +244,22 @@ def diversity_value(activations: Array) -> Array:
 
 
 _ATOM = re.compile(r"^(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*\*\s*)?(?P<atom>\S.*)$")
+_FORMS = "class:NAME, bce:NAME, layer:L, neuron:L:C[:X:Y], channel:L:C, diversity:L or L:C"
 
 
 def parse_objective(text: str) -> Objective:
     """The command line's objectives: terms joined by ' + ' and ' - ' (spaces around the sign), each
     ``[weight*]atom``, the atoms ``class:NAME`` (logit), ``bce:NAME`` (the published recipe), ``layer:L``,
     ``neuron:L:C[:X:Y]``, ``channel:L:C``, ``diversity:L``, or ``L:C`` (a channel; L an index or a layer
-    name)."""
+    name). Anything else is one error naming the piece."""
     source = text.strip()
     if not source:
         raise OptionError("an empty objective; e.g. class:ostrich, layer:9, neuron:9:12 or fire5/concat_1:12")
+    if source[-1] in "+-*":
+        raise OptionError(f"objective {source!r} ends in {source[-1]!r}: a term is missing")
     pieces = re.split(r"\s+([+-])\s+", source)
     signs, atoms = ["+", *pieces[1::2]], pieces[0::2]
-    if atoms[0].startswith("-"):  # a leading minus (a layer counted from the end: channel:-1:3)
+    if re.match(r"-(\s|[^\d\s])", atoms[0]):  # a leading sign: '-layer:9', '- layer:9'
         signs[0], atoms[0] = "-", atoms[0][1:].strip()
     total: Objective | None = None
     for sign, atom in zip(signs, atoms, strict=True):
@@ -267,11 +271,15 @@ def parse_objective(text: str) -> Objective:
 
 def _parse_atom(atom: str, source: str) -> Objective:
     match = _ATOM.match(atom.strip())
-    if match is None:
-        raise OptionError(f"objective {source!r}: {atom!r} is not a term; e.g. class:ostrich or 0.5*layer:9")
+    body = match["atom"].strip() if match else ""
+    if match is None or body[:1] in "+-*" or "*" in body or "+" in body:
+        raise OptionError(f"objective {source!r}: {atom!r} is not a term (write {_FORMS}, with an optional "
+                          "weight like 0.5*, joined by ' + ' or ' - ' with spaces around the sign)")
     weight = float(match["weight"]) if match["weight"] else 1.0
-    body = match["atom"].strip()
+    if not math.isfinite(weight):
+        raise OptionError(f"objective {source!r}: the weight in {atom!r} is not a finite number")
     kind, _, rest = body.partition(":")
+    rest = rest.strip()
 
     def number(text: str, what: str) -> int:
         try:
@@ -279,25 +287,32 @@ def _parse_atom(atom: str, source: str) -> Objective:
         except ValueError:
             raise OptionError(f"objective {source!r}: {what} {text!r} in {atom!r} is not a whole number") from None
 
-    if kind in ("class", "bce") and rest:
-        name = rest.strip()
-        index: int | str = int(name) if name.isdigit() else name
+    if kind in ("class", "bce", "layer", "diversity", "neuron", "channel") and not rest:
+        raise OptionError(f"objective {source!r}: {kind}: needs {'a class' if kind in ('class', 'bce') else 'a layer'}"
+                          f" after the colon ({_FORMS})")
+    if kind in ("class", "bce"):
+        index: int | str = int(rest) if rest.isdigit() else rest
+        if kind == "class" and ("," in rest or re.search(r":\s*[\d.eE+-]+$", rest)):
+            raise OptionError(f"objective {source!r}: class: takes one class; a weighted mix is "
+                              f"bce:{rest} or a sum of class: terms")
         return weight * (class_logit(index) if kind == "class" else class_bce(index))
-    if kind in ("layer", "diversity") and rest:
+    if kind in ("layer", "diversity"):
         target = _layer_token(rest)
         return weight * (layer(target) if kind == "layer" else diversity(target))
-    if kind == "neuron":
-        parts = rest.split(":")
-        if len(parts) not in (2, 4):
+    if kind == "neuron":  # numbers from the right: a layer name may hold ':'
+        parts = rest.rsplit(":", 3)
+        if len(parts) == 4 and all(re.fullmatch(r"-?\d+", p.strip()) for p in parts[1:]):
+            name, c, x, y = parts
+            return weight * neuron(_layer_token(name), number(c, "channel"), number(x, "x"), number(y, "y"))
+        name, sep, c = rest.rpartition(":")
+        if not sep or not name:
             raise OptionError(f"objective {source!r}: write a neuron as neuron:LAYER:CHANNEL[:X:Y], got {atom!r}")
-        at = [number(p, "position") for p in parts[2:]]
-        return weight * neuron(_layer_token(parts[0]), number(parts[1], "channel"), *at)
+        return weight * neuron(_layer_token(name), number(c, "channel"))
     if kind == "channel":
         body = rest
     target, sep, c = body.rpartition(":")
     if not sep or not target:
-        raise OptionError(f"objective {source!r}: {atom!r} is not a term; use class:NAME, bce:NAME, layer:L, "
-                          "neuron:L:C[:X:Y], channel:L:C, diversity:L or L:C")
+        raise OptionError(f"objective {source!r}: {atom!r} is not a term; use {_FORMS}")
     return weight * channel(_layer_token(target), number(c, "channel"))
 
 

@@ -124,8 +124,14 @@ def test_objective_algebra_and_its_text():
         ("channel", "fire5/concat_1", 12, 1.0, None), ("neuron", 9, 1, 1.0, (2, 3))]
     assert [t.kind for t in O.parse_objective("-layer:9 + diversity:4 + bce:9 + channel:-1:3").terms] == [
         "layer", "diversity", "class_bce", "channel"]
+    named = O.parse_objective("neuron:conv/BiasAdd:0:3:1:2 - neuron:conv/BiasAdd:0:3").terms
+    assert [(t.layer, t.index, t.at, t.weight) for t in named] == [("conv/BiasAdd:0", 3, (1, 2), 1.0),
+                                                                   ("conv/BiasAdd:0", 3, None, -1.0)]
     for bad, message in (("", "empty"), ("neuron:9", "neuron:LAYER"), ("9:x", "not a whole number"),
-                         ("ostrich", "not a term")):
+                         ("ostrich", "not a term"), ("layer:9 + + layer:3", "not a term"),
+                         ("layer:9+layer:3", "spaces around"), ("layer:9 -", "a term is missing"),
+                         ("1e400*layer:9", "not a finite number"), ("layer:", "needs a layer"),
+                         ("class:ostrich,emu", "takes one class"), ("5*3*layer:9", "not a term")):
         with pytest.raises(OptionError, match=message):
             O.parse_objective(bad)
     with pytest.raises(OptionError, match="both x and y"):
@@ -159,19 +165,28 @@ def test_other_channels_and_weights_compile_nothing_and_items_get_their_own_obje
         render(small_net, O.channel(2, 5), size=24, steps=1)
     with pytest.raises(OptionError, match="batch 2 or more"):
         render(small_net, O.channel(2, 1), size=24, steps=1, diversity=1.0)
+    with pytest.raises(OptionError, match="batch of 2 or more"):
+        render(small_net, O.channel(2, 1) + O.diversity(2), size=24, steps=1)
+    with pytest.raises(OptionError, match="outside layer 2's 12x12 output"):
+        render(small_net, O.neuron(2, 1, x=12, y=0), size=24, steps=1, transforms="none")
 
 
 def test_diversity_separates_items_only_when_their_inits_differ(small_net):
-    """A shared init (every item the same photo) and no random transforms: diversity cannot separate identical
-    items (its gradient between equal items is zero), which is why each item draws its own noise."""
+    """From each item's own noise, the diversity term makes the items' Gram matrices less alike than without it;
+    from a shared init (every item the same photo) and no random transforms it cannot separate them at all (its
+    gradient between equal items is zero), which is why each item draws its own noise."""
     from jaxdream import render
 
+    def gram_similarity(images):
+        return -float(O.diversity_value(small_net.apply(small_net.params, jnp.asarray(images), (2,))[2]))
+
+    options = {"size": 24, "steps": 8, "batch": 2, "transforms": "none", "param": "pixel", "lr": 0.2}
+    plain = render(small_net, O.layer(2), **options)
+    diverse = render(small_net, O.layer(2), diversity=20.0, **options)
+    assert gram_similarity(diverse) < gram_similarity(plain) - 1e-3
     photo = np.random.default_rng(5).uniform(0.2, 0.8, (24, 24, 3)).astype(np.float32)
-    shared = render(small_net, O.layer(2), size=24, steps=5, batch=2, diversity=1.0, init=photo, transforms="none",
-                    param="pixel")
+    shared = render(small_net, O.layer(2), diversity=20.0, init=photo, **options)
     np.testing.assert_array_equal(shared[0], shared[1])
-    own = render(small_net, O.layer(2), size=24, steps=5, batch=2, diversity=1.0, transforms="none", param="pixel")
-    assert np.abs(own[0] - own[1]).mean() > 1e-3
 
 
 @pytest.mark.parametrize("param", ["fft", "pixel"])
@@ -215,6 +230,13 @@ def test_the_render_command_writes_one_picture_per_item_and_names_a_bad_objectiv
     assert code == 1 and any("neuron:LAYER:CHANNEL[:X:Y]" in line for line in err), err
     code, _, err = cli(monkeypatch, capsys, "render", "tiny", "class:ostrichh", "--steps", "1", "--out", tmp_path)
     assert code != 0 and any("unknown class 'ostrichh'" in line for line in err), err
+    from jaxdream import save_image
+
+    save_image(tmp_path / "start.png", np.full((30, 40, 3), 0.5, np.float32))
+    code, out, _ = cli(monkeypatch, capsys, "render", "tiny", "layer:5", "--steps", "1", "--from",
+                       tmp_path / "start.png", "--out", tmp_path / "from", "--quiet")
+    assert code == 0, out
+    assert load_image(tmp_path / "from" / "tiny_layer_5_00.png").shape == (30, 40, 3)  # the start image's size
 
 
 def test_an_atlas_compiles_one_program_and_a_resumed_run_writes_the_same_bytes(small_net, tmp_path, program_events):
@@ -242,6 +264,8 @@ def test_the_atlas_command_renders_classes_with_a_labelled_sheet(monkeypatch, ca
                                                      "tiny_class_atlas.png", "manifest.jsonl"}
     code, _, err = cli(monkeypatch, capsys, "atlas", "tiny", "--out", tmp_path)
     assert code == 1 and any("give a LAYER" in line for line in err), err
+    code, _, err = cli(monkeypatch, capsys, "atlas", "tiny", "0", "--classes", "0:1", "--out", tmp_path)
+    assert code == 1 and any("give no LAYER" in line for line in err), err
 
 
 @pytest.mark.slow
@@ -301,11 +325,17 @@ def test_colours_from_photos_ranges_and_own_transform_chains():
     np.testing.assert_allclose(root @ root, np.cov(np.concatenate([p.reshape(-1, 3) for p in photos]), rowvar=False),
                                atol=1e-10)
     model = _tiny_relu_free()
-    image = render(model, O.layer(0), size=12, steps=2, colour=root, value_range="clip",
-                   transforms=(T.Jitter(2), T.Noise(0.01)))
+    chain = (T.Jitter(2), T.Noise(0.01))
+    image = render(model, O.layer(0), size=12, steps=2, colour=root, value_range="clip", transforms=chain)
     assert image.shape == (1, 12, 12, 3) and image.min() >= 0.0 and image.max() <= 1.0
-    with pytest.raises(OptionError, match="invertible 3x3"):
+    for changed in ({"value_range": "sigmoid"}, {"colour": None}):  # each option is used
+        other = render(model, O.layer(0), size=12, steps=2, transforms=chain,
+                       **{"colour": root, "value_range": "clip", **changed})
+        assert np.abs(other - image).max() > 1e-3, changed
+    with pytest.raises(OptionError, match="well-conditioned 3x3"):
         render(model, O.layer(0), size=12, steps=1, colour=np.zeros((3, 3)))
+    with pytest.raises(OptionError, match="too little colour variation"):
+        colour_from_photos([np.full((4, 4, 3), 0.5)])
 
 
 def _tiny_relu_free():

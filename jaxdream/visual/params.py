@@ -108,4 +108,7 @@ def colour_from_photos(images: Any) -> np.ndarray:
     if len(pixels) < 2:
         raise OptionError("a colour covariance needs photos with at least two pixels")
     values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
-    return (vectors * np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+    if values.min() <= 1e-6 * max(values.max(), 1e-12):
+        raise OptionError("these photos have too little colour variation for a colour covariance (gray or one "
+                          "colour?); decorrelate with ImageNet's (leave the photos out) or not at all")
+    return (vectors * np.sqrt(values)) @ vectors.T

@@ -11,6 +11,7 @@ calls it in chunks of about a second (Ctrl-C, progress).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 Array = jax.Array
 Structure = tuple[tuple[str, int | None, bool, int | None], ...]  # per term: kind, layer, has a position, length
 TARGET_SCALE = 100.0  # the BCE target's scale, as lucid's
+MAX_COLOUR_CONDITION = 1e6  # a colour map this close to singular would blow decorrelated values up
 
 
 def render(model: Model, objective: Objective | str, *, param: str = "fft", size: int | tuple[int, int] = 224,
@@ -63,15 +65,15 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     its own ``item_seeds`` entry (default: its index), so an item's image does not depend on the others in the
     batch (without diversity): an atlas gives a unit the same picture in any batch."""
     objective = parse_objective(objective) if isinstance(objective, str) else objective
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = (int(size), int(size)) if isinstance(size, Integral) else (int(size[0]), int(size[1]))
     checks.check_count("steps", steps, 0)
     checks.check_count("batch", batch, 1)
     checks.check_seed(seed)
     checks.check_number("lr", lr, 0.0, strict=True)
     checks.check_number("diversity", diversity, 0.0)
     colour = IMAGENET_COLOUR_SQRT if colour is None else np.asarray(colour, np.float32)
-    if colour.shape != (3, 3) or not np.isfinite(colour).all() or abs(np.linalg.det(colour)) < 1e-12:
-        raise OptionError("colour must be an invertible 3x3 matrix (the square root of a colour covariance)")
+    if colour.shape != (3, 3) or not np.isfinite(colour).all() or np.linalg.cond(colour) > MAX_COLOUR_CONDITION:
+        raise OptionError("colour must be a well-conditioned 3x3 matrix (the square root of a colour covariance)")
     image_param = ImageParam(param, int(height), int(width), float(decay), bool(decorrelate), value_range,
                              tuple(map(tuple, colour.tolist())))
     chain = T.preset(transforms) if isinstance(transforms, str) else tuple(transforms)
@@ -80,7 +82,7 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
         if batch < 2:
             raise OptionError("--diversity needs --batch 2 or more: it pushes the batch's images apart")
         objective = objective + diversity * _diversity_term(model, objective)
-    structure, numbers, masks = resolve(model, objective, batch)
+    structure, numbers, masks = resolve(model, objective, batch, T.output_size(chain, height, width))
     mode = resolve_precision(precision)
     stats = stats if stats is not None else RunStats()
     program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode, bool(redirect)),
@@ -171,14 +173,19 @@ def objective_total(structure: Structure, acts: dict[int, Array], logits: Array 
     return total
 
 
-def resolve(model: Model, objective: Objective, batch: int) -> tuple[Structure, list[dict[str, Any]], np.ndarray]:
-    """The objective against ``model`` and a batch size: (structure: what decides the program, numbers: each
-    term's arguments, masks (terms, batch): which items each term is for). One clear error for a layer, channel,
-    class or item that does not exist."""
+def resolve(model: Model, objective: Objective, batch: int, seen: tuple[int, int] | None = None
+            ) -> tuple[Structure, list[dict[str, Any]], np.ndarray]:
+    """The objective against ``model``, a batch size and the size the network sees (``seen``, after the
+    transforms; the model's own size if None): (structure: what decides the program, numbers: each term's
+    arguments, masks (terms, batch): which items each term is for). One clear error for a layer, channel, class,
+    position or item that does not exist."""
     structure, numbers, masks = [], [], []
+    seen = seen or model.input_size
     for term in objective.terms:
         if term.batch is not None and not 0 <= term.batch < batch:
             raise OptionError(f"an objective for item {term.batch} of a batch of {batch}")
+        if term.kind == "diversity" and batch < 2:
+            raise OptionError("a diversity term needs a batch of 2 or more: it pushes the batch's images apart")
         mask = np.ones(batch, np.float32) if term.batch is None else np.eye(batch, dtype=np.float32)[term.batch]
         number: dict[str, Any] = {"weight": np.float32(term.weight)}
         layer = None
@@ -192,13 +199,17 @@ def resolve(model: Model, objective: Objective, batch: int) -> tuple[Structure, 
         else:
             layer = model.resolve_layer(term.layer)
             model.check_layer(layer)
-            channels = model.layer_output_shapes(*model.input_size, layer)[-1][2]
+            out_h, out_w, channels = model.layer_output_shapes(*seen, layer)[-1]
             if term.kind in ("channel", "neuron"):
                 if not 0 <= int(term.index) < channels:
                     raise OptionError(f"channel {term.index} is out of range: layer {layer} has channels 0 .. "
                                       f"{channels - 1}")
                 number["index"] = np.int32(term.index)
             if term.at is not None:
+                if not (0 <= term.at[0] < out_w and 0 <= term.at[1] < out_h):
+                    raise OptionError(f"neuron position x={term.at[0]}, y={term.at[1]} is outside layer {layer}'s "
+                                      f"{out_w}x{out_h} output (for the {seen[1]}x{seen[0]} image the network sees "
+                                      "after the transforms)")
                 number["x"], number["y"] = np.int32(term.at[0]), np.int32(term.at[1])
             if term.kind in ("direction", "direction_cos"):
                 if len(term.vector) != channels:
