@@ -375,3 +375,20 @@ def test_programs_compile_for_the_callers_default_device(tmp_path):
     done = subprocess.run([sys.executable, "-c", DEFAULT_DEVICE], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_programs_own_xla_options_are_used_and_keyed(tmp_path, program_events):
+    """The round's schedule compiles at LLVM level 0 (engine.SCHEDULE_OPTIONS): its own entry, the same draws."""
+    from jaxdream.dream import core
+
+    config = DreamConfig(layer=3, iters=6, octaves=3)
+    cache = ProgramCache(store=ProgramStore(tmp_path))
+    plain = Program("round_schedule", None, ("plain",), lambda: core.round_schedule(config))
+    quick = Program("round_schedule", None, ("plain",), lambda: core.round_schedule(config),
+                    options=(("xla_backend_optimization_level", 0),))
+    with program_events() as seen:
+        a = np.asarray(cache(plain, np.uint32(5), np.int32(2)))
+        b = np.asarray(cache(quick, np.uint32(5), np.int32(2)))
+    assert len(seen.compiles) == 2 and len(cache.info()) == 2
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(b, drawn_schedule(config, 5, 2))

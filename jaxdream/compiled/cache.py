@@ -30,8 +30,10 @@ from jaxdream.compiled.store import ProgramStore, default_store, environment
 
 DEFAULT_CAPACITY = 256  # step programs are one per (layer, view size, image size): a few sizes hold dozens
 # XLA options per platform, part of every program's key. XLA:CPU's older elemental emitters compile the dream step
-# 20-30 % faster than its fusion emitters, with bit-identical results and no slower steps (benchmarks/NOTES.md).
-COMPILER_OPTIONS: dict[str, dict[str, Any]] = {"cpu": {"xla_cpu_use_fusion_emitters": False}}
+# 20-30 % faster than its fusion emitters, and LLVM's optimisation level 2 (of 3) another 20-35 %, each with
+# bit-identical results and steps as fast (interleaved medians within 3 %; benchmarks/NOTES.md).
+COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
+    "cpu": {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 2}}
 _STATS_LOCK = threading.Lock()  # programs compile on worker threads; their timings go to the caller's RunStats
 
 
@@ -67,6 +69,7 @@ class Program:
     static: Any
     build: Callable[[], Callable]
     label: str = ""  # what progress notes add to the name ('layer 9 viewed at 120x90')
+    options: tuple[tuple[str, Any], ...] = ()  # XLA options over the platform's (COMPILER_OPTIONS), in the key
 
 
 @dataclass
@@ -184,7 +187,8 @@ class ProgramCache:
         """What decides a program: its name, model architecture, static configuration, the arguments' signature
         and the device unplaced arguments run on (``jax.default_device`` of the calling thread)."""
         fingerprint = program.model.fingerprint if program.model is not None else ""
-        return (program.name, fingerprint, repr(program.static), signature(args), str(_chosen_device()))
+        return (program.name, fingerprint, repr(program.static), signature(args), str(_chosen_device()),
+                repr(program.options))
 
     def _hold(self, program: Program, key: tuple[str, ...], args: tuple[Any, ...], stats: RunStats | None,
               device: Any) -> jax.stages.Compiled:
@@ -217,7 +221,7 @@ class ProgramCache:
                 stats: RunStats | None) -> CachedProgram:
         model = f"{program.model.name} ({key[1][:12]})" if program.model is not None else ""
         readable = {"name": program.name, "model": model, "static": key[2], "args": _shapes(args[1:])}
-        options, digest = compiler_options(), _digest(key)
+        options, digest = {**compiler_options(), **dict(program.options)}, _digest(key)
         store = self.store
         start = time.perf_counter()
         compiled = store.load(digest, readable) if store is not None else None

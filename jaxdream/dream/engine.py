@@ -70,6 +70,9 @@ _REPEATS: ContextVar[int] = ContextVar("jaxdream_repeats", default=0)
 # the dreaming left is worth this many times its compile; a compile's cost is guessed per branch when none was
 # measured (the branches were loaded).
 FUSED_PAYS_AFTER = 5.0
+# The schedule is a few random integers, drawn once per round, and on every cold start's critical path: LLVM's
+# optimisation buys it nothing, and at level 0 XLA:CPU compiles it in 0.21 s instead of 0.35 s.
+SCHEDULE_OPTIONS: dict[str, tuple[tuple[str, Any], ...]] = {"cpu": (("xla_backend_optimization_level", 0),)}
 FUSED_COMPILE_GUESS = 1.0
 
 
@@ -225,7 +228,8 @@ def _between_rounds(run: Run) -> Program:
 def drawn_schedule(config: core.DreamConfig, seed: int, index: int, stats: RunStats | None = None) -> np.ndarray:
     """Round ``index``'s (iters, 5) schedule drawn from ``seed``: the same for every image, batch and device."""
     drawn_from = (config.iters, config.layers, config.octaves, config.jitter, config.settle)  # all it reads
-    program = Program("round_schedule", None, drawn_from, lambda: core.round_schedule(config))
+    program = Program("round_schedule", None, drawn_from, lambda: core.round_schedule(config),
+                      options=SCHEDULE_OPTIONS.get(jax.default_backend(), ()))
     return np.asarray(program_cache()(program, np.uint32(seed), np.int32(index), stats=stats))
 
 
