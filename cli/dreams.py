@@ -164,6 +164,11 @@ def render(
         "'class:ostrich - 0.5*class:pelican'. Layers by index or name (fire5/concat_1:12)."))],
     weights: o.Weights = None,
     param: o.Param = "fft",
+    spectrum: Annotated[Path | None, typer.Option(metavar="FILE", help=(
+        "maco: the magnitude spectrum (.npy from `jaxdream spectrum`; default: the bundled sample photo's)."))]
+        = None,
+    crops: Annotated[int, typer.Option(metavar="N", help="Transformed views of each image per step, their "
+                                                         "objective averaged (maco: 6).")] = 1,
     decorrelate: Annotated[bool, typer.Option(metavar="", help="Optimise decorrelated colours (ImageNet's colour "
                                                                "covariance).")] = True,
     transforms: o.Transforms = "standard",
@@ -207,9 +212,24 @@ def render(
             model, args[0] if len(args) == 2 else weights, args[-1], out=out, fmt=format_, size=size, start=start,
             stats=stats, preprocess=preprocess, labels=labels, download=bar, param=param, decorrelate=decorrelate,
             transforms=transforms, steps=steps, lr=lr, decay=decay, value_range=values, redirect=redirect_relu,
-            colours_from=colours_from, batch=batch, diversity=diversity, seed=seed,
+            colours_from=colours_from, spectrum_file=spectrum, crops=crops, batch=batch, diversity=diversity, seed=seed,
             precision=precision)
         for i, path in enumerate(files):
             verdict = "" if seen is None else ": " + ", ".join(f"{row['name']} {100 * row['prob']:.1f} %"
                                                                 for row in seen[i])
             shown.print(f"{escape(str(path))}{escape(verdict)}")
+
+
+@command()
+def spectrum(
+    photos: Annotated[list[str], typer.Argument(metavar="PHOTO...", help="Photos, folders, globs or .txt lists.")],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE", help="The .npy written.")],
+    size: Annotated[str, typer.Option(metavar="WxH", help="The render size it is for (one number: a square).")]
+        = "224x224",
+) -> None:
+    """The mean magnitude spectrum of photos, for `render --param maco --spectrum FILE` (MACO keeps a natural
+    image's magnitudes and optimises only the phase): `jaxdream spectrum photos/ -o spectrum.npy --size 448`."""
+    from jaxdream import commands
+
+    path, count = commands.spectrum(photos, output, size)
+    say(f"{count} photo(s) -> {path}")

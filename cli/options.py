@@ -102,8 +102,9 @@ def split_weights(args: list[str], weights: str | None, names: tuple[str, ...], 
 
 # Feature visualisation (render, atlas)
 Steps = Annotated[int, _option(metavar="N", help="Optimisation steps (Adam).")]
-Param = Annotated[str, _option(metavar="fft|pixel", help="What is optimised: the image's Fourier spectrum (1/f "
-                                                          "scaled) or its pixels.")]
-Transforms = Annotated[str, _option(metavar="standard|none", help=(
+Param = Annotated[str, _option(metavar="fft|pixel|maco", help=(
+    "What is optimised: the image's Fourier spectrum (1/f scaled), its pixels, or (maco) only the spectrum's phase "
+    "under a natural image's magnitudes."))]
+Transforms = Annotated[str, _option(metavar="standard|maco|none", help=(
     "Random transforms before the network each step (standard: pad 12, jitter 8, scale 0.9-1.1, rotate 10 degrees, "
-    "jitter 4)."))]
+    "jitter 4; maco: a 20-25 % crop seen at 224 px, and noise)."))]

@@ -352,7 +352,8 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
 
 
 __all__ = ["atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
-           "lucid", "models", "nightmare", "plan", "program_cache", "render", "sweep", "video"]
+           "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum", "render", "spectrum", "sweep",
+           "video"]
 
 
 COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance
@@ -362,7 +363,8 @@ MAX_TAG = 80  # characters of an objective in output names
 def render(model: str, weights: str | None, objective: str, *, out: Path | None = None, fmt: str = "png",
            size: str | None = None, start: Path | None = None, stats: Path | None = None,
            preprocess: str | None = None, labels: Path | None = None, download: Download = None,
-           colours_from: Path | None = None, **options: Any) -> tuple[list[Path], Any]:
+           colours_from: Path | None = None, spectrum_file: Path | None = None, **options: Any
+           ) -> tuple[list[Path], Any]:
     """Render ``objective`` from noise (or from the image ``start``, at its size unless ``size`` says otherwise):
     ``<model>_<objective>_<item>.<fmt>`` per batch item; ``colours_from``: photos whose colour covariance replaces
     ImageNet's; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
@@ -394,10 +396,14 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
         tag = f"{tag[:MAX_TAG - 9]}-{hashlib.sha256(objective.strip().encode()).hexdigest()[:8]}"
     batch = int(options.get("batch", 1))
     files = [folder / f"{loaded.name}_{tag}_{i:02d}.{outputs.check_format(fmt)}" for i in range(batch)]
-    outputs.check_io({"MODEL": model, "--weights": weights, "--labels": labels, "--from": start},
-                     {"output": files, "--stats": stats}, ["--stats"])
+    outputs.check_io({"MODEL": model, "--weights": weights, "--labels": labels, "--from": start,
+                      "--spectrum": spectrum_file}, {"output": files, "--stats": stats}, ["--stats"])
     if colours_from is not None:
         options["colour"] = colour_from_photos([load_image(p) for p in discover([str(colours_from)])[:COLOUR_PHOTOS]])
+    if spectrum_file is not None:
+        if options.get("param") != "maco":
+            raise OptionError("--spectrum is MACO's magnitude spectrum: use it with --param maco")
+        options["spectrum"] = read_spectrum(spectrum_file)
     run_stats = RunStats()
     images = render_images(loaded, parsed, size=(height, width), init=first, stats=run_stats, **options)
     for path, image in zip(files, images, strict=True):
@@ -433,3 +439,36 @@ def atlas(model: str, weights: str | None, layer: str | None, out: Path, *, chan
     return atlas_lib.run_atlas(loaded, index, units, out, batch_size=batch_size, resume=resume, progress=progress,
                                reads={"MODEL": model, "--weights": weights, "--labels": labels},
                                size=(height, width), **options)
+
+
+def spectrum(photos: list[str], output: Path, size: str = "224x224") -> tuple[Path, int]:
+    """The mean magnitude spectrum of ``photos`` at ``size`` written to ``output`` (.npy); returns it and the
+    number of photos."""
+    import io
+
+    import numpy as np
+
+    from jaxdream.batch import discover, parse_size
+    from jaxdream.files import write_atomically
+    from jaxdream.visual.params import spectrum_from_photos
+
+    height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)
+    files = discover(photos)
+    outputs.check_io({"PHOTO": files}, {"--output": output})
+    buffer = io.BytesIO()
+    np.save(buffer, spectrum_from_photos([load_image(p) for p in files], height, width))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(output, buffer.getvalue(), "the spectrum"), len(files)
+
+
+def read_spectrum(path: Path) -> Any:
+    """A spectrum written by ``spectrum`` (one clear error for anything else)."""
+    import numpy as np
+
+    try:
+        magnitude = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise OptionError(f"{path}: not a spectrum .npy ({err}); make one with `jaxdream spectrum`") from None
+    if magnitude.ndim != 3 or magnitude.shape[0] != 3:
+        raise OptionError(f"{path}: a spectrum is (3, height, width // 2 + 1), this is {magnitude.shape}")
+    return magnitude

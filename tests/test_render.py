@@ -388,3 +388,50 @@ def test_a_render_split_over_two_devices_gives_what_one_device_gives(tmp_path):
     one = render(model, O.channel(0, 1, batch=0) + O.channel(0, 3, batch=1), size=16, steps=3, batch=2)
     # Split programs sum in another order (float rounding, ~1e-5 after Adam's normalised steps), not another image.
     np.testing.assert_allclose(np.load(out), one, atol=1e-4)
+
+
+def test_maco_optimises_only_the_phase_the_magnitude_stays_the_template(small_net):
+    """Undo the sigmoid and the colours of a MACO render after some steps: its spectrum's magnitudes are the
+    template's (up to the standardisation's one scale) at every frequency whose phase is free."""
+    from jaxdream import render
+    from jaxdream.visual.params import ImageParam
+
+    size = 24
+    template = np.random.default_rng(7).uniform(0.5, 2.0, (3, size, size // 2 + 1)).astype(np.float32)
+    image = render(small_net, O.layer(2), param="maco", spectrum=template, size=size, steps=6, transforms="none",
+                   lr=0.3)[0].astype(np.float64)
+    colour = ImageParam("maco", size, size).colour_matrix().astype(np.float64)
+    values = np.log(image / (1 - image)) @ np.linalg.inv(colour).T
+    magnitude = np.abs(np.fft.rfft2(values.transpose(2, 0, 1)))[:, :, 1 : size // 2]  # self-conjugate bins left out
+    ratio = magnitude / template[:, :, 1 : size // 2]
+    np.testing.assert_allclose(ratio, ratio.mean(), rtol=2e-3)
+    with pytest.raises(OptionError, match="another size"):
+        render(small_net, O.layer(2), param="maco", spectrum=template, size=size + 2, steps=1)
+
+
+def test_zoom_crops_and_spectra_match_numpy():
+    from jaxdream.visual.params import spectrum_from_photos
+
+    rng = np.random.default_rng(8)
+    image = rng.random((30, 40, 3)).astype(np.float32)
+    top, left, side, size = 3.5, 7.25, 18.0, 12
+    steps = (np.arange(size) + 0.5) * (side / size) - 0.5
+    yy, xx = np.meshgrid(top + steps, left + steps, indexing="ij")
+    np.testing.assert_allclose(T.window(image, top, left, side, size),
+                               _bilinear_clamped(image.astype(np.float64), yy, xx), atol=1e-5)
+    crop = T.ZoomCrop(0.45, 0.5, 16)(jax.random.key(1), image)
+    assert crop.shape == (16, 16, 3) and T.output_size(T.preset("maco"), 512, 512) == (224, 224)
+    photo = rng.random((16, 20, 3)).astype(np.float32)
+    colour = np.eye(3)
+    expected = np.abs(np.fft.rfft2((photo - photo.mean(axis=(0, 1))).transpose(2, 0, 1)))
+    # the same size: the resize is Pillow's identity up to 8-bit rounding
+    np.testing.assert_allclose(spectrum_from_photos([photo], 16, 20, colour), expected, atol=0.05 * expected.max())
+
+
+@pytest.mark.slow
+def test_a_maco_class_render_is_ranked_first_by_the_model_that_made_it(tiny_darknet, squeezenet):
+    from jaxdream import render, top_classes
+
+    for model in (tiny_darknet, squeezenet):
+        images = render(model, "class:ostrich", param="maco", size=320, transforms="maco", crops=2, steps=128)
+        assert top_classes(model, images, 1)[0][0]["name"].startswith("ostrich"), model.name

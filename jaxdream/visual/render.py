@@ -39,7 +39,7 @@ from jaxdream.objectives import (
 )
 from jaxdream.ops import redirected_relus, resolve_precision
 from jaxdream.visual import transforms as T
-from jaxdream.visual.params import IMAGENET_COLOUR_SQRT, ImageParam
+from jaxdream.visual.params import IMAGENET_COLOUR_SQRT, ImageParam, default_spectrum, register_spectrum
 
 if TYPE_CHECKING:
     from jaxdream.protocol import Model
@@ -54,7 +54,8 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
            steps: int = 256, batch: int = 1, transforms: str | Sequence[T.Transform] = "standard",
            diversity: float = 0.0, seed: int = 0, lr: float = 0.05, decorrelate: bool = True, decay: float = 1.0,
            colour: Any = None, value_range: str = "sigmoid", redirect: bool = False, init: Any = None,
-           precision: str | None = None, stats: RunStats | None = None, item_seeds: Any = None) -> np.ndarray:
+           spectrum: Any = None, crops: int = 1, precision: str | None = None, stats: RunStats | None = None,
+           item_seeds: Any = None) -> np.ndarray:
     """Images (batch, H, W, 3) in [0, 1] that ``objective`` (an ``Objective`` or its text, ``parse_objective``)
     rates highly, from noise (or from ``init``, an image (H, W, 3) every item starts from). ``param``: 'fft' or
     'pixel'; ``transforms``: 'standard' or 'none'; ``diversity``: the weight of a term pushing the batch's items
@@ -63,7 +64,10 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     ImageNet's by default); ``value_range``: 'sigmoid' or 'clip'; ``redirect``: every ReLU passes gradients that
     would raise a dead unit (lucid's redirected ReLU). Each item draws its noise and transforms from ``seed`` and
     its own ``item_seeds`` entry (default: its index), so an item's image does not depend on the others in the
-    batch (without diversity): an atlas gives a unit the same picture in any batch."""
+    batch (without diversity): an atlas gives a unit the same picture in any batch. ``param='maco'`` keeps the
+    magnitude ``spectrum`` (3, H, W // 2 + 1) fixed (``params.spectrum_from_photos``; the sample photo's by
+    default) and is best with ``transforms='maco'``; ``crops``: transformed views of each item per step, their
+    objective averaged."""
     objective = parse_objective(objective) if isinstance(objective, str) else objective
     height, width = (int(size), int(size)) if isinstance(size, Integral) else (int(size[0]), int(size[1]))
     checks.check_count("steps", steps, 0)
@@ -74,19 +78,30 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     colour = IMAGENET_COLOUR_SQRT if colour is None else np.asarray(colour, np.float32)
     if colour.shape != (3, 3) or not np.isfinite(colour).all() or np.linalg.cond(colour) > MAX_COLOUR_CONDITION:
         raise OptionError("colour must be a well-conditioned 3x3 matrix (the square root of a colour covariance)")
+    checks.check_count("crops", crops, 1)
+    digest = ""
+    if param == "maco":
+        magnitude = default_spectrum(height, width, colour) if spectrum is None else np.asarray(spectrum, np.float32)
+        if magnitude.shape != (3, height, width // 2 + 1):
+            raise OptionError(f"the spectrum {magnitude.shape} was made for another size; a {width}x{height} render "
+                              f"needs (3, {height}, {width // 2 + 1}): `jaxdream spectrum --size {width}x{height}`")
+        digest = register_spectrum(magnitude)
     image_param = ImageParam(param, int(height), int(width), float(decay), bool(decorrelate), value_range,
-                             tuple(map(tuple, colour.tolist())))
+                             tuple(map(tuple, colour.tolist())), digest)
     chain = T.preset(transforms) if isinstance(transforms, str) else tuple(transforms)
     T.output_size(chain, height, width)
     if diversity:
+        if crops > 1:
+            raise OptionError("--diversity compares the batch's items, not several crops of each: use --crops 1")
         if batch < 2:
             raise OptionError("--diversity needs --batch 2 or more: it pushes the batch's images apart")
         objective = objective + diversity * _diversity_term(model, objective)
     structure, numbers, masks = resolve(model, objective, batch, T.output_size(chain, height, width))
     mode = resolve_precision(precision)
     stats = stats if stats is not None else RunStats()
-    program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode, bool(redirect)),
-                      lambda: render_steps(model, structure, image_param, chain, float(lr), mode, bool(redirect)))
+    program = Program("render_steps", model, (structure, image_param, chain, float(lr), mode, bool(redirect), crops),
+                      lambda: render_steps(model, structure, image_param, chain, float(lr), mode, bool(redirect),
+                                           crops))
     item_seeds = np.arange(batch, dtype=np.uint32) if item_seeds is None else np.asarray(item_seeds, np.uint32)
     if item_seeds.shape != (batch,):
         raise OptionError(f"item_seeds must hold one seed per item: {batch}, got shape {item_seeds.shape}")
@@ -107,7 +122,7 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
 
 
 def render_steps(model: Model, structure: Structure, image_param: ImageParam, chain: tuple[T.Transform, ...],
-                 lr: float, precision: str, redirect: bool = False) -> Any:
+                 lr: float, precision: str, redirect: bool = False, crops: int = 1) -> Any:
     """(params, theta, opt_state, numbers, masks, seed, item_seeds, start, stop) -> (theta, opt_state) after steps
     start .. stop - 1 of Adam on the objective."""
     optimiser = optax.adam(lr)
@@ -116,7 +131,11 @@ def render_steps(model: Model, structure: Structure, image_param: ImageParam, ch
 
     def gain(theta: Array, params: Any, numbers: Any, masks: Array, keys: Array) -> Array:
         images = jax.vmap(image_param.to_image)(theta)
-        seen = jax.vmap(lambda k, image: T.apply(chain, k, image))(keys, images)
+        views = [jax.vmap(lambda k, image, c=c: T.apply(chain, k if crops == 1 else jax.random.fold_in(k, c),
+                                                        image))(keys, images)
+                 for c in range(crops)]  # crop c of every item (a single crop draws from the item's own key)
+        seen = views[0] if crops == 1 else jnp.concatenate(views)
+        masks = masks if crops == 1 else jnp.tile(masks, (1, crops)) / crops
         with redirected_relus(redirect):  # read while tracing: the program holds one kind of ReLU
             acts = model.apply(params, model.normalize(seen), layers, precision) if layers else {}
             logits = model.apply_logits(params, seen, precision) if uses_logits else None
