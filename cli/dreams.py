@@ -169,6 +169,9 @@ def render(
         = None,
     crops: Annotated[int, typer.Option(metavar="N", help="Transformed views of each image per step, their "
                                                          "objective averaged (maco: 6).")] = 1,
+    mask: Annotated[bool, typer.Option(metavar="", help=(
+        "Also write each image's attribution map (|gradient| over the steps): <name>_mask.png (a heat map) and "
+        "<name>_rgba.png (the image with the map as alpha)."))] = False,
     decorrelate: Annotated[bool, typer.Option(metavar="", help="Optimise decorrelated colours (ImageNet's colour "
                                                                "covariance).")] = True,
     transforms: o.Transforms = "standard",
@@ -212,8 +215,8 @@ def render(
             model, args[0] if len(args) == 2 else weights, args[-1], out=out, fmt=format_, size=size, start=start,
             stats=stats, preprocess=preprocess, labels=labels, download=bar, param=param, decorrelate=decorrelate,
             transforms=transforms, steps=steps, lr=lr, decay=decay, value_range=values, redirect=redirect_relu,
-            colours_from=colours_from, spectrum_file=spectrum, crops=crops, batch=batch, diversity=diversity, seed=seed,
-            precision=precision)
+            colours_from=colours_from, spectrum_file=spectrum, crops=crops, mask=mask, batch=batch,
+            diversity=diversity, seed=seed, precision=precision)
         for i, path in enumerate(files):
             verdict = "" if seen is None else ": " + ", ".join(f"{row['name']} {100 * row['prob']:.1f} %"
                                                                 for row in seen[i])

@@ -353,7 +353,7 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
 
 __all__ = ["atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
            "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum", "render", "spectrum", "sweep",
-           "video"]
+           "video", "write_attribution"]
 
 
 COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance
@@ -363,8 +363,8 @@ MAX_TAG = 80  # characters of an objective in output names
 def render(model: str, weights: str | None, objective: str, *, out: Path | None = None, fmt: str = "png",
            size: str | None = None, start: Path | None = None, stats: Path | None = None,
            preprocess: str | None = None, labels: Path | None = None, download: Download = None,
-           colours_from: Path | None = None, spectrum_file: Path | None = None, **options: Any
-           ) -> tuple[list[Path], Any]:
+           colours_from: Path | None = None, spectrum_file: Path | None = None, mask: bool = False,
+           **options: Any) -> tuple[list[Path], Any]:
     """Render ``objective`` from noise (or from the image ``start``, at its size unless ``size`` says otherwise):
     ``<model>_<objective>_<item>.<fmt>`` per batch item; ``colours_from``: photos whose colour covariance replaces
     ImageNet's; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
@@ -396,8 +396,10 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
         tag = f"{tag[:MAX_TAG - 9]}-{hashlib.sha256(objective.strip().encode()).hexdigest()[:8]}"
     batch = int(options.get("batch", 1))
     files = [folder / f"{loaded.name}_{tag}_{i:02d}.{outputs.check_format(fmt)}" for i in range(batch)]
+    maps = [(path.with_name(f"{path.stem}_mask.png"), path.with_name(f"{path.stem}_rgba.png")) for path in files]
     outputs.check_io({"MODEL": model, "--weights": weights, "--labels": labels, "--from": start,
-                      "--spectrum": spectrum_file}, {"output": files, "--stats": stats}, ["--stats"])
+                      "--spectrum": spectrum_file},
+                     {"output": files + [p for pair in maps for p in pair] * mask, "--stats": stats}, ["--stats"])
     if colours_from is not None:
         options["colour"] = colour_from_photos([load_image(p) for p in discover([str(colours_from)])[:COLOUR_PHOTOS]])
     if spectrum_file is not None:
@@ -405,7 +407,12 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
             raise OptionError("--spectrum is MACO's magnitude spectrum: use it with --param maco")
         options["spectrum"] = read_spectrum(spectrum_file)
     run_stats = RunStats()
-    images = render_images(loaded, parsed, size=(height, width), init=first, stats=run_stats, **options)
+    images = render_images(loaded, parsed, size=(height, width), init=first, stats=run_stats, attribution=mask,
+                           **options)
+    if mask:
+        images, attributions = images
+        for (heat, rgba), image, attribution in zip(maps, images, attributions, strict=True):
+            write_attribution(heat, rgba, image, attribution)
     for path, image in zip(files, images, strict=True):
         save_image(path, image)
     write_stats(stats, run_stats)
@@ -472,3 +479,19 @@ def read_spectrum(path: Path) -> Any:
     if magnitude.ndim != 3 or magnitude.shape[0] != 3:
         raise OptionError(f"{path}: a spectrum is (3, height, width // 2 + 1), this is {magnitude.shape}")
     return magnitude
+
+
+def write_attribution(heat: Path, rgba: Path, image: Any, attribution: Any) -> None:
+    """An attribution map (H, W) in [0, 1] as a heat map PNG (black, red, yellow, white) and the image as an RGBA
+    PNG with the map as its alpha."""
+    import numpy as np
+    from PIL import Image
+
+    from jaxdream.files import image_bytes, write_atomically
+    from jaxdream.image import to_uint8
+
+    a = np.clip(np.asarray(attribution, np.float32), 0.0, 1.0)[..., None]
+    colours = np.concatenate([np.clip(3 * a, 0, 1), np.clip(3 * a - 1, 0, 1), np.clip(3 * a - 2, 0, 1)], axis=-1)
+    write_atomically(heat, image_bytes(Image.fromarray(to_uint8(colours), "RGB"), "PNG"), "the attribution map")
+    layers = np.concatenate([to_uint8(image), to_uint8(a)], axis=-1)
+    write_atomically(rgba, image_bytes(Image.fromarray(layers, "RGBA"), "PNG"), "the attribution image")

@@ -56,7 +56,7 @@ NOT_OPTIONS = {
     "sizes": "images of several sizes on one canvas: batch plans them (--exact-sizes turns that off)",
     "objective": "render: OBJECTIVE, the command's argument", "init": "--from (an image path)",
     "colour": "--colours-from (photos)", "item_seeds": "an atlas seeds each item by its unit (library)",
-    "redirect": "--redirect-relu", "value_range": "--values",
+    "redirect": "--redirect-relu", "value_range": "--values", "attribution": "--mask (written as PNGs)",
 }
 
 

@@ -435,3 +435,23 @@ def test_a_maco_class_render_is_ranked_first_by_the_model_that_made_it(tiny_dark
     for model in (tiny_darknet, squeezenet):
         images = render(model, "class:ostrich", param="maco", size=320, transforms="maco", crops=2, steps=128)
         assert top_classes(model, images, 1)[0][0]["name"].startswith("ostrich"), model.name
+
+
+def test_the_attribution_map_lies_inside_the_units_receptive_field(small_net, monkeypatch, capsys, tmp_path):
+    """Layer 2 of small_net is conv 3x3, max-pool 2/2, conv 3x3: the neuron at (x, y) = (5, 4) sees input rows
+    2*4 - 3 .. 2*4 + 4 and columns 2*5 - 3 .. 2*5 + 4; outside them the gradient, and so the map, is zero."""
+    from jaxdream import render
+
+    _, maps = render(small_net, O.neuron(2, 1, x=5, y=4), size=24, steps=3, transforms="none", param="pixel",
+                          attribution=True)
+    assert maps.shape == (1, 24, 24) and maps.max() == pytest.approx(1.0) and maps.min() >= 0.0
+    inside = np.zeros((24, 24), bool)
+    inside[5:13, 7:15] = True
+    assert maps[0][~inside].max() == 0.0 and maps[0][inside].sum() > 0
+    from conftest import cli
+
+    code, out, _ = cli(monkeypatch, capsys, "render", "tiny", "neuron:5:3", "--steps", "1", "--size", "32",
+                       "--mask", "--out", tmp_path, "--quiet")
+    assert code == 0, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "tiny_neuron_5_3_00.png", "tiny_neuron_5_3_00_mask.png", "tiny_neuron_5_3_00_rgba.png"]

@@ -55,7 +55,7 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
            diversity: float = 0.0, seed: int = 0, lr: float = 0.05, decorrelate: bool = True, decay: float = 1.0,
            colour: Any = None, value_range: str = "sigmoid", redirect: bool = False, init: Any = None,
            spectrum: Any = None, crops: int = 1, precision: str | None = None, stats: RunStats | None = None,
-           item_seeds: Any = None) -> np.ndarray:
+           item_seeds: Any = None, attribution: bool = False) -> Any:
     """Images (batch, H, W, 3) in [0, 1] that ``objective`` (an ``Objective`` or its text, ``parse_objective``)
     rates highly, from noise (or from ``init``, an image (H, W, 3) every item starts from). ``param``: 'fft' or
     'pixel'; ``transforms``: 'standard' or 'none'; ``diversity``: the weight of a term pushing the batch's items
@@ -67,7 +67,9 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     batch (without diversity): an atlas gives a unit the same picture in any batch. ``param='maco'`` keeps the
     magnitude ``spectrum`` (3, H, W // 2 + 1) fixed (``params.spectrum_from_photos``; the sample photo's by
     default) and is best with ``transforms='maco'``; ``crops``: transformed views of each item per step, their
-    objective averaged."""
+    objective averaged. ``attribution``: also return each item's attribution map (batch, H, W) in [0, 1], the
+    |gradient| of the objective with respect to the image, summed over colours and steps (MACO's "transparency":
+    where the visualisation matters to the network), as (images, maps)."""
     objective = parse_objective(objective) if isinstance(objective, str) else objective
     height, width = (int(size), int(size)) if isinstance(size, Integral) else (int(size[0]), int(size[1]))
     checks.check_count("steps", steps, 0)
@@ -109,7 +111,7 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     theta = image_param.init(keys) if init is None else \
         jnp.broadcast_to(image_param.from_image(_checked_init(init, height, width)), (batch, *image_param.shape))
     theta = jnp.asarray(theta) if (sharding := batch_sharding(batch)) is None else jax.device_put(theta, sharding)
-    state = (theta, optax.adam(lr).init(theta))
+    state = (theta, optax.adam(lr).init(theta), jnp.zeros((batch, height, width), jnp.float32))
     params, cache = placed_params(model, theta), program_cache()
 
     def chunk(state: Any, start: int, stop: int) -> Any:
@@ -117,20 +119,25 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
                      np.int32(stop), stats=stats)
 
     with progress.task("rendering", steps, "step"):
-        theta, _ = run_in_chunks(chunk, state, steps)
-    return np.asarray(jax.vmap(image_param.to_image)(theta))
+        theta, _, accumulated = run_in_chunks(chunk, state, steps)
+    images = np.asarray(jax.vmap(image_param.to_image)(theta))
+    if not attribution:
+        return images
+    accumulated = np.asarray(accumulated)
+    peaks = accumulated.max(axis=(1, 2), keepdims=True)
+    return images, np.where(peaks > 0, accumulated / np.where(peaks > 0, peaks, 1), 0).astype(np.float32)
 
 
 def render_steps(model: Model, structure: Structure, image_param: ImageParam, chain: tuple[T.Transform, ...],
                  lr: float, precision: str, redirect: bool = False, crops: int = 1) -> Any:
-    """(params, theta, opt_state, numbers, masks, seed, item_seeds, start, stop) -> (theta, opt_state) after steps
-    start .. stop - 1 of Adam on the objective."""
+    """(params, theta, opt_state, attribution, numbers, masks, seed, item_seeds, start, stop) -> (theta, opt_state,
+    attribution) after steps start .. stop - 1 of Adam on the objective; ``attribution`` (batch, H, W) adds each
+    step's |gradient| with respect to the image, summed over colours."""
     optimiser = optax.adam(lr)
     layers = tuple(sorted({layer for _, layer, _, _ in structure if layer is not None}))
     uses_logits = any(kind in LOGIT_KINDS for kind, _, _, _ in structure)
 
-    def gain(theta: Array, params: Any, numbers: Any, masks: Array, keys: Array) -> Array:
-        images = jax.vmap(image_param.to_image)(theta)
+    def gain(images: Array, params: Any, numbers: Any, masks: Array, keys: Array) -> Array:
         views = [jax.vmap(lambda k, image, c=c: T.apply(chain, k if crops == 1 else jax.random.fold_in(k, c),
                                                         image))(keys, images)
                  for c in range(crops)]  # crop c of every item (a single crop draws from the item's own key)
@@ -141,19 +148,22 @@ def render_steps(model: Model, structure: Structure, image_param: ImageParam, ch
             logits = model.apply_logits(params, seen, precision) if uses_logits else None
         return objective_total(structure, acts, logits, numbers, masks)
 
-    def run(params: Any, theta: Array, opt_state: Any, numbers: Any, masks: Array, seed: Array, item_seeds: Array,
-            start: Array, stop: Array) -> tuple[Array, Any]:
+    def run(params: Any, theta: Array, opt_state: Any, attribution: Array, numbers: Any, masks: Array, seed: Array,
+            item_seeds: Array, start: Array, stop: Array) -> tuple[Array, Any, Array]:
         keys = item_keys(seed, item_seeds)
 
-        def step(i: Array, carry: tuple[Array, Any]) -> tuple[Array, Any]:
-            theta, opt_state = carry
+        def step(i: Array, carry: tuple[Array, Any, Array]) -> tuple[Array, Any, Array]:
+            theta, opt_state, attribution = carry
             step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i + 1))(keys)  # 0 drew the init
+            images, back = jax.vjp(jax.vmap(image_param.to_image), theta)
             # The gradient of what is ascended (a redirected ReLU's rule reads its sign), negated for optax.
-            grads = -jax.grad(gain)(theta, params, numbers, masks, step_keys)
+            image_grads = jax.grad(gain)(images, params, numbers, masks, step_keys)
+            grads = -back(image_grads)[0]
             updates, opt_state = optimiser.update(grads, opt_state, theta)
-            return optax.apply_updates(theta, updates), opt_state
+            attribution = attribution + jnp.sum(jnp.abs(image_grads), axis=-1)
+            return optax.apply_updates(theta, updates), opt_state, attribution
 
-        return jax.lax.fori_loop(start, stop, step, (theta, opt_state))
+        return jax.lax.fori_loop(start, stop, step, (theta, opt_state, attribution))
 
     return run
 
