@@ -236,3 +236,37 @@ def spectrum(
 
     path, count = commands.spectrum(photos, output, size)
     say(f"{count} photo(s) -> {path}")
+
+
+@command()
+def accentuate(
+    model: o.ModelArg,
+    args: Annotated[list[str], typer.Argument(metavar="[WEIGHTS] IMAGE OBJECTIVE", help=(
+        "The weights (or --weights), the photo, and what to accentuate in it (render's objectives: 9:12, "
+        "class:ostrich, layer:9 ...)."))],
+    reg_layer: Annotated[str, typer.Option(metavar="LAYER", help="The layer whose features stay close to the "
+                                                                 "photo's.")],
+    reg: Annotated[str, typer.Option(metavar="auto|W", help=(
+        "The closeness term's weight; auto balances it against the objective's value at the photo."))] = "auto",
+    weights: o.Weights = None, steps: o.Steps = 128, param: o.Param = "fft", transforms: o.Transforms = "none",
+    lr: Annotated[float, typer.Option(metavar="X", help="Adam's learning rate.")] = 0.05,
+    seed: o.Seed = 0, out: o.Out = None, format_: Annotated[str, typer.Option(
+        "--format", metavar="png|jpg", help="Image format.")] = "png",
+    precision: o.Precision = None, preprocess: o.Preprocess = None, labels: o.Labels = None, quiet: o.Quiet = False,
+) -> None:
+    """Feature accentuation: show a feature where and how it appears in a photo (the render starts from the photo
+    and stays close to it in --reg-layer's features): `jaxdream accentuate tiny dog.jpg 9:15 --reg-layer 5`.
+
+    Writes <image>_<model>_accent-<objective>.png.
+    """
+    from jaxdream import commands
+
+    if len(args) not in (2, 3):
+        raise typer.BadParameter("give the photo and the objective, after the weights if the model needs them",
+                                 param_hint="[WEIGHTS] IMAGE OBJECTIVE")
+    with showing(quiet) as (shown, bar):
+        path = commands.accentuate(
+            model, args[0] if len(args) == 3 else weights, Path(args[-2]), args[-1], reg_layer=reg_layer, reg=reg,
+            out=out, fmt=format_, preprocess=preprocess, labels=labels, download=bar, steps=steps, param=param,
+            transforms=transforms, lr=lr, seed=seed, precision=precision)
+        shown.print(escape(str(path)))

@@ -21,7 +21,7 @@ _PUBLIC = {
     "DreamConfig": "jaxdream.dream", "ProgramCache": "jaxdream.compiled.cache", "RunStats": "jaxdream.compiled.stats",
     "deepdream": "jaxdream.dream", "lucid": "jaxdream.dream", "nightmare": "jaxdream.dream",
     "program_cache": "jaxdream.compiled.cache", "reconstruct": "jaxdream.dream", "top_classes": "jaxdream.dream",
-    "render": "jaxdream.visual.render",
+    "render": "jaxdream.visual.render", "accentuate": "jaxdream.visual.accentuate",
     "JaxdreamError": "jaxdream.errors", "load_image": "jaxdream.image", "save_image": "jaxdream.image",
     "Model": "jaxdream.model", "load_model": "jaxdream.model",
 }

@@ -351,9 +351,9 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
     return suite.run_command(device, cases, out, precision, log)
 
 
-__all__ = ["atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "fetch", "layer_table", "load",
-           "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum", "render", "spectrum", "sweep",
-           "video", "write_attribution"]
+__all__ = ["accentuate", "atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "fetch",
+           "layer_table", "load", "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum", "render",
+           "spectrum", "sweep", "video", "write_attribution"]
 
 
 COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance
@@ -495,3 +495,30 @@ def write_attribution(heat: Path, rgba: Path, image: Any, attribution: Any) -> N
     write_atomically(heat, image_bytes(Image.fromarray(to_uint8(colours), "RGB"), "PNG"), "the attribution map")
     layers = np.concatenate([to_uint8(image), to_uint8(a)], axis=-1)
     write_atomically(rgba, image_bytes(Image.fromarray(layers, "RGBA"), "PNG"), "the attribution image")
+
+
+def accentuate(model: str, weights: str | None, image: Path, objective: str, *, reg_layer: str, reg: str = "auto",
+               out: Path | None = None, fmt: str = "png", preprocess: str | None = None, labels: Path | None = None,
+               download: Download = None, **options: Any) -> Path:
+    """``image`` accentuated toward ``objective`` (``jaxdream.accentuate``): ``<image>_<model>_accent-<objective>``
+    in ``out``; returns the file."""
+    import re
+
+    from jaxdream.objectives import parse_objective
+    from jaxdream.visual.accentuate import accentuate as accentuate_image
+
+    parsed = parse_objective(objective)
+    weight: float | str = reg
+    if reg != "auto":
+        try:
+            weight = float(reg)
+        except ValueError:
+            raise OptionError(f"--reg {reg!r}: 'auto' or a weight such as 0.5") from None
+    folder = outputs.output_folder(out)
+    loaded = load(model, weights, preprocess, labels, download)
+    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_")[:MAX_TAG] or "objective"
+    path = folder / f"{Path(image).stem}_{loaded.name}_accent-{tag}.{outputs.check_format(fmt)}"
+    outputs.check_io({"IMAGE": image, "MODEL": model, "--weights": weights, "--labels": labels}, {"output": path})
+    result = accentuate_image(loaded, load_image(image), parsed, reg_layer=loaded.resolve_layer(reg_layer),
+                              reg=weight, **options)
+    return save_image(path, result[0])

@@ -115,7 +115,8 @@ LOGIT_OBJECTIVES = {"class": class_objective, "class_mix": class_mix_objective}
 # and scalar *, each optionally for one batch item. What decides the compiled program (kinds, layers, vector
 # lengths: ``structure``) is kept apart from the numbers (weights, channels, classes, positions, vectors:
 # ``numbers``), which are arguments: another channel or weight compiles nothing.
-TERM_KINDS = ("channel", "neuron", "layer", "direction", "direction_cos", "class_logit", "class_bce", "diversity")
+TERM_KINDS = ("channel", "neuron", "layer", "direction", "direction_cos", "class_logit", "class_bce", "diversity",
+              "feature_l2")
 LOGIT_KINDS = ("class_logit", "class_bce")
 
 
@@ -203,6 +204,15 @@ def class_bce(classes: Any, batch: int | None = None) -> Objective:
     return _for(Objective((Term("class_bce", vector=classes),)), batch)
 
 
+def feature_distance(layer: int | str, features: Any) -> Objective:
+    """Minus the mean square distance of ``layer``'s activation from ``features`` (h, w, c): keeps a render close
+    to a photo in that layer's feature space (feature accentuation's regulariser)."""
+    features = np.asarray(features, np.float32)
+    if features.ndim != 3 or not np.isfinite(features).all():
+        raise OptionError("features for a distance are one finite activation (height, width, channels)")
+    return Objective((Term("feature_l2", layer, vector=features),))
+
+
 def diversity(layer: int | str) -> Objective:
     """Minus the mean cosine similarity between the batch items' Gram matrices of ``layer``: pushes the items of a
     batch apart (it needs a batch of two or more)."""
@@ -225,6 +235,8 @@ def term_value(kind: str, activation: Array, number: dict[str, Array]) -> Array:
         return jnp.take(activation[y, x], number["index"])
     if kind == "layer":
         return jnp.mean(jnp.square(activation))
+    if kind == "feature_l2":
+        return -jnp.mean(jnp.square(activation - number["vector"]))
     products = activation @ number["vector"]
     if kind == "direction":
         return jnp.mean(products)

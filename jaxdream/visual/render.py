@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from jaxdream.protocol import Model
 
 Array = jax.Array
-Structure = tuple[tuple[str, int | None, bool, int | None], ...]  # per term: kind, layer, has a position, length
+Structure = tuple[tuple[str, int | None, bool, Any], ...]  # per term: kind, layer, has a position, vector shape
 TARGET_SCALE = 100.0  # the BCE target's scale, as lucid's
 MAX_COLOUR_CONDITION = 1e6  # a colour map this close to singular would blow decorrelated values up
 
@@ -168,6 +168,20 @@ def render_steps(model: Model, structure: Structure, image_param: ImageParam, ch
     return run
 
 
+def evaluate(model: Model, objective: Objective | str, images: Any, precision: str | None = None) -> np.ndarray:
+    """The objective's value for each image (N, H, W, 3) as the network sees it, untransformed: (N,)."""
+    objective = parse_objective(objective) if isinstance(objective, str) else objective
+    images = jnp.asarray(images, jnp.float32)
+    structure, numbers, masks = resolve(model, objective, images.shape[0], images.shape[1:3])
+    mode = resolve_precision(precision)
+    layers = tuple(sorted({layer for _, layer, _, _ in structure if layer is not None}))
+    acts = model.apply(model.params, model.normalize(images), layers, mode) if layers else {}
+    logits = model.apply_logits(model.params, images, mode) if any(k in LOGIT_KINDS for k, *_ in structure) else None
+    per_item = [objective_total(structure, acts, logits, numbers, masks * np.eye(images.shape[0])[i])
+                for i in range(images.shape[0])]
+    return np.asarray(per_item, np.float32)
+
+
 def item_keys(seed: Any, item_seeds: Any) -> Array:
     """One key per item, from the run's seed and the item's own seed."""
     base = jax.random.key(seed)
@@ -240,12 +254,17 @@ def resolve(model: Model, objective: Objective, batch: int, seen: tuple[int, int
                                       f"{out_w}x{out_h} output (for the {seen[1]}x{seen[0]} image the network sees "
                                       "after the transforms)")
                 number["x"], number["y"] = np.int32(term.at[0]), np.int32(term.at[1])
+            if term.kind == "feature_l2":
+                if tuple(term.vector.shape) != (out_h, out_w, channels):
+                    raise OptionError(f"the features {tuple(term.vector.shape)} are not layer {layer}'s output "
+                                      f"{(out_h, out_w, channels)} for the {seen[1]}x{seen[0]} image the network sees")
+                number["vector"] = np.asarray(term.vector, np.float32)
             if term.kind in ("direction", "direction_cos"):
                 if len(term.vector) != channels:
                     raise OptionError(f"the direction has {len(term.vector)} values; layer {layer} has {channels} "
                                       "channels")
                 number["vector"] = np.asarray(term.vector, np.float32)
-        length = None if "vector" not in number else len(number["vector"])
+        length = None if "vector" not in number else np.shape(number["vector"])
         structure.append((term.kind, layer, term.at is not None, length))
         numbers.append(number)
         masks.append(mask)
@@ -268,4 +287,4 @@ def _checked_init(image: Any, height: int, width: int) -> np.ndarray:
     return image
 
 
-__all__ = ["Term", "batch_sharding", "item_keys", "objective_total", "render", "render_steps", "resolve"]
+__all__ = ["Term", "batch_sharding", "evaluate", "item_keys", "objective_total", "render", "render_steps", "resolve"]
