@@ -369,10 +369,8 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
     ``<model>_<objective>_<item>.<fmt>`` per batch item; ``colours_from``: photos whose colour covariance replaces
     ImageNet's; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
     classes (else None)."""
-    import hashlib
-    import re
 
-    from jaxdream.batch import discover, parse_size
+    from jaxdream.batch import discover
     from jaxdream.dream.lucid_mode import top_classes
     from jaxdream.objectives import LOGIT_KINDS, parse_objective
     from jaxdream.visual.params import colour_from_photos
@@ -387,13 +385,11 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
     if size is None:
         height, width = first.shape[:2] if first is not None else (224, 224)
     else:
-        height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)  # --size 224: a square
+        height, width = _render_size(size)
     outputs.check_report_path(stats, [model, weights, labels, start])
     folder = outputs.output_folder(out)
     loaded = load(model, weights, preprocess, labels, download)
-    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_") or "objective"
-    if len(tag) > MAX_TAG:  # a cut name carries a digest, so two long objectives never share a file
-        tag = f"{tag[:MAX_TAG - 9]}-{hashlib.sha256(objective.strip().encode()).hexdigest()[:8]}"
+    tag = _objective_tag(objective)
     batch = int(options.get("batch", 1))
     files = [folder / f"{loaded.name}_{tag}_{i:02d}.{outputs.check_format(fmt)}" for i in range(batch)]
     maps = [(path.with_name(f"{path.stem}_mask.png"), path.with_name(f"{path.stem}_rgba.png")) for path in files]
@@ -427,13 +423,12 @@ def atlas(model: str, weights: str | None, layer: str | None, out: Path, *, chan
     """Every channel of ``layer`` (``channels``: A:B or A,B,C) or, with ``classes`` ('all', A:B or a list), every
     class of a classifier, rendered into ``out`` with a contact sheet; ``options`` go to ``jaxdream.render``."""
     from jaxdream import atlas as atlas_lib
-    from jaxdream.batch import parse_size
 
     if (layer is None) == (classes is None):
         raise OptionError("give a LAYER (its channels), or --classes for a classifier's classes, not both")
     if classes is not None and channels is not None:
         raise OptionError("--channels chooses a layer's channels; with --classes choose the classes there")
-    height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)
+    height, width = _render_size(size)
     loaded = load(model, weights, preprocess, labels, download)
     if classes is not None:
         index = None
@@ -455,11 +450,11 @@ def spectrum(photos: list[str], output: Path, size: str = "224x224") -> tuple[Pa
 
     import numpy as np
 
-    from jaxdream.batch import discover, parse_size
+    from jaxdream.batch import discover
     from jaxdream.files import write_atomically
     from jaxdream.visual.params import spectrum_from_photos
 
-    height, width = parse_size(f"{size}x{size}" if size.isdigit() else size)
+    height, width = _render_size(size)
     files = discover(photos)
     outputs.check_io({"PHOTO": files}, {"--output": output})
     buffer = io.BytesIO()
@@ -502,7 +497,6 @@ def accentuate(model: str, weights: str | None, image: Path, objective: str, *, 
                download: Download = None, **options: Any) -> Path:
     """``image`` accentuated toward ``objective`` (``jaxdream.accentuate``): ``<image>_<model>_accent-<objective>``
     in ``out``; returns the file."""
-    import re
 
     from jaxdream.objectives import parse_objective
     from jaxdream.visual.accentuate import accentuate as accentuate_image
@@ -516,9 +510,27 @@ def accentuate(model: str, weights: str | None, image: Path, objective: str, *, 
             raise OptionError(f"--reg {reg!r}: 'auto' or a weight such as 0.5") from None
     folder = outputs.output_folder(out)
     loaded = load(model, weights, preprocess, labels, download)
-    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_")[:MAX_TAG] or "objective"
+    tag = _objective_tag(objective)
     path = folder / f"{Path(image).stem}_{loaded.name}_accent-{tag}.{outputs.check_format(fmt)}"
     outputs.check_io({"IMAGE": image, "MODEL": model, "--weights": weights, "--labels": labels}, {"output": path})
     result = accentuate_image(loaded, load_image(image), parsed, reg_layer=loaded.resolve_layer(reg_layer),
                               reg=weight, **options)
     return save_image(path, result[0])
+
+
+def _objective_tag(objective: str) -> str:
+    """An objective as output names carry it; a long one cut, with a digest so two never share a file."""
+    import hashlib
+    import re
+
+    tag = re.sub(r"[^\w.-]+", "_", objective.strip()).strip("_") or "objective"
+    if len(tag) > MAX_TAG:
+        tag = f"{tag[:MAX_TAG - 9]}-{hashlib.sha256(objective.strip().encode()).hexdigest()[:8]}"
+    return tag
+
+
+def _render_size(size: str) -> tuple[int, int]:
+    """--size of render, atlas and spectrum: WIDTHxHEIGHT, or one number for a square."""
+    from jaxdream.batch import parse_size
+
+    return parse_size(f"{size}x{size}" if size.isdigit() else size)

@@ -228,6 +228,12 @@ activation=leaky
 """
 
 
+def random_darknet(cfg_text: str, name: str, seed: int = 0) -> DarknetModel:
+    """A Darknet model of ``cfg_text`` with seeded random weights (its own architecture: programs compile fresh)."""
+    cfg = parse_cfg(cfg_text, name)
+    return model_from_bytes(cfg, random_weights_bytes(cfg, seed), name)
+
+
 @pytest.fixture(scope="session")
 def small():
     cfg = parse_cfg(SMALL_CFG, "hardening")

@@ -97,12 +97,9 @@ activation=linear
 def every_kind():
     """A network with each layer kind a canvas takes: strided conv, Darknet's odd max-pools, shortcut, upsample,
     route (random weights)."""
-    from jaxdream.darknet.cfg import parse_cfg
-    from jaxdream.darknet.model import model_from_bytes
-    from jaxdream.darknet.weights import random_weights_bytes
+    from conftest import random_darknet
 
-    cfg = parse_cfg(CFG, "every-kind")
-    return model_from_bytes(cfg, random_weights_bytes(cfg, 3), "every-kind")
+    return random_darknet(CFG, "every-kind", 3)
 
 
 def test_the_network_on_a_canvas_gives_each_image_its_own_sizes_activations_and_gradient(every_kind):

@@ -140,15 +140,11 @@ def test_objective_algebra_and_its_text():
 
 @pytest.fixture(scope="module")
 def small_net():
-    from jaxdream.darknet.cfg import parse_cfg
-    from jaxdream.darknet.model import model_from_bytes
-    from jaxdream.darknet.weights import random_weights_bytes
+    from conftest import random_darknet
 
-    text = ("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=6\nsize=3\nstride=1\npad=1\n"
-            "activation=leaky\n[maxpool]\nsize=2\nstride=2\n[convolutional]\nfilters=5\nsize=3\nstride=1\npad=1\n"
-            "activation=leaky\n")
-    cfg = parse_cfg(text, "render-net")
-    return model_from_bytes(cfg, random_weights_bytes(cfg, 7), "render-net")
+    return random_darknet("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=6\nsize=3\nstride=1\n"
+                          "pad=1\nactivation=leaky\n[maxpool]\nsize=2\nstride=2\n[convolutional]\nfilters=5\nsize=3\n"
+                          "stride=1\npad=1\nactivation=leaky\n", "render-net", 7)
 
 
 def test_other_channels_and_weights_compile_nothing_and_items_get_their_own_objective(small_net, program_events):
@@ -287,15 +283,14 @@ def test_an_atlas_of_a_128_channel_layer_shows_each_channel_what_excites_it_most
 def test_a_redirected_relu_lets_a_dead_unit_be_rendered(tmp_path):
     """A ReLU network whose channel 2 is dead (a bias of -100): its plain gradient is zero, so Adam leaves the
     image as it started; with redirect the unit's input rises."""
-    from jaxdream import render
-    from jaxdream.darknet.cfg import parse_cfg
-    from jaxdream.darknet.model import DarknetModel, model_from_bytes
-    from jaxdream.darknet.weights import random_weights_bytes
+    from conftest import random_darknet
 
-    text = ("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\n"
-            "activation=relu\n")
-    cfg = parse_cfg(text, "dead-net")
-    alive = model_from_bytes(cfg, random_weights_bytes(cfg, 9), "dead-net")
+    from jaxdream import render
+    from jaxdream.darknet.model import DarknetModel
+
+    alive = random_darknet("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\n"
+                           "pad=1\nactivation=relu\n", "dead-net", 9)
+    cfg = alive.cfg
     params = {"layer_0": {**alive.params["layer_0"], "bias": np.asarray(alive.params["layer_0"]["bias"]).copy()}}
     params["layer_0"]["bias"][2] = -100.0
     dead = DarknetModel("dead-net", cfg, params)
@@ -339,13 +334,10 @@ def test_colours_from_photos_ranges_and_own_transform_chains():
 
 
 def _tiny_relu_free():
-    from jaxdream.darknet.cfg import parse_cfg
-    from jaxdream.darknet.model import model_from_bytes
-    from jaxdream.darknet.weights import random_weights_bytes
+    from conftest import random_darknet
 
-    cfg = parse_cfg("[net]\nwidth=12\nheight=12\nchannels=3\n[convolutional]\nfilters=2\nsize=3\nstride=1\npad=1\n"
-                    "activation=leaky\n", "leaky-net")
-    return model_from_bytes(cfg, random_weights_bytes(cfg, 1), "leaky-net")
+    return random_darknet("[net]\nwidth=12\nheight=12\nchannels=3\n[convolutional]\nfilters=2\nsize=3\nstride=1\n"
+                          "pad=1\nactivation=leaky\n", "leaky-net", 1)
 
 
 def test_a_render_split_over_two_devices_gives_what_one_device_gives(tmp_path):
@@ -377,14 +369,12 @@ def test_a_render_split_over_two_devices_gives_what_one_device_gives(tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.split()[-1] == "2", done.stderr[-2000:]
-    from jaxdream import render
-    from jaxdream.darknet.cfg import parse_cfg
-    from jaxdream.darknet.model import model_from_bytes
-    from jaxdream.darknet.weights import random_weights_bytes
+    from conftest import random_darknet
 
-    cfg = parse_cfg("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\npad=1\n"
-                    "activation=leaky\n", "c")
-    model = model_from_bytes(cfg, random_weights_bytes(cfg, 1))
+    from jaxdream import render
+
+    model = random_darknet("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\n"
+                           "pad=1\nactivation=leaky\n", "model", 1)
     one = render(model, O.channel(0, 1, batch=0) + O.channel(0, 3, batch=1), size=16, steps=3, batch=2)
     # Split programs sum in another order (float rounding, ~1e-5 after Adam's normalised steps), not another image.
     np.testing.assert_allclose(np.load(out), one, atol=1e-4)

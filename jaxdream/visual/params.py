@@ -15,6 +15,7 @@ Every function here is pure; ``init`` draws each batch item from its own key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +170,15 @@ def register_spectrum(magnitude: Any) -> str:
 
 def default_spectrum(height: int, width: int, colour: Any = IMAGENET_COLOUR_SQRT) -> np.ndarray:
     """The bundled sample photo's magnitude spectrum at height x width (``jaxdream spectrum`` makes others)."""
+    return _sample_spectrum(height, width, tuple(map(tuple, np.asarray(colour, np.float64).tolist())))
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_spectrum(height: int, width: int, colour: tuple[tuple[float, ...], ...]) -> np.ndarray:
+    """Computed once per size and colours (an atlas renders many batches of the same size)."""
     from jaxdream.image import load_image
     from jaxdream.weights import SAMPLE_IMAGE
 
-    return spectrum_from_photos([load_image(SAMPLE_IMAGE)], height, width, colour)
+    spectrum = spectrum_from_photos([load_image(SAMPLE_IMAGE)], height, width, colour)
+    spectrum.flags.writeable = False
+    return spectrum
