@@ -107,12 +107,15 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
     item_seeds = np.arange(batch, dtype=np.uint32) if item_seeds is None else np.asarray(item_seeds, np.uint32)
     if item_seeds.shape != (batch,):
         raise OptionError(f"item_seeds must hold one seed per item: {batch}, got shape {item_seeds.shape}")
-    keys = item_keys(seed, item_seeds)
-    theta = image_param.init(keys) if init is None else \
+    cache = program_cache()
+    # Through the cache (kept on disk): drawn eagerly, the first draw and the last images cost ~2 s a run.
+    starting = Program("render_init", None, image_param,
+                       lambda: lambda s, items: image_param.init(item_keys(s, items)))
+    theta = cache(starting, np.uint32(seed), item_seeds, stats=stats) if init is None else \
         jnp.broadcast_to(image_param.from_image(_checked_init(init, height, width)), (batch, *image_param.shape))
     theta = jnp.asarray(theta) if (sharding := batch_sharding(batch)) is None else jax.device_put(theta, sharding)
     state = (theta, optax.adam(lr).init(theta), jnp.zeros((batch, height, width), jnp.float32))
-    params, cache = placed_params(model, theta), program_cache()
+    params = placed_params(model, theta)
 
     def chunk(state: Any, start: int, stop: int) -> Any:
         return cache(program, params, *state, numbers, masks, np.uint32(seed), item_seeds, np.int32(start),
@@ -120,7 +123,8 @@ def render(model: Model, objective: Objective | str, *, param: str = "fft", size
 
     with progress.task("rendering", steps, "step"):
         theta, _, accumulated = run_in_chunks(chunk, state, steps)
-    images = np.asarray(jax.vmap(image_param.to_image)(theta))
+    showing = Program("render_images", None, image_param, lambda: jax.vmap(image_param.to_image))
+    images = np.asarray(cache(showing, theta, stats=stats))
     if not attribution:
         return images
     accumulated = np.asarray(accumulated)
