@@ -43,11 +43,12 @@ from .cases import (
 )
 from .first_image import first_image_cases
 from .processes import startup_case, tiles_cases
+from .quality import quality_cases
 from .render_cases import render_cases
 from .report import DARKNET_REFERENCE, ratios, write_report
 
 CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles", "video",
-         "first-image", "render")
+         "first-image", "render", "quality")
 
 
 def peak_memory_bytes(device: jax.Device) -> int | None:
@@ -58,8 +59,8 @@ def peak_memory_bytes(device: jax.Device) -> int | None:
 
 
 def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log: Callable[[str], None],
-           precision: str = "f32") -> dict[str, Any]:
-    """Every requested case on one device."""
+           precision: str = "f32", folder: Path = Path("benchmarks/out")) -> dict[str, Any]:
+    """Every requested case on one device (``folder``: where cases keep what they render)."""
     rows: list[dict[str, Any]] = []
     with jax.default_device(device):
         rates = {"f32_matmul_gflops": matmul_rate(jnp.float32, 4096 if device.platform == "cpu" else 8192)}
@@ -99,6 +100,11 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
                 rows.append(squeezenet_lucid_case(squeezenet, precision))
         if "render" in cases:
             rows += render_cases(tiny_darknet(shared), precision)
+        if "quality" in cases:
+            if shared is None:
+                log("quality: needs the three classifiers of ../shared/models; skipped")
+            else:
+                rows += quality_cases(shared, folder / device.platform, precision, log)
         with tempfile.TemporaryDirectory() as scratch:
             if "pipeline" in cases:
                 rows.append(pipeline_case(model, precision, Path(scratch), 8 if cpu else 32))
@@ -148,7 +154,7 @@ def run(device: str = "cpu", cases: tuple[str, ...] = CASES, out: Path = Path("b
     from jaxdream.compiled.store import DISABLE_ENV
 
     with environment(**{DISABLE_ENV: "1"}):  # compile times are measured, not loaded from an earlier run's store
-        results = [run_on(d, cases, shared, log, precision) for d in devices]
+        results = [run_on(d, cases, shared, log, precision, out.parent) for d in devices]
     ratios(results)
     report = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
               "jax": jax.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results,

@@ -1,4 +1,4 @@
-"""Models and what they see: classify, weights convert/info/fetch, models, plan, info."""
+"""Models and what they see: classify, eval, weights convert/info/fetch, models, plan, info."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jaxdream.cli import options as o
-from jaxdream.cli.app import DownloadBar, command, err_console, out_console, showing, weights_app
+from jaxdream.cli.app import DownloadBar, command, err_console, out_console, say, showing, weights_app
 
 
 @command()
@@ -34,6 +34,40 @@ def classify(
         out_console.print(result["image"], highlight=False)
         for row in result["top"]:
             out_console.print(f"  {100 * row['prob']:6.2f}%  {row['name']} ({row['index']})", highlight=False)
+
+
+@command(name="eval")
+def eval_(
+    sources: Annotated[list[Path], typer.Argument(metavar="DIR|FILE...", help=(
+        "Folders written by render, atlas or accentuate (their manifest says what each picture was made for), or "
+        "pictures in them."))],
+    models: Annotated[str, typer.Option(metavar="M1,M2,...", help=(
+        "ImageNet-1k classifiers, comma-separated: tiny, a Keras .h5 or a converted .h5 (a cfg with weights or an "
+        ".onnx with its preprocessing: `jaxdream weights convert` it first). Classes are matched by WordNet id "
+        "across label orders."))],
+    references: Annotated[Path | None, typer.Option(metavar="DIR", help=(
+        "Real photos, one subfolder per class (named by WordNet id or class name): plausibility is the cosine "
+        "similarity to them."))] = None,
+    layer: Annotated[str | None, typer.Option(metavar="LAYER", help=(
+        "Where plausibility and diversity compare features, in the model that made each picture (default: its "
+        "deepest feature map below the logits)."))] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help=(
+        "The JSON results (a Markdown table goes beside it); default eval.json in the folder given."))] = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """How well feature visualisations show their class: per picture, the target's rank and probability under
+    each model, transferability (the share of the other models whose top-1 / top-5 is the target), plausibility
+    (--references), diversity within a batch and, for accentuations, the feature distance to the photo:
+    `jaxdream eval atlas/ --models tiny,mobilenet.h5,squeezenet.h5`."""
+    from jaxdream import commands, evaluation
+
+    with showing(quiet) as (_, bar):
+        result, written = commands.evaluate(sources, models, output=output, references=references, layer=layer,
+                                            download=bar)
+    if not quiet:
+        print(evaluation.markdown(result).split("\n\n")[0])
+    say(f"{len(result['pictures'])} picture(s) under {len(result['models'])} model(s) -> "
+        f"{', '.join(map(str, written))}")
 
 
 @command(weights_app, "convert")

@@ -10,7 +10,6 @@ its own index, so its picture is the same in any batch: a run killed and resumed
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -22,12 +21,13 @@ import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxdream import checks, interrupts
+from jaxdream import checks, interrupts, records
 from jaxdream.batch import Job, Manifest, run_key
 from jaxdream.compiled.stats import RunStats
 from jaxdream.errors import OptionError
 from jaxdream.files import image_bytes, write_atomically
 from jaxdream.image import encode_image, load_image, to_uint8
+from jaxdream.imagenet import target
 from jaxdream.objectives import Objective, channel, class_logit
 from jaxdream.outputs import check_io, output_folder
 from jaxdream.protocol import Model
@@ -86,13 +86,14 @@ def run_atlas(model: Model, layer: int | None, units: list[int], out: Path, *, b
     names = {unit: out / f"{model.name}_{tag}_{unit:04d}.png" for unit in units}
     sheet = out / f"{model.name}_{tag}_atlas.png"
     check_io(reads or {}, {"output": [*names.values(), sheet]})
-    manifest = Manifest(out / "manifest.jsonl")
+    manifest = Manifest(out / records.MANIFEST)
     job = Job("atlas", model.name, {"layer": tag, **{k: v for k, v in options.items() if k != "stats"}}, seed, None,
               "png")
     key = run_key(job, model)
     finished = manifest.done(key) if resume else set()
     todo = [unit for unit in units if _unit_id(tag, unit) not in finished]
     summary = AtlasSummary(skipped=len(units) - len(todo))
+    run = records.new_run()
     start = time.perf_counter()
     for first in range(0, len(todo), batch_size):
         interrupts.check()
@@ -105,9 +106,9 @@ def run_atlas(model: Model, layer: int | None, units: list[int], out: Path, *, b
         for unit, picture in zip(group, images, strict=False):
             data = encode_image(names[unit], picture)
             write_atomically(names[unit], data, "the unit's picture")
-            manifest.append({"input": _unit_id(tag, unit), "input_sha256": None, "outputs": [names[unit].name],
-                             "sha256": [hashlib.sha256(data).hexdigest()], "status": "done", "job": key,
-                             "mode": "atlas", "options": job.options, "seed": seed})
+            records.append(out, model, "atlas", names[unit], item=_unit_id(tag, unit), run=run,
+                           target_class=target(model, unit) if layer is None else None, job=key,
+                           options=job.options, seed=seed)
             summary.done += 1
             summary.files.append(names[unit])
         if progress:

@@ -236,6 +236,35 @@ def classify(model: str, images: Sequence[Path], *, weights: str | None = None, 
     return [{"image": str(path), "top": top_classes(loaded, load_image(path)[None], top)[0]} for path in images]
 
 
+def evaluate(sources: Sequence[str | Path], models: str, *, output: Path | None = None,
+             references: Path | None = None, layer: str | None = None, download: Download = None
+             ) -> tuple[dict[str, Any], list[Path]]:
+    """``jaxdream eval``: the pictures of ``sources`` (folders with a manifest, or files) under each model of
+    ``models`` (comma-separated), written as JSON to ``output`` (default: ``eval.json`` in the one folder given,
+    else here) and as Markdown beside it. Returns the results and the files written."""
+    import json
+
+    from jaxdream import evaluation
+    from jaxdream.files import write_atomically
+
+    specs = [spec.strip() for spec in models.split(",") if spec.strip()]
+    if not specs:
+        raise OptionError("--models: name at least one classifier (tiny, a converted .h5, a Keras .h5)")
+    pictures = evaluation.find_pictures(sources)
+    if output is None:
+        only = Path(sources[0]) if len(sources) == 1 else None
+        output = only / "eval.json" if only is not None and only.is_dir() else Path("eval.json")
+    table = output.with_suffix(".md")
+    outputs.check_io({"MODEL": specs, "PICTURE": [p.path for p in pictures], "--references": references},
+                     {"--output": [output, table]})
+    loaded = [load(spec, download=download) for spec in specs]
+    result = evaluation.evaluate(pictures, loaded, references=references, layer=layer)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(output, (json.dumps(result, indent=1) + "\n").encode(), "the evaluation")
+    write_atomically(table, evaluation.markdown(result).encode(), "the evaluation table")
+    return result, [output, table]
+
+
 def convert(model: str, weights: str | Path | None, output: Path, preprocess: str | None = None,
             labels: Path | None = None) -> Path:
     """Convert a model into one jaxdream .h5 (architecture, parameters, the source file's sha256)."""
@@ -351,9 +380,9 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
     return suite.run_command(device, cases, out, precision, log)
 
 
-__all__ = ["accentuate", "atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "fetch",
-           "layer_table", "load", "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum", "render",
-           "spectrum", "sweep", "video", "write_attribution"]
+__all__ = ["accentuate", "atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "evaluate",
+           "fetch", "layer_table", "load", "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum",
+           "render", "spectrum", "sweep", "video", "write_attribution"]
 
 
 COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance
@@ -370,6 +399,7 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
     ImageNet's; ``options`` go to ``jaxdream.render``. Returns the files and, for a classifier, each image's top
     classes (else None)."""
 
+    from jaxdream import records
     from jaxdream.batch import discover
     from jaxdream.dream.lucid_mode import top_classes
     from jaxdream.objectives import LOGIT_KINDS, parse_objective
@@ -409,8 +439,10 @@ def render(model: str, weights: str | None, objective: str, *, out: Path | None 
         images, attributions = images
         for (heat, rgba), image, attribution in zip(maps, images, attributions, strict=True):
             write_attribution(heat, rgba, image, attribution)
-    for path, image in zip(files, images, strict=True):
-        save_image(path, image)
+    run = records.new_run()
+    for i, (path, image) in enumerate(zip(files, images, strict=True)):
+        records.append(folder, loaded, "render", save_image(path, image), item=f"{tag}:{i}", run=run,
+                       target_class=records.class_target(loaded, parsed, i), objective=objective)
     write_stats(stats, run_stats)
     classes = any(t.kind in LOGIT_KINDS for t in parsed.terms)
     return files, top_classes(loaded, images, 3) if classes else None
@@ -498,6 +530,7 @@ def accentuate(model: str, weights: str | None, image: Path, objective: str, *, 
     """``image`` accentuated toward ``objective`` (``jaxdream.accentuate``): ``<image>_<model>_accent-<objective>``
     in ``out``; returns the file."""
 
+    from jaxdream import records
     from jaxdream.objectives import parse_objective
     from jaxdream.visual.accentuate import accentuate as accentuate_image
 
@@ -513,9 +546,12 @@ def accentuate(model: str, weights: str | None, image: Path, objective: str, *, 
     tag = _objective_tag(objective)
     path = folder / f"{Path(image).stem}_{loaded.name}_accent-{tag}.{outputs.check_format(fmt)}"
     outputs.check_io({"IMAGE": image, "MODEL": model, "--weights": weights, "--labels": labels}, {"output": path})
-    result = accentuate_image(loaded, load_image(image), parsed, reg_layer=loaded.resolve_layer(reg_layer),
-                              reg=weight, **options)
-    return save_image(path, result[0])
+    layer = loaded.resolve_layer(reg_layer)
+    result = accentuate_image(loaded, load_image(image), parsed, reg_layer=layer, reg=weight, **options)
+    records.append(folder, loaded, "accentuate", save_image(path, result[0]), item=f"{tag}:0", run=records.new_run(),
+                   target_class=records.class_target(loaded, parsed, 0), objective=objective,
+                   seed_image=str(Path(image).resolve()), reg_layer=layer)
+    return path
 
 
 def _objective_tag(objective: str) -> str:

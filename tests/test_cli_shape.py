@@ -81,7 +81,9 @@ OWN_MEANING = {  # (command, option): why it differs from the shared option of t
     ("render", "size"): "the rendered image's size (224x224 by default)",
     ("atlas", "out"): "it holds the manifest", ("atlas", "size"): "each unit's picture size (96x96 by default)",
     ("atlas", "batch_size"): "units, not images; its default depends on the platform",
-    ("render", "format_"): "png by default", ("accentuate", "format_"): "png by default",
+    ("render", "format_"): "png by default",
+    ("eval", "output"): "a JSON file, its Markdown table beside it", ("eval", "layer"): "where features compare",
+    ("accentuate", "format_"): "png by default",
 }
 
 

@@ -218,10 +218,10 @@ def test_the_render_command_writes_one_picture_per_item_and_names_a_bad_objectiv
                        "--batch", "2", "--out", tmp_path, "--quiet")
     assert code == 0, out
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["tiny_class_ostrich_00.png", "tiny_class_ostrich_01.png"]
+    assert written == ["manifest.jsonl", "tiny_class_ostrich_00.png", "tiny_class_ostrich_01.png"]
     from jaxdream import load_image
 
-    assert load_image(tmp_path / written[0]).shape == (40, 48, 3)
+    assert load_image(tmp_path / written[1]).shape == (40, 48, 3)
     code, _, err = cli(monkeypatch, capsys, "render", "tiny", "neuron:9", "--out", tmp_path)
     assert code == 1 and any("neuron:LAYER:CHANNEL[:X:Y]" in line for line in err), err
     code, _, err = cli(monkeypatch, capsys, "render", "tiny", "class:ostrichh", "--steps", "1", "--out", tmp_path)
@@ -444,7 +444,7 @@ def test_the_attribution_map_lies_inside_the_units_receptive_field(small_net, mo
                        "--mask", "--out", tmp_path, "--quiet")
     assert code == 0, out
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "tiny_neuron_5_3_00.png", "tiny_neuron_5_3_00_mask.png", "tiny_neuron_5_3_00_rgba.png"]
+        "manifest.jsonl", "tiny_neuron_5_3_00.png", "tiny_neuron_5_3_00_mask.png", "tiny_neuron_5_3_00_rgba.png"]
 
 
 def test_accentuation_raises_the_feature_and_stays_closer_to_the_photo_than_an_unregularised_render(tiny_darknet):

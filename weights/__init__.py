@@ -67,6 +67,7 @@ OFFICIAL_WEIGHTS: dict[str, str] = {name: f"{_DARKNET_SITE}{name}.weights" for n
 BUNDLED_WEIGHTS = {BUNDLED_MODEL: data_path("tiny.weights")}
 DARKNET_1K_NAMES = "imagenet1k-darknet.names"  # the first 1000 lines of Darknet's imagenet.shortnames.list
 DARKNET_LABELS = {"vgg-16": DARKNET_1K_NAMES, BUNDLED_MODEL: DARKNET_1K_NAMES}
+DARKNET_1K_WNIDS = "imagenet1k-darknet.wnids"  # their WordNet ids: Darknet's imagenet.labels.list, 1000 lines
 KERAS_1K_NAMES = "imagenet1k-keras.names"  # Keras/PyTorch order (sorted WordNet ids), from imagenet_class_index.json
 
 
