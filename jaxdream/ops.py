@@ -113,7 +113,7 @@ def max_pool(x: Array, window: tuple[int, int], strides: tuple[int, int], pads: 
     pads = [(lo, max(hi, 0)) for lo, hi in reach]
     if tuple(window) == tuple(strides):
         return _tiled_max(x, tuple(window), tuple(map(tuple, pads)))
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
+    return _window_max(x, tuple(window), tuple(strides), tuple(map(tuple, pads)))
 
 
 def _tiles(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]) -> Array:
@@ -162,6 +162,46 @@ def _tiled_max_bwd(window: tuple[int, int], pads: tuple[tuple[int, int], ...], r
 
 
 _tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _window_max(x: Array, window: tuple[int, int], strides: tuple[int, int], pads: tuple[tuple[int, int], ...]
+                ) -> Array:
+    """Max-pool of any window and stride (SqueezeNet's 3x3/2), differentiated without select-and-scatter: XLA:CPU
+    spent 0.53 of a SqueezeNet batch's 0.86 s backward in it (16 x 224 px); the mask below is plain fusions."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
+
+
+def _window_max_fwd(x: Array, window: tuple[int, int], strides: tuple[int, int], pads: tuple[tuple[int, int], ...]
+                    ) -> tuple[Array, tuple[Array, Array]]:
+    y = _window_max(x, window, strides, pads)
+    return y, (x, y)
+
+
+def _window_max_bwd(window: tuple[int, int], strides: tuple[int, int], pads: tuple[tuple[int, int], ...],
+                    residuals: tuple[Array, Array], dy: Array) -> tuple[Array]:
+    x, y = residuals
+    padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+    n, height, width, c = padded.shape
+    _, out_h, out_w, _ = y.shape
+    (sh, sw), seen, routed = strides, jnp.zeros(y.shape, bool), []
+    for i in range(window[0]):  # row-major: a maximum counts only if no earlier one in its window did (Darknet's >)
+        for j in range(window[1]):
+            view = lax.slice(padded, (0, i, j, 0), (n, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c),
+                             (1, sh, sw, 1))
+            first = (view == y) & ~seen
+            seen = seen | first
+            spread = ((0, 0, 0), (i, height - i - (out_h - 1) * sh - 1, sh - 1),
+                      (j, width - j - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0))  # back to where the view was taken
+            routed.append(lax.pad(jnp.where(first, dy, jnp.zeros((), dy.dtype)), jnp.zeros((), dy.dtype), spread))
+    total = routed[-1]
+    for part in reversed(routed[:-1]):  # later offsets first: each input sums its windows in the windows' order
+        total = total + part
+    (top, _), (left, _) = pads
+    return (total[:, top : top + x.shape[1], left : left + x.shape[2]],)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def region_mask(valid: Array, height: int, width: int) -> Array:

@@ -62,3 +62,20 @@ def test_valid_pooling_drops_what_no_window_reaches():
     np.testing.assert_array_equal(np.asarray(out[0]), ref)
     dx = np.asarray(vjp(jnp.ones_like(out))[0][0])
     assert dx[6].sum() == 0 and dx[:, 4].sum() == 0 and dx.sum() == out.size
+
+
+@pytest.mark.parametrize(("shape", "window", "strides", "pads"), [
+    ((2, 13, 13, 3), (3, 3), (2, 2), ((1, 1), (1, 1))), ((2, 11, 11, 3), (3, 3), (2, 2), ((0, 1), (0, 1))),
+    ((2, 10, 9, 4), (3, 3), (1, 1), ((1, 1), (1, 1))), ((1, 8, 8, 2), (2, 2), (1, 1), ((0, 1), (0, 1)))])
+def test_overlapping_windows_route_the_gradient_bit_for_bit_as_xla_select_and_scatter(shape, window, strides, pads):
+    """Overlapping pools (SqueezeNet's 3x3/2) are differentiated by masks, not select-and-scatter: same bits."""
+    from jax import lax
+
+    rng = np.random.default_rng(sum(shape))
+    for x in (rng.integers(0, 3, shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)):
+        out, vjp = jax.vjp(lambda z: max_pool(z, window, strides, list(pads)), jnp.asarray(x))
+        ref_out, ref_vjp = jax.vjp(lambda z: lax.reduce_window(z, -jnp.inf, lax.max, (1, *window, 1),
+                                                               (1, *strides, 1), ((0, 0), *pads, (0, 0))), x)
+        dy = jnp.asarray(rng.standard_normal(out.shape).astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(ref_out))
+        np.testing.assert_array_equal(np.asarray(vjp(dy)[0]), np.asarray(ref_vjp(dy)[0]))

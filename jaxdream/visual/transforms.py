@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-from jax.scipy import ndimage
 
 from jaxdream.errors import OptionError
 
@@ -166,10 +165,7 @@ def affine(image: Array, scale: Array | float, angle: Array | float) -> Array:
     yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx,
                           indexing="ij")
     cos, sin = jnp.cos(angle), jnp.sin(angle)
-    source_y = (cos * yy - sin * xx) / scale + cy
-    source_x = (sin * yy + cos * xx) / scale + cx
-    return jnp.stack([ndimage.map_coordinates(image[..., c], [source_y, source_x], order=1, mode="nearest")
-                      for c in range(image.shape[2])], axis=-1)
+    return bilinear(image, (cos * yy - sin * xx) / scale + cy, (sin * yy + cos * xx) / scale + cx)
 
 
 def window(image: Array, top: Array | float, left: Array | float, side: Array | float, size: int) -> Array:
@@ -177,5 +173,19 @@ def window(image: Array, top: Array | float, left: Array | float, side: Array | 
     grid (pixel centres), edges clamped."""
     steps = (jnp.arange(size, dtype=jnp.float32) + 0.5) * (side / size) - 0.5
     yy, xx = jnp.meshgrid(top + steps, left + steps, indexing="ij")
-    return jnp.stack([ndimage.map_coordinates(image[..., c], [yy, xx], order=1, mode="nearest")
-                      for c in range(image.shape[2])], axis=-1)
+    return bilinear(image, yy, xx)
+
+
+def bilinear(image: Array, source_y: Array, source_x: Array) -> Array:
+    """(H, W, C) sampled at the points (source_y, source_x) (any shape) between its four neighbours, edges
+    clamped (``map_coordinates(order=1, mode='nearest')``). Why not map_coordinates: it gathers (and, backwards,
+    scatters) each colour apart; one gather of whole pixels halves a SqueezeNet batch's transform time on XLA:CPU."""
+    h, w, c = image.shape
+    top, left = jnp.floor(source_y), jnp.floor(source_x)
+    dy, dx = (source_y - top)[..., None], (source_x - left)[..., None]
+    rows = [jnp.clip(top + k, 0, h - 1).astype(jnp.int32) * w for k in (0, 1)]
+    cols = [jnp.clip(left + k, 0, w - 1).astype(jnp.int32) for k in (0, 1)]
+    pixels = image.reshape(h * w, c)
+    upper = pixels[rows[0] + cols[0]] * (1 - dx) + pixels[rows[0] + cols[1]] * dx
+    lower = pixels[rows[1] + cols[0]] * (1 - dx) + pixels[rows[1] + cols[1]] * dx
+    return upper * (1 - dy) + lower * dy
