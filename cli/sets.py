@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,12 +16,16 @@ from jaxdream.errors import OptionError
 
 @command()
 def batch(
-    mode: Annotated[str, typer.Argument(metavar="MODE", help="nightmare, lucid or deepdream.")],
-    model: o.ModelArg,
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive), globs, "
-                                                                         "or .txt lists.")],
-    out: Annotated[Path, typer.Option(metavar="FOLDER", help="Output folder (created if missing); holds the "
-                                                             "manifest.")],
+    mode: Annotated[str, typer.Argument(metavar="MODE", help=(
+        "nightmare, lucid or deepdream; or merge (`jaxdream batch merge OUT`: one manifest from a sharded or "
+        "claimed run's parts)."))],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help=(
+        "A built-in name (tiny, vgg-conv, ...), a .cfg, a converted or Keras .h5, or an .onnx; for merge, the "
+        "run's output folder."))],
+    inputs: Annotated[list[str] | None, typer.Argument(metavar="INPUT...", help=(
+        "Image files, folders (recursive), globs, or .txt lists."))] = None,
+    out: Annotated[Path | None, typer.Option(metavar="FOLDER", help="Output folder (created if missing); holds the "
+                                                                    "manifest.")] = None,
     weights: o.Weights = None, layer: o.Layer = None, rounds: o.Rounds = None, iters: o.Iters = None,
     range_: o.Range = None, octaves: o.Octaves = None, rate: o.Rate = None, thresh: o.Thresh = None,
     zoom: o.Zoom = None, rotate: o.Rotate = None, objective: o.Objective = None, channel: o.Channel = None,
@@ -35,23 +39,46 @@ def batch(
     coordinator: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="Multi-host: the coordinator.")] = None,
     num_processes: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: number of processes.")] = None,
     process_id: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: this process's index.")] = None,
+    shard: Annotated[str | None, typer.Option(metavar="I/N", help=(
+        "Dream only shard I of N (from 0), no coordinator: batch k of the whole plan belongs to shard k % N. "
+        "Without it a job array's index is read (SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with "
+        "--shards). Merge the parts with `jaxdream batch merge OUT`."))] = None,
+    shards: Annotated[int | None, typer.Option(metavar="N", help=(
+        "The shard count of a Kubernetes Indexed Job (its index comes from JOB_COMPLETION_INDEX)."))] = None,
+    claim: Annotated[bool, typer.Option("--claim", metavar="", help=(
+        "Take batches one at a time through lease files in the output folder until all are done (start as many "
+        "workers as you like, anywhere the folder is shared); a dead worker's batch is taken again when its "
+        "lease expires."))] = False,
+    lease_seconds: Annotated[float | None, typer.Option(metavar="S", help=(
+        "How long a --claim lease lasts without its worker's heartbeat (default 300)."))] = None,
     preprocess: o.Preprocess = None, labels: o.Labels = None, quiet: o.Quiet = False,
 ) -> None:
     """Dream a whole image set: `jaxdream batch nightmare vgg-conv photos/ --weights vgg-conv.weights --layer 10
     --out dreams/`. Writes a manifest (JSON lines) as images finish; rerun with --resume after an interruption.
     Unreadable images are reported and the rest go on; the exit status is 1 if any failed. A mode's options left
-    out take the mode's defaults."""
+    out take the mode's defaults. Past one machine: --shard I/N or --claim, then `jaxdream batch merge OUT`."""
     from jaxdream import commands
 
+    if mode == "merge":
+        return _merge(Path(model), inputs, out)
+    if not inputs or out is None:
+        raise OptionError("batch needs INPUT... and --out FOLDER: `jaxdream batch nightmare MODEL photos/ --out "
+                          "dreams/ --layer 10`")
     with showing(quiet) as (shown, bar):
         summary = commands.batch(
             mode, model, inputs, out, weights=weights, seed=seed, size=size, fmt=format_, batch_size=batch_size,
             resume=resume, coordinator=coordinator, num_processes=num_processes, process_id=process_id,
-            preprocess=preprocess, labels=labels, download=bar, progress=shown.counter("dreaming images", "image"),
+            shard=shard, shards=shards, claim=claim, lease_seconds=lease_seconds, preprocess=preprocess,
+            labels=labels, download=bar, progress=shown.counter("dreaming images", "image"),
             layer=layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate, thresh=thresh,
             zoom=zoom, rotate=rotate, objective=objective, channel=channel, classes=class_,
             target_scale=target_scale, octave_scale=octave_scale, precision=precision, tile=tile, memory=memory,
             exact_sizes=exact_sizes or None)
+    _report(summary, out, quiet, claim)
+
+
+def _report(summary: Any, out: Path, quiet: bool, claim: bool) -> None:
+    """What a batch run did; exit 1 if an image failed."""
     run = summary.stats
     say(f"{summary.done} dreamed, {summary.skipped} already done, {len(summary.errors)} failed in "
         f"{summary.seconds:.1f}s -> {out}")
@@ -60,9 +87,30 @@ def batch(
         say(f"  {summary.sizes} distinct size(s){shared}; {run.programs_compiled} program(s) compiled in "
             f"{run.compile_seconds:.1f}s, {run.programs_loaded} loaded from the cache in {run.load_seconds:.1f}s; "
             f"dreaming {run.run_seconds:.1f}s")
+    if claim:
+        say(f"  {summary.claimed} batch(es) claimed, {summary.taken_over} of them after an expired lease")
     for _source, message in summary.errors:
         say(f"  failed: {escape(message)}")
     if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _merge(out: Path, inputs: list[str] | None, given_out: Path | None) -> None:
+    """`batch merge OUT`: exit 1 while inputs are missing (or two workers wrote different bytes for one)."""
+    from jaxdream import commands
+
+    if inputs or given_out is not None:
+        raise OptionError("batch merge takes one folder: `jaxdream batch merge OUT`")
+    merged = commands.batch_merge(out)
+    say(f"{merged.done} done, {len(merged.failed)} failed, {len(merged.missing)} missing, {merged.duplicated} "
+        f"done twice -> {merged.manifest}")
+    for source in merged.missing[:10]:
+        say(f"  missing: {escape(source)}")
+    if len(merged.missing) > 10:
+        say(f"  ... and {len(merged.missing) - 10} more: rerun their shards, or more --claim workers, with --resume")
+    for source in merged.conflicting:
+        say(f"  written twice with different bytes: {escape(source)} (workers with other settings?)")
+    if not merged.complete:
         raise typer.Exit(1)
 
 

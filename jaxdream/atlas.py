@@ -22,12 +22,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxdream import checks, interrupts, records
-from jaxdream.batch import Job, Manifest, run_key
+from jaxdream.batch import Job, run_key
 from jaxdream.compiled.stats import RunStats
 from jaxdream.errors import OptionError
 from jaxdream.files import image_bytes, write_atomically
 from jaxdream.image import encode_image, load_image, to_uint8
 from jaxdream.imagenet import target
+from jaxdream.manifests import Manifest
 from jaxdream.objectives import Objective, channel, class_logit
 from jaxdream.outputs import check_io, output_folder
 from jaxdream.protocol import Model

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import jax
 import numpy as np
@@ -41,9 +41,11 @@ from jaxdream.dream.lucid_mode import output_tag
 from jaxdream.dream.validate import validate
 from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
+from jaxdream.manifests import Manifest, file_sha256, read_records, read_records_of
 from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, check_io, output_folder, output_names, round_endings
 from jaxdream.protocol import Model, layer_key
+from jaxdream.shards import DEFAULT_LEASE_SECONDS, Claims, Shard, write_plan
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -224,6 +226,15 @@ def join_processes(coordinator: str | None, num_processes: int | None, process_i
     return jax.process_index(), jax.process_count()
 
 
+def launch_id() -> str:
+    """An id that every process of this multi-process launch shares (process 0 draws it and sends it to all), so
+    that the merge waits for this launch's end lines, never for an earlier run's."""
+    from jax.experimental import multihost_utils
+
+    drawn = np.int32(secrets.randbits(31)) if jax.process_index() == 0 else np.int32(0)
+    return f"{int(multihost_utils.broadcast_one_to_all(drawn)):08x}"
+
+
 def _env_int(name: str) -> int | None:
     text = os.environ.get(name)
     if text is None:
@@ -232,104 +243,6 @@ def _env_int(name: str) -> int | None:
         return int(text)
     except ValueError:
         raise OptionError(f"{name}={text!r} is not a whole number") from None
-
-
-class Manifest:
-    """Append-only JSON lines, one per finished (or failed) image, flushed to disk as each is written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()  # the dreaming and the writing thread both append
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            raise JaxdreamError(f"{path}: the manifest is not a regular file (a folder or a symbolic link, which "
-                                "jaxdream does not follow); remove it or choose another --out")
-
-    def done(self, job_key: str) -> set[str]:
-        """Inputs already finished by this job (the same options), each of whose outputs is still the file this
-        job wrote (its sha256 as recorded): an output overwritten since, by another run, is redone."""
-        finished = set()
-        folder = self.path.parent
-        for record in read_records(folder):
-            names, hashes = record.get("outputs"), record.get("sha256")
-            if record.get("job") != job_key or record.get("status") != "done" or not isinstance(
-                    record.get("input"), str) or not _names_and_hashes(names, hashes):
-                continue
-            if all(_file_sha256(folder / name) == digest for name, digest in zip(names, hashes, strict=True)) and (
-                    record.get("input_sha256") == _file_sha256(Path(record["input"]))):  # the same picture still
-                finished.add(record["input"])
-        return finished
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        with self._lock:
-            self._append(line)
-
-    def _append(self, line: bytes) -> None:
-        try:
-            # O_NOFOLLOW: a manifest planted as a symlink in a shared folder must not redirect our appends.
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-            with os.fdopen(fd, "a+b") as handle:
-                # After a kill or a full disk cut the last line, start a fresh one so this record stays readable.
-                handle.write(b"\n" + line if _last_line_cut(handle) else line)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise JaxdreamError(f"{self.path}: the manifest is a symbolic link, which jaxdream does not follow; "
-                                    "remove it or choose another --out") from None
-            raise JaxdreamError(f"{self.path}: cannot append to the manifest ({err.strerror or err}); free some "
-                                "space, then rerun with --resume") from None
-
-
-def _last_line_cut(handle: BinaryIO) -> bool:
-    size = handle.seek(0, os.SEEK_END)
-    if not size:
-        return False
-    handle.seek(size - 1)
-    return handle.read(1) != b"\n"
-
-
-def _names_and_hashes(names: Any, hashes: Any) -> bool:
-    """A record's outputs are plain file names in the output folder, each with a sha256 (a hand-edited manifest
-    may say anything)."""
-    return (isinstance(names, list) and isinstance(hashes, list) and len(names) == len(hashes) > 0
-            and all(isinstance(n, str) and n and Path(n).name == n and n not in (".", "..") for n in names)
-            and all(isinstance(h, str) for h in hashes))
-
-
-def _file_sha256(path: Path) -> str | None:
-    """The sha256 of a regular file (not followed through a symbolic link), or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
-def read_records(folder: Path) -> Iterator[dict[str, Any]]:
-    """Every readable record of the folder's manifests."""
-    for path in sorted(folder.glob("manifest*.jsonl")):
-        yield from read_records_of(path)
-
-
-def read_records_of(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one manifest; lines cut by a kill, not UTF-8, not JSON or not an object are passed over
-    (their images are simply redone), and so is a manifest that is a link or not a file."""
-    if path.is_symlink() or not path.is_file():
-        return
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return
-    for line in data.splitlines():
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(record, dict):
-            yield record
 
 
 @dataclass
@@ -343,6 +256,8 @@ class Summary:
     sizes: int = 0  # distinct image sizes dreamed
     canvases: int = 0  # canvases shared by several of them
     peak_decoded: int = 0  # most decoded images alive at once (bounded by the batches in flight)
+    claimed: int = 0  # batches this worker claimed (--claim)
+    taken_over: int = 0  # of them, batches whose earlier worker's lease had expired
     stats: RunStats = field(default_factory=RunStats)
 
     @property
@@ -477,7 +392,8 @@ class _Writer:
     The queue is bounded, so dreaming waits for writing rather than piling frames up in memory."""
 
     def __init__(self, write: Callable[[list[Path], list[np.ndarray]], None], depth: int):
-        self.queue: queue.Queue[tuple[list[Path], list[np.ndarray]] | None] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[tuple[list[Path], list[np.ndarray], Callable[[], None] | None] | None] = \
+            queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self._write, self._abort = write, threading.Event()
         self._thread = threading.Thread(target=self._run, name="jaxdream-writer", daemon=True)
@@ -486,14 +402,18 @@ class _Writer:
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
             if self.error is None and not self._abort.is_set():
+                group, frames, after = item
                 try:
-                    self._write(*item)
+                    self._write(group, frames)
+                    if after is not None:
+                        after()
                 except BaseException as err:
                     self.error = err
 
-    def put(self, group: list[Path], frames: list[np.ndarray]) -> None:
+    def put(self, group: list[Path], frames: list[np.ndarray], after: Callable[[], None] | None = None) -> None:
+        """Queue a batch's images; ``after`` runs once they are written and recorded."""
         self._raise()
-        self.queue.put((group, frames))
+        self.queue.put((group, frames, after))
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -521,27 +441,39 @@ def run_batch(
     model: Model, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
     process: tuple[int, int] = (0, 1), resume: bool = False,
     progress: Callable[[int, int], None] | None = None, prefetch: int = 2, decoders: int = 2,
-    reads: dict[str, Any] | None = None,
+    reads: dict[str, Any] | None = None, shard: Shard | None = None, claim: bool = False,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS, launch: str = "",
 ) -> Summary:
     """Dream ``inputs`` (this process's slice of them) into ``out``; returns what was done and what failed.
 
     A streaming pipeline: the headers give each image's size and so the batches; ``decoders`` threads decode the
     next ``prefetch`` batches while one dreams; a writer thread encodes and writes what is done. Memory holds
     only the batches in flight, whatever the number of inputs. ``reads``: the run's other files (model, weights,
-    labels), which no output may replace; checked with the inputs before any work.
+    labels), which no output may replace; checked with the inputs before any work. ``shard``: dream only that
+    shard's batches of the whole plan; ``claim``: take batches through leases in ``out`` until all are done
+    (``shards``). ``launch``: the id every process of a multi-process launch shares (``launch_id``), on the end
+    line of its manifest part.
     """
     checks.check_count("batch-size", batch_size, 1)
     checks.check_count("prefetch", prefetch, 1)
     out = output_folder(out)
     index, count = process
-    mine = inputs[index::count]
-    manifest = Manifest(out / (f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))
+    planned_whole = shard is not None or claim
+    if planned_whole and count > 1:
+        raise OptionError("--shard and --claim need no coordinator: leave out --coordinator/--num-processes")
+    if shard is not None and claim:
+        raise OptionError("give --shard I/N (a fixed share) or --claim (batches taken as workers free up), not both")
     key = run_key(job, model)
-    finished = manifest.done(key) if resume else set()
     names = output_names(inputs, out, job.model, job.tag, job.endings, job.format)  # whole list
     check_io({"input": inputs, **(reads or {})}, {"output": list(names.values())})
-    summary = Summary(skipped=sum(str(p.resolve()) in finished for p in mine))
-    todo = [p for p in mine if str(p.resolve()) not in finished]
+    claims = Claims(out, write_plan(out, key, inputs, batch_size), lease_seconds) if claim else None
+    if shard is not None:
+        write_plan(out, key, inputs, batch_size)
+    manifest = Manifest(out / (shard.manifest if shard else claims.manifest if claims else
+                               f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))
+    finished = manifest.done(key) if resume or planned_whole else set()  # a shard or claim never redoes work
+    canvases = _canvas_plan(model, job, inputs, batch_size)
+    summary = Summary()
     start = time.perf_counter()
     record = {"job": key, "mode": job.mode, "options": job.options, "seed": job.seed}
 
@@ -549,14 +481,16 @@ def run_batch(
         manifest.append({"input": str(path.resolve()), "status": "error", "error": message, **record})
         summary.errors.append((str(path), message))
 
-    canvases = _canvas_plan(model, job, inputs, batch_size)
-    batches, unreadable, summary.sizes = _plan(todo, job.size, batch_size, canvases)
+    if planned_whole:  # the same batches as one process plans: batch k is the same images in every worker
+        batches, unreadable, summary.sizes = _plan(inputs, job.size, batch_size, canvases)
+    else:
+        mine = inputs[index::count]
+        summary.skipped = sum(str(p.resolve()) in finished for p in mine)
+        batches, unreadable, summary.sizes = _plan([p for p in mine if str(p.resolve()) not in finished],
+                                                   job.size, batch_size, canvases)
     summary.canvases = len({b.canvas for b in batches if b.sizes is not None})
-    for path, message in unreadable.items():
-        failed(path, message)
-    if todo and progress:
-        progress(len(summary.errors), len(todo))
     counter = _Decoded()
+    todo = sum(len(b.paths) for b in batches) + len(unreadable)
 
     def write(group: list[Path], frames: list[np.ndarray]) -> None:
         for i, path in enumerate(group):
@@ -568,20 +502,21 @@ def run_batch(
             except ImageError as err:  # this image cannot be encoded or written (NaN, too wide, a name too long)
                 failed(path, str(err))
             else:
-                manifest.append({"input": str(path.resolve()), "input_sha256": _file_sha256(path.resolve()),
+                manifest.append({"input": str(path.resolve()), "input_sha256": file_sha256(path.resolve()),
                                  "outputs": [t.name for t in names[path]],
                                  "sha256": [hashlib.sha256(data).hexdigest() for data in files], "status": "done",
                                  **record})
                 summary.done += 1
             if progress:
-                progress(summary.done + len(summary.errors), len(todo))
+                progress(summary.done + len(summary.errors), todo)
 
     mesh = _mesh(batch_size)
-    (ahead, repeats), started = _next_sizes(batches), set()
     pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="jaxdream-decode")
     writer = _Writer(write, prefetch)
-    pending: collections.deque[list[Future]] = collections.deque()
-    try:
+
+    def dream_all(batches: list[_Batch], after: Callable[[], None] | None = None) -> None:
+        (ahead, repeats), started = _next_sizes(batches), set()
+        pending: collections.deque[list[Future]] = collections.deque()
         for batch in batches[:prefetch]:
             pending.append([pool.submit(_decode, p, job.size, counter) for p in batch.paths])
         for b, batch in enumerate(batches):
@@ -618,31 +553,68 @@ def run_batch(
                 for path, _, _ in good:
                     failed(path, f"{path}: {err}")
                 continue
-            writer.put([p for p, _, _ in good], [frames[:, i, :h, :w] for i, (_, _, (h, w)) in enumerate(good)])
+            writer.put([p for p, _, _ in good], [frames[:, i, :h, :w] for i, (_, _, (h, w)) in enumerate(good)],
+                       after if b == len(batches) - 1 else None)
             del frames
             del good, stack
+        if after is not None and not batches:
+            writer.put([], [], after)
+
+    def unfinished(batch: _Batch) -> _Batch:
+        keep = [i for i, p in enumerate(batch.paths) if str(p.resolve()) not in finished]
+        summary.skipped += len(batch.paths) - len(keep)
+        return _Batch([batch.paths[i] for i in keep], batch.canvas,
+                      None if batch.sizes is None else [batch.sizes[i] for i in keep])
+
+    def record_unreadable() -> None:
+        for path, message in unreadable.items():
+            failed(path, message)
+
+    try:
+        if claims is None:
+            mine_batches = [unfinished(b) for k, b in enumerate(batches) if shard is None or shard.owns(k)] \
+                if planned_whole else batches
+            if shard is None or shard.owns(len(batches)):  # the unreadable inputs: the plan's last "batch"
+                record_unreadable()
+            if progress and todo:
+                progress(len(summary.errors), todo)
+            dream_all([b for b in mine_batches if b.paths])
+        else:
+            for k in claims.batches(len(batches) + 1):
+                if k == len(batches):
+                    record_unreadable()
+                    claims.finish(k)
+                else:
+                    dream_all([b for b in [unfinished(batches[k])] if b.paths], lambda k=k: claims.finish(k))
+                    summary.claimed += 1
     except BaseException:
         writer.close(abort=True)  # Ctrl-C or an error: stop now; --resume redoes what was not written
+        if claims is not None:
+            claims.close()
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     writer.close()
+    if claims is not None:
+        claims.close()
+        summary.taken_over = claims.taken_over
     summary.seconds = time.perf_counter() - start
     summary.peak_decoded = counter.peak
     if count > 1:
-        manifest.append({"status": "end", "process": index})
+        manifest.append({"status": "end", "process": index, "launch": launch})
     return summary
 
 
-def merge_manifests(out: Path, count: int, timeout: float = 3600.0) -> Path:
-    """Wait until every process's manifest part has its end line, then write manifest.jsonl listing all images."""
+def merge_manifests(out: Path, count: int, launch: str, timeout: float = 3600.0) -> Path:
+    """Wait until every process's manifest part has the end line of this ``launch`` (the end lines of an earlier
+    run, left in the parts, do not count), then write manifest.jsonl listing all images."""
     deadline = time.monotonic() + timeout
     parts = [out / f"manifest.part{i}.jsonl" for i in range(count)]
 
     def records(part: Path) -> list[dict[str, Any]]:
         return list(read_records_of(part))
 
-    while not all(any(r.get("status") == "end" for r in records(p)) for p in parts):
+    while not all(any(r.get("status") == "end" and r.get("launch") == launch for r in records(p)) for p in parts):
         if time.monotonic() > deadline:
             raise JaxdreamError(f"{out}: not every process finished within {timeout:.0f}s; merge again later")
         time.sleep(0.2)

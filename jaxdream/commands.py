@@ -206,24 +206,48 @@ def batch(
     mode: str, model: str, inputs: list[str], out: Path, *, weights: str | None = None, seed: int = 0,
     size: str | None = None, fmt: str = "jpg", batch_size: int = 4, resume: bool = False,
     coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+    shard: str | None = None, shards: int | None = None, claim: bool = False, lease_seconds: float | None = None,
     preprocess: str | None = None, labels: Path | None = None, download: Download = None,
     progress: Callable[[int, int], None] | None = None, **options: Any,
 ) -> Any:
     """A whole image set in one mode (``options``: the mode's, None for unset); returns the batch summary. The
-    first of several processes merges their manifests at the end."""
+    first of several ``jax.distributed`` processes merges their manifests at the end; shards (``shard`` 'I/N', or
+    a job array's index) and claim workers leave that to ``batch_merge``."""
     from jaxdream import batch as batch_lib
+    from jaxdream import shards as shards_lib
 
     options = {k: v for k, v in options.items() if v is not None}
     batch_lib.make_job(mode, "check", options, seed, size, fmt)  # refuse bad options before any work
+    part = shards_lib.parse_shard(shard) if shard is not None else shards_lib.shard_from_environment(shards)
+    if part is not None and claim:
+        raise OptionError("give --shard I/N (a fixed share) or --claim (batches taken as workers free up), not both")
+    if (part is not None or claim) and (coordinator or num_processes):
+        raise OptionError("--shard and --claim need no coordinator: leave out --coordinator/--num-processes")
+    if lease_seconds is not None and not claim:
+        raise OptionError("--lease-seconds is how long a --claim lease lasts; it has no use without --claim")
     process = batch_lib.join_processes(coordinator, num_processes, process_id)
+    launch = batch_lib.launch_id() if process[1] > 1 else ""
     files = batch_lib.discover(inputs, out)
     loaded = load(model, weights, preprocess, labels, download)
     job = batch_lib.make_job(mode, loaded.name, options, seed, size, fmt)
     summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, progress,
-                                  reads={"MODEL": model, "--weights": weights, "--labels": labels})
+                                  reads={"MODEL": model, "--weights": weights, "--labels": labels}, shard=part,
+                                  claim=claim, launch=launch,
+                                  lease_seconds=shards_lib.DEFAULT_LEASE_SECONDS if lease_seconds is None
+                                  else lease_seconds)
     if process[1] > 1 and process[0] == 0:
-        batch_lib.merge_manifests(out, process[1])
+        batch_lib.merge_manifests(out, process[1], launch)
     return summary
+
+
+def batch_merge(out: Path) -> Any:
+    """One manifest.jsonl from the manifests of a run's shards and claim workers in ``out``, checked against its
+    plan: returns what is done, failed, missing and duplicated (``shards.Merged``)."""
+    from jaxdream import shards
+
+    if not out.is_dir():
+        raise OptionError(f"{out}: no such folder (the --out of the sharded or claimed run)")
+    return shards.merge(out)
 
 
 def classify(model: str, images: Sequence[Path], *, weights: str | None = None, top: int = 5,
@@ -380,9 +404,9 @@ def bench(device: str, cases: str, out: Path, precision: str = "f32",
     return suite.run_command(device, cases, out, precision, log)
 
 
-__all__ = ["accentuate", "atlas", "batch", "bench", "classify", "convert", "deepdream", "environment", "evaluate",
-           "fetch", "layer_table", "load", "lucid", "models", "nightmare", "plan", "program_cache", "read_spectrum",
-           "render", "spectrum", "sweep", "video", "write_attribution"]
+__all__ = ["accentuate", "atlas", "batch", "batch_merge", "bench", "classify", "convert", "deepdream", "environment",
+           "evaluate", "fetch", "layer_table", "load", "lucid", "models", "nightmare", "plan", "program_cache",
+           "read_spectrum", "render", "spectrum", "sweep", "video", "write_attribution"]
 
 
 COLOUR_PHOTOS = 256  # photos enough for a 3x3 covariance

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxdream.batch import IMAGE_SUFFIXES, read_records
+from jaxdream.batch import IMAGE_SUFFIXES
 from jaxdream.errors import OptionError
 from jaxdream.image import load_image, short_side_crop
 from jaxdream.imagenet import class_order, order_wnids, wnid_named
+from jaxdream.manifests import read_records
 from jaxdream.protocol import Model
 
 TOP = 5

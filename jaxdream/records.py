@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from jaxdream.batch import Manifest
 from jaxdream.dream.lucid_mode import parse_classes
 from jaxdream.imagenet import target
+from jaxdream.manifests import Manifest
 from jaxdream.objectives import LOGIT_KINDS, Objective
 from jaxdream.protocol import Model
 

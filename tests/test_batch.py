@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from jaxdream import batch as batching
+from jaxdream import manifests
 from jaxdream.darknet.model import model_from_bytes
 from jaxdream.darknet.weights import random_weights_bytes
 from jaxdream.errors import JaxdreamError, OptionError
@@ -237,7 +238,8 @@ def test_memory_holds_only_the_batches_in_flight(tmp_path):
 
 
 def test_an_image_too_small_for_the_layer_is_its_own_error_and_the_rest_are_dreamed(tmp_path):
-    from jaxdream.batch import Job, read_records, run_batch
+    from jaxdream.batch import Job, run_batch
+    from jaxdream.manifests import read_records
 
     model = _small_model(7)
     files = _pictures(tmp_path / "in", [(16, 16), (1, 1), (16, 16)])
@@ -338,8 +340,8 @@ def test_process_options_are_checked(monkeypatch):
 def test_no_manifest_content_escapes_as_anything_but_our_error(tmp_path_factory, lines):
     folder = tmp_path_factory.mktemp("manifest")
     (folder / "manifest.jsonl").write_bytes(b"\n".join(lines))
-    batching.Manifest(folder / "manifest.jsonl").done("job")
-    list(batching.read_records(folder))
+    manifests.Manifest(folder / "manifest.jsonl").done("job")
+    list(manifests.read_records(folder))
 
 
 def test_manifest_records_of_every_wrong_shape_are_passed_over(tmp_path, small):

@@ -15,11 +15,11 @@ from PIL import Image
 
 import jaxdream as jd
 from jaxdream import converted
-from jaxdream.batch import Manifest, read_records
 from jaxdream.darknet.cfg import parse_cfg
 from jaxdream.darknet.weights import parse_weights, random_weights_bytes
 from jaxdream.errors import ImageError, JaxdreamError, WeightsError
 from jaxdream.image import save_image
+from jaxdream.manifests import Manifest, read_records
 from jaxdream.weights import ARCHITECTURES
 
 LIMIT = 4096
