@@ -123,53 +123,69 @@ def _batch(small_files, inputs: Path, out: Path, *extra: str, wait: bool = True)
     return subprocess.run(args, env=process_env(), capture_output=True, text=True, timeout=600)
 
 
-def _kill_after_first_record(process: subprocess.Popen, manifests: str, folder: Path) -> None:
+def _kill_after_first_record(process: subprocess.Popen, manifests: str, folder: Path, holding: bool = False) -> None:
+    """SIGKILL once the process has recorded an image (and, with ``holding``, while it holds a lease)."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if any('"done"' in p.read_text() for p in folder.glob(manifests)):
+        recorded = any('"done"' in p.read_text() for p in folder.glob(manifests))
+        if recorded and (not holding or any(f"-{process.pid}-" in _text(lease)
+                                            for lease in folder.glob(f"{shards.LEASES}/*/*.lease"))):
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # let go of between the glob and the read
+        return ""
+
+
+def _reference(small_files, tmp_path: Path) -> Path:
+    """16 photos and one process's pictures of them (in tmp_path/one)."""
+    photos(tmp_path / "in", 16)
+    assert _batch(small_files, tmp_path / "in", tmp_path / "one").returncode == 0
+    return tmp_path / "in"
+
+
+def _merges_to_one_process_bytes(out: Path, one: Path) -> None:
+    final = subprocess.run([*CLI, "batch", "merge", str(out)], env=process_env(), capture_output=True, text=True)
+    assert final.returncode == 0 and "16 done, 0 failed, 0 missing" in final.stderr, final.stderr
+    assert pictures(out) == pictures(one)
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 16 and len({r["input"] for r in records}) == 16  # every image once
 
 
 @pytest.mark.slow  # whole processes (~60 s on 2 cores); run with -m slow
 @pytest.mark.process
 def test_four_shard_processes_one_killed_and_rerun_merge_to_one_process_bytes(small_files, tmp_path):
-    photos(tmp_path / "in", 16)
-    assert _batch(small_files, tmp_path / "in", tmp_path / "one").returncode == 0
+    inputs = _reference(small_files, tmp_path)
     out = tmp_path / "sharded"
-    procs = [_batch(small_files, tmp_path / "in", out, "--shard", f"{i}/4", wait=False) for i in range(4)]
+    procs = [_batch(small_files, inputs, out, "--shard", f"{i}/4", wait=False) for i in range(4)]
     _kill_after_first_record(procs[1], "manifest.shard-1-of-4.jsonl", out)
     assert [p.wait(timeout=600) for i, p in enumerate(procs) if i != 1] == [0, 0, 0]
     first = subprocess.run([*CLI, "batch", "merge", str(out)], env=process_env(), capture_output=True, text=True)
     assert first.returncode == 1 and "missing" in first.stderr
-    rerun = _batch(small_files, tmp_path / "in", out, "--shard", "1/4", "--resume")
+    rerun = _batch(small_files, inputs, out, "--shard", "1/4", "--resume")
     assert rerun.returncode == 0, rerun.stderr
-    final = subprocess.run([*CLI, "batch", "merge", str(out)], env=process_env(), capture_output=True, text=True)
-    assert final.returncode == 0 and "16 done, 0 failed, 0 missing" in final.stderr, final.stderr
-    assert pictures(out) == pictures(tmp_path / "one")
-    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-    assert len(records) == 16 and len({r["input"] for r in records}) == 16
+    _merges_to_one_process_bytes(out, tmp_path / "one")
 
 
 @pytest.mark.slow  # whole processes (~60 s on 2 cores); run with -m slow
 @pytest.mark.process
 def test_three_claim_workers_one_killed_every_image_once_and_its_batch_taken_over(small_files, tmp_path):
-    photos(tmp_path / "in", 16)
-    assert _batch(small_files, tmp_path / "in", tmp_path / "one").returncode == 0
+    inputs = _reference(small_files, tmp_path)
     out = tmp_path / "claimed"
-    claim = ("--claim", "--lease-seconds", "2")
-    procs = [_batch(small_files, tmp_path / "in", out, *claim, wait=False) for _ in range(3)]
-    _kill_after_first_record(procs[0], f"manifest.claim-*-{procs[0].pid}-*.jsonl", out)
+    procs = [_batch(small_files, inputs, out, "--claim", "--lease-seconds", "2", wait=False) for _ in range(3)]
+    _kill_after_first_record(procs[0], f"manifest.claim-*-{procs[0].pid}-*.jsonl", out, holding=True)
     results = [p.communicate(timeout=600) for p in procs[1:]]
     assert [p.returncode for p in procs[1:]] == [0, 0], results
     taken = sum(int(err.split("of them after an expired lease")[0].split(",")[-1].split()[0])
                 for _, err in results)
     assert taken >= 1  # the dead worker's batch, after its lease expired
-    final = subprocess.run([*CLI, "batch", "merge", str(out)], env=process_env(), capture_output=True, text=True)
-    assert final.returncode == 0 and "16 done, 0 failed, 0 missing" in final.stderr, final.stderr
-    assert pictures(out) == pictures(tmp_path / "one")
+    _merges_to_one_process_bytes(out, tmp_path / "one")
 
 
 def test_the_merge_command_names_what_is_missing_and_refuses_what_it_cannot_merge(small, tmp_path, monkeypatch,
