@@ -46,9 +46,10 @@ from .processes import startup_case, tiles_cases
 from .quality import quality_cases
 from .render_cases import render_cases
 from .report import DARKNET_REFERENCE, ratios, write_report
+from .shard_cases import shard_cases
 
 CASES = ("step", "round", "batch", "lucid", "eager", "torch", "pipeline", "startup", "mixed", "tiles", "video",
-         "first-image", "render", "quality")
+         "first-image", "render", "quality", "shards")
 
 
 def peak_memory_bytes(device: jax.Device) -> int | None:
@@ -118,6 +119,8 @@ def run_on(device: jax.Device, cases: tuple[str, ...], shared: Path | None, log:
                                        Path(scratch), precision))
             if "first-image" in cases and cpu:  # fresh processes run on the default device
                 rows += first_image_cases(Path(scratch), SAMPLE_IMAGE)
+            if "shards" in cases and cpu:  # fresh processes run on the default device
+                rows += shard_cases(Path(scratch))
             if "startup" in cases and cpu:  # a fresh process runs on the default device
                 scream = shared / "data" / "images" / "scream.jpg" if shared else None
                 rows += startup_case(model, scream if scream and scream.exists() else None, Path(scratch))

@@ -44,7 +44,7 @@ def bench(
     device: Annotated[str, typer.Option(metavar="cpu|gpu|all", help="Where to run.")] = "cpu",
     cases: Annotated[str, typer.Option(metavar="CASE,...", help=(
         "Comma-separated, of: step, round, batch, lucid, eager, torch, pipeline, startup, mixed, tiles, video, "
-        "first-image, render, quality (an hour: 20 classes x 4 methods x 3 classifiers)."))]
+        "first-image, render, quality (an hour: 20 classes x 4 methods x 3 classifiers), shards."))]
         = "step,round,batch,lucid,eager,torch",
     out: Annotated[Path, typer.Option(metavar="FILE", help="Results JSON; the .md table and .png chart go beside "
                                                            "it.")] = Path("benchmarks/out/results.json"),
