@@ -78,6 +78,10 @@ def test_transforms_match_numpy():
     assert abs(noisy.std() - 0.1) < 0.01 and abs(noisy.mean()) < 0.01
     standard = T.preset("standard")
     assert T.apply(standard, key, image).shape[:2] == T.output_size(standard, 23, 31) == (35, 43)
+    scale, rotate = T.Scale(0.9, 1.1), T.Rotate(10.0)  # in a chain, resampled once by the composed map
+    s, a = (float(t.draw(jax.random.fold_in(key, i))) for i, t in enumerate((scale, rotate)))
+    np.testing.assert_array_equal(T.apply((scale, rotate), key, image), T.affine(image, s, a))
+    assert 0.9 <= s <= 1.1 and abs(a) <= np.radians(10.0) and a != 0.0
     with pytest.raises(OptionError, match="crop the image away"):
         T.output_size((T.Jitter(40),), 23, 31)
 

@@ -63,8 +63,11 @@ class Scale:
     low: float
     high: float
 
+    def draw(self, key: Array) -> Array:
+        return jax.random.uniform(key, (), minval=self.low, maxval=self.high)
+
     def __call__(self, key: Array, image: Array) -> Array:
-        return affine(image, jax.random.uniform(key, (), minval=self.low, maxval=self.high), 0.0)
+        return affine(image, self.draw(key), 0.0)
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,12 @@ class Rotate:
 
     degrees: float
 
+    def draw(self, key: Array) -> Array:
+        """The angle in radians."""
+        return jax.random.uniform(key, (), minval=-self.degrees, maxval=self.degrees) * (math.pi / 180.0)
+
     def __call__(self, key: Array, image: Array) -> Array:
-        angle = jax.random.uniform(key, (), minval=-self.degrees, maxval=self.degrees)
-        return affine(image, 1.0, angle * (math.pi / 180.0))
+        return affine(image, 1.0, self.draw(key))
 
 
 @dataclass(frozen=True)
@@ -123,9 +129,19 @@ def preset(name: str) -> tuple[Transform, ...]:
 
 
 def apply(chain: Sequence[Transform], key: Array, image: Array) -> Array:
-    """``image`` through each transform of ``chain`` in order, each with its own key from ``key``."""
-    for index, transform in enumerate(chain):
+    """``image`` through each transform of ``chain`` in order, each with its own key from ``key``. A Scale followed
+    by a Rotate resamples once, by one affine map of both draws: resampled twice, XLA:CPU fused the first sampling
+    into each of the second's four taps (16 gathers a pixel: 0.33 s of a 2 s SqueezeNet step at batch 16)."""
+    index = 0
+    while index < len(chain):
+        transform, after = chain[index], chain[index + 1] if index + 1 < len(chain) else None
+        if isinstance(transform, Scale) and isinstance(after, Rotate):
+            image = affine(image, transform.draw(jax.random.fold_in(key, index)),
+                           after.draw(jax.random.fold_in(key, index + 1)))
+            index += 2
+            continue
         image = transform(jax.random.fold_in(key, index), image)
+        index += 1
     return image
 
 
