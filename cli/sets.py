@@ -39,12 +39,12 @@ def batch(
     coordinator: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="Multi-host: the coordinator.")] = None,
     num_processes: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: number of processes.")] = None,
     process_id: Annotated[int | None, typer.Option(metavar="N", help="Multi-host: this process's index.")] = None,
-    shard: Annotated[str | None, typer.Option(metavar="I/N", help=(
-        "Dream only shard I of N (from 0), no coordinator: batch k of the whole plan belongs to shard k % N. "
-        "Without it a job array's index is read (SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with "
-        "--shards). Merge the parts with `jaxdream batch merge OUT`."))] = None,
+    shard: Annotated[str | None, typer.Option(metavar="I/N|auto", help=(
+        "Dream only shard I of N (from 0), no coordinator: batch k of the whole plan belongs to shard k % N; "
+        "auto: a Slurm array task's (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT). Merge the parts with "
+        "`jaxdream batch merge OUT`."))] = None,
     shards: Annotated[int | None, typer.Option(metavar="N", help=(
-        "The shard count of a Kubernetes Indexed Job (its index comes from JOB_COMPLETION_INDEX)."))] = None,
+        "Shard count of a Kubernetes Indexed Job: this pod is shard JOB_COMPLETION_INDEX of N."))] = None,
     claim: Annotated[bool, typer.Option("--claim", metavar="", help=(
         "Take batches one at a time through lease files in the output folder until all are done (start as many "
         "workers as you like, anywhere the folder is shared); a dead worker's batch is taken again when its "
@@ -96,7 +96,7 @@ def _report(summary: Any, out: Path, quiet: bool, claim: bool) -> None:
 
 
 def _merge(out: Path, inputs: list[str] | None, given_out: Path | None) -> None:
-    """`batch merge OUT`: exit 1 while inputs are missing (or two workers wrote different bytes for one)."""
+    """`batch merge OUT`: exit 1 while inputs are missing."""
     from jaxdream import commands
 
     if inputs or given_out is not None:
@@ -108,8 +108,6 @@ def _merge(out: Path, inputs: list[str] | None, given_out: Path | None) -> None:
         say(f"  missing: {escape(source)}")
     if len(merged.missing) > 10:
         say(f"  ... and {len(merged.missing) - 10} more: rerun their shards, or more --claim workers, with --resume")
-    for source in merged.conflicting:
-        say(f"  written twice with different bytes: {escape(source)} (workers with other settings?)")
     if not merged.complete:
         raise typer.Exit(1)
 

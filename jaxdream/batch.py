@@ -50,6 +50,7 @@ from jaxdream.shards import DEFAULT_LEASE_SECONDS, Claims, Shard, write_plan
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 MAX_LIST_BYTES = 64 << 20  # a million long paths
+BATCH_MODES = ("nightmare", "lucid", "deepdream")
 
 
 def discover(inputs: list[str], out: str | Path | None = None) -> list[Path]:
@@ -108,7 +109,7 @@ class _DreamFolders:
             names: set[str] = set()
             for record in read_records(folder):
                 written = record.get("outputs")
-                if isinstance(written, list):
+                if isinstance(written, list) and record.get("mode") in BATCH_MODES:  # not render's, atlas's
                     names.update(str(name) for name in written)
             self._recorded[folder] = names
         return path.resolve().name in self._recorded[folder]
@@ -419,6 +420,10 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
+    def check(self) -> None:
+        """Raise the writer's error, if it has failed."""
+        self._raise()
+
     def close(self, abort: bool = False) -> None:
         """Write what is queued and stop (raising the writer's error), or with ``abort`` drop it and stop."""
         if abort:
@@ -553,11 +558,10 @@ def run_batch(
                 for path, _, _ in good:
                     failed(path, f"{path}: {err}")
                 continue
-            writer.put([p for p, _, _ in good], [frames[:, i, :h, :w] for i, (_, _, (h, w)) in enumerate(good)],
-                       after if b == len(batches) - 1 else None)
+            writer.put([p for p, _, _ in good], [frames[:, i, :h, :w] for i, (_, _, (h, w)) in enumerate(good)])
             del frames
             del good, stack
-        if after is not None and not batches:
+        if after is not None:  # once what was queued is written, whether or not a batch failed
             writer.put([], [], after)
 
     def unfinished(batch: _Batch) -> _Batch:
@@ -576,10 +580,17 @@ def run_batch(
                 if planned_whole else batches
             if shard is None or shard.owns(len(batches)):  # the unreadable inputs: the plan's last "batch"
                 record_unreadable()
+            else:
+                todo -= len(unreadable)
+            todo -= sum(len(b.paths) for b in batches) - sum(len(b.paths) for b in mine_batches)
             if progress and todo:
                 progress(len(summary.errors), todo)
             dream_all([b for b in mine_batches if b.paths])
         else:
+            if resume:  # batches marked done whose images are not all recorded (failed, or replaced since)
+                claims.reopen([k for k, b in enumerate(batches) if any(str(p.resolve()) not in finished
+                                                                       for p in b.paths)]
+                              + [len(batches)] * bool(unreadable))  # the unreadable ones: tried again
             for k in claims.batches(len(batches) + 1):
                 if k == len(batches):
                     record_unreadable()
@@ -587,16 +598,16 @@ def run_batch(
                 else:
                     dream_all([b for b in [unfinished(batches[k])] if b.paths], lambda k=k: claims.finish(k))
                     summary.claimed += 1
+                writer.check()
+        writer.close()  # everything written and recorded (and claimed batches marked done)
     except BaseException:
         writer.close(abort=True)  # Ctrl-C or an error: stop now; --resume redoes what was not written
-        if claims is not None:
-            claims.close()
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    writer.close()
+        if claims is not None:
+            claims.close()  # after the writer: a lease is let go once its batch is written or abandoned
     if claims is not None:
-        claims.close()
         summary.taken_over = claims.taken_over
     summary.seconds = time.perf_counter() - start
     summary.peak_decoded = counter.peak

@@ -212,13 +212,16 @@ def batch(
 ) -> Any:
     """A whole image set in one mode (``options``: the mode's, None for unset); returns the batch summary. The
     first of several ``jax.distributed`` processes merges their manifests at the end; shards (``shard`` 'I/N', or
-    a job array's index) and claim workers leave that to ``batch_merge``."""
+    'auto' / ``shards``: a job array's index) and claim workers leave that to ``batch_merge``."""
     from jaxdream import batch as batch_lib
     from jaxdream import shards as shards_lib
 
     options = {k: v for k, v in options.items() if v is not None}
     batch_lib.make_job(mode, "check", options, seed, size, fmt)  # refuse bad options before any work
-    part = shards_lib.parse_shard(shard) if shard is not None else shards_lib.shard_from_environment(shards)
+    if shard is not None and shard != "auto" and shards is not None:
+        raise OptionError("--shards N is a Kubernetes Indexed Job's count; with --shard I/N leave it out")
+    part = shards_lib.shard_from_environment(shards) if shard == "auto" or (shard is None and shards) else \
+        shards_lib.parse_shard(shard) if shard is not None else None
     if part is not None and claim:
         raise OptionError("give --shard I/N (a fixed share) or --claim (batches taken as workers free up), not both")
     if (part is not None or claim) and (coordinator or num_processes):
@@ -279,8 +282,10 @@ def evaluate(sources: Sequence[str | Path], models: str, *, output: Path | None 
         only = Path(sources[0]) if len(sources) == 1 else None
         output = only / "eval.json" if only is not None and only.is_dir() else Path("eval.json")
     table = output.with_suffix(".md")
-    outputs.check_io({"MODEL": specs, "PICTURE": [p.path for p in pictures], "--references": references},
-                     {"--output": [output, table]})
+    reads = {"MODEL": specs, "PICTURE": [p.path for p in pictures], "--references": references,
+             "manifest": sorted({p.path.parent / "manifest.jsonl" for p in pictures}),
+             "photo": sorted({p.record["seed_image"] for p in pictures if isinstance(p.record.get("seed_image"), str)})}
+    outputs.check_io(reads, {"--output": [output, table]})
     loaded = [load(spec, download=download) for spec in specs]
     result = evaluation.evaluate(pictures, loaded, references=references, layer=layer)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 from jaxdream.batch import IMAGE_SUFFIXES
 from jaxdream.errors import OptionError
 from jaxdream.image import load_image, short_side_crop
-from jaxdream.imagenet import class_order, order_wnids, wnid_named
+from jaxdream.imagenet import DARKNET, class_order, order_wnids, wnid_named
 from jaxdream.manifests import read_records
 from jaxdream.protocol import Model
 
@@ -58,8 +59,13 @@ def find_pictures(sources: Sequence[str | Path]) -> list[Picture]:
                 raise OptionError(f"{source}: no manifest.jsonl records pictures here; eval reads the manifest that "
                                   "jaxdream render, atlas and accentuate write beside their pictures")
             for name in sorted(latest):
-                if (source / name).is_file():
-                    found[(source / name).resolve()] = _checked(source / name, latest[name])
+                path = source / name
+                if not path.is_file():
+                    continue
+                if hashlib.sha256(path.read_bytes()).hexdigest() != _digest(latest[name]):
+                    logging.getLogger("jaxdream").warning("eval: %s changed since jaxdream wrote it; left out", path)
+                    continue
+                found[path.resolve()] = Picture(path, latest[name])
         elif source.is_file():
             record = _latest_records(source.parent).get(source.name)
             if record is None or source.suffix.lower() not in IMAGE_SUFFIXES:
@@ -80,9 +86,13 @@ def _latest_records(folder: Path) -> dict[str, dict[str, Any]]:
     return latest
 
 
+def _digest(record: dict[str, Any]) -> str | None:
+    hashes = record.get("sha256")
+    return hashes[0] if isinstance(hashes, list) and len(hashes) == 1 else None
+
+
 def _checked(path: Path, record: dict[str, Any]) -> Picture:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if record.get("sha256") != [digest]:
+    if hashlib.sha256(path.read_bytes()).hexdigest() != _digest(record):
         raise OptionError(f"{path}: changed since jaxdream wrote it (its sha256 is not the manifest's); render it "
                           "again, or leave it out")
     return Picture(path, record)
@@ -130,6 +140,11 @@ def evaluate(pictures: Sequence[Picture], models: Sequence[Model], *, references
     ``default_layer``)."""
     if not models:
         raise OptionError("give at least one model to evaluate with (--models)")
+    names = [m.name for m in models]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise OptionError(f"two models are named {', '.join(twice)}: give each model once (a converted copy is the "
+                          "same model)")
     wnids = {id(m): order_wnids(class_order(m)) for m in models}  # every model an ImageNet-1k classifier
     refs = _reference_photos(references) if references is not None else None
     features: dict[tuple[int, int], _Features] = {}
@@ -144,8 +159,8 @@ def evaluate(pictures: Sequence[Picture], models: Sequence[Model], *, references
         image = load_image(picture.path)
         record = picture.record
         maker = _maker(record, models)
-        target = record.get("target") or {}
-        wnid = target.get("wnid")
+        target = record.get("target") if isinstance(record.get("target"), dict) else {}
+        wnid = target.get("wnid") if target.get("wnid") in order_wnids(DARKNET) else None  # hand edits: no class
         row: dict[str, Any] = {"picture": str(picture.path), "mode": record.get("mode"), "made_by": record["model"],
                                "run": record.get("run"), "target": wnid, "target_name": target.get("name"),
                                "models": {}}
@@ -166,7 +181,7 @@ def evaluate(pictures: Sequence[Picture], models: Sequence[Model], *, references
             mine = seen.of(str(picture.path), image)
             row["plausibility"] = float(np.mean([_cosine(mine, seen.of(str(p), _reference_input(judge, p)))
                                                  for p in refs[wnid]]))
-        if record.get("seed_image") is not None and maker is not None:
+        if isinstance(record.get("seed_image"), str) and isinstance(record.get("reg_layer"), int) and maker:
             row["accentuation_distance"] = _distance(maker, int(record["reg_layer"]), image,
                                                      Path(record["seed_image"]))
         rows.append((row, image, judge))
@@ -194,7 +209,7 @@ def _reference_photos(folder: Path) -> dict[str, list[Path]]:
     if not folder.is_dir():
         raise OptionError(f"--references {folder}: not a folder (one subfolder of photos per class)")
     refs: dict[str, list[Path]] = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         wnid = wnid_named(sub.name)
         if wnid is None:
             raise OptionError(f"--references: {sub} names no ImageNet class; name each subfolder by a WordNet id "
@@ -229,7 +244,7 @@ def _diversity(rows: list[tuple[dict[str, Any], np.ndarray, Model]], features_of
     groups: dict[tuple[Any, Any], list[tuple[dict[str, Any], np.ndarray, Model]]] = {}
     for entry in rows:
         row = entry[0]
-        if row["run"] is not None:
+        if row["run"] is not None and row["target"] is not None:  # a channel atlas is no batch of one class
             groups.setdefault((row["run"], row["target"]), []).append(entry)
     for members in groups.values():
         if len(members) < 2:

@@ -82,8 +82,11 @@ def wnid_named(text: str) -> str | None:
         return text
     for order in (DARKNET, WORDNET):
         names = _order_names(order)
-        if _plain(text) in names:
-            return order_wnids(order)[names.index(_plain(text))]
+        found = [order_wnids(order)[i] for i, name in enumerate(names) if name == _plain(text)]
+        if len(found) > 1:  # 'crane' (the bird, the machine), 'maillot'
+            raise OptionError(f"{text!r} names {len(found)} ImageNet classes ({', '.join(found)}): use the WordNet id")
+        if found:
+            return found[0]
     return None
 
 

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,23 +68,28 @@ def parse_shard(text: str) -> Shard:
     return shard
 
 
-def shard_from_environment(shards: int | None) -> Shard | None:
-    """The shard a job array gives this task: Slurm's SLURM_ARRAY_TASK_ID (less SLURM_ARRAY_TASK_MIN) of
-    SLURM_ARRAY_TASK_COUNT, or Kubernetes' JOB_COMPLETION_INDEX of ``shards``; None outside a job array."""
+def shard_from_environment(shards: int | None) -> Shard:
+    """The shard a job array gives this task (``--shard auto``, or ``--shards N`` alone): Slurm's
+    (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP of SLURM_ARRAY_TASK_COUNT (a range such as
+    --array=0-15 or 10-40:2, not a list), or Kubernetes' JOB_COMPLETION_INDEX of ``shards``."""
     env = os.environ
-    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env and shards is None:
         first = _whole(env.get("SLURM_ARRAY_TASK_MIN", "0"), "SLURM_ARRAY_TASK_MIN")
-        index = _whole(env["SLURM_ARRAY_TASK_ID"], "SLURM_ARRAY_TASK_ID") - first
-        return parse_shard(f"{index}/{_whole(env['SLURM_ARRAY_TASK_COUNT'], 'SLURM_ARRAY_TASK_COUNT')}")
+        step = max(1, _whole(env.get("SLURM_ARRAY_TASK_STEP", "1"), "SLURM_ARRAY_TASK_STEP"))
+        offset = _whole(env["SLURM_ARRAY_TASK_ID"], "SLURM_ARRAY_TASK_ID") - first
+        count = _whole(env["SLURM_ARRAY_TASK_COUNT"], "SLURM_ARRAY_TASK_COUNT")
+        if offset % step or not 0 <= offset // step < count:
+            raise OptionError(f"SLURM_ARRAY_TASK_ID {env['SLURM_ARRAY_TASK_ID']} is not task k of an array "
+                              f"{first}, {first + step}, ... ({count} tasks): shard with a range (--array=0-15), or "
+                              "give --shard I/N")
+        return Shard(offset // step, count)
     if "JOB_COMPLETION_INDEX" in env:
         if shards is None:
             raise OptionError("JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): give the job's completions "
                               "as --shards N")
         return parse_shard(f"{_whole(env['JOB_COMPLETION_INDEX'], 'JOB_COMPLETION_INDEX')}/{shards}")
-    if shards is not None:
-        raise OptionError("--shards N goes with JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); elsewhere give "
-                          "--shard I/N")
-    return None
+    raise OptionError("--shard auto and --shards read a job array's index, and none is set here (Slurm: "
+                      "SLURM_ARRAY_TASK_ID; Kubernetes: JOB_COMPLETION_INDEX): give --shard I/N")
 
 
 def _whole(text: str, name: str) -> int:
@@ -206,15 +211,25 @@ class Claims:
     def finish(self, batch: int) -> None:
         """The batch's images are written and recorded: mark it done and let the lease go."""
         write_atomically(self.folder / f"batch-{batch:06d}.done", self.worker + "\n", "a claim's done mark")
-        with self._lock:
-            self._held.discard(batch)
-        self._lease(batch).unlink(missing_ok=True)
+        self.release(batch)
 
     def release(self, batch: int) -> None:
-        """Give a batch back unfinished (an interrupted worker), so another can take it at once."""
+        """Let the lease go (a batch given back unfinished can be taken at once), unless it is no longer ours: a
+        lease that expired and was taken over belongs to its new holder."""
         with self._lock:
             self._held.discard(batch)
-        self._lease(batch).unlink(missing_ok=True)
+        lease = self._lease(batch)
+        try:
+            holder = json.loads(lease.read_text(encoding="utf-8")).get("worker")
+        except (OSError, ValueError, AttributeError):
+            return
+        if holder == self.worker:
+            lease.unlink(missing_ok=True)
+
+    def reopen(self, batches: Iterable[int]) -> None:
+        """Take the done marks off ``batches`` (their images failed, or were replaced since): --resume redoes them."""
+        for batch in batches:
+            (self.folder / f"batch-{batch:06d}.done").unlink(missing_ok=True)
 
     def batches(self, count: int, poll: float = 0.5) -> Iterator[int]:
         """Claim and yield batches 0 .. count - 1 until every one is done: the free ones in order, then, while
@@ -226,8 +241,8 @@ class Claims:
                     continue
                 if self.try_claim(batch):
                     yield batch
-                else:
-                    waiting = waiting or not self.is_done(batch)
+                else:  # held by another worker (our own are being written)
+                    waiting = waiting or not (self.is_done(batch) or batch in self._held)
             if not waiting:
                 return
             time.sleep(poll)
@@ -254,13 +269,12 @@ class Merged:
     done: int
     failed: list[str]
     missing: list[str]
-    duplicated: int
-    conflicting: list[str]
+    duplicated: int  # inputs recorded done by two workers (after an expired lease): the same bytes, one kept
     manifest: Path
 
     @property
     def complete(self) -> bool:
-        return not self.missing and not self.conflicting
+        return not self.missing
 
 
 PARTS = ("manifest.shard-*.jsonl", "manifest.claim-*.jsonl")
@@ -269,32 +283,35 @@ PARTS = ("manifest.shard-*.jsonl", "manifest.claim-*.jsonl")
 def merge(out: Path) -> Merged:
     """The shards' and claim workers' manifests of ``out`` merged into ``manifest.jsonl``: per input of the plan,
     in the plan's order, the record of its finished images (whose files are still the ones recorded) or else its
-    latest error."""
+    latest error. Records already in ``manifest.jsonl`` count too (a plain run's, an earlier merge's), and those
+    of other jobs there are kept."""
     plan = read_plan(out)
     inputs: list[str] = [str(p) for p in plan["inputs"]]
+    planned = set(inputs)
     done: dict[str, dict[str, Any]] = {}
     errors: dict[str, dict[str, Any]] = {}
-    duplicated, conflicting = 0, set()
-    for part in sorted(p for pattern in PARTS for p in out.glob(pattern)):
+    others, duplicated = [], 0
+    merged = out / "manifest.jsonl"
+    parts = [*sorted(p for pattern in PARTS for p in out.glob(pattern)), merged]  # the parts' records first
+    for part in parts:
         for record in read_records_of(part):
-            if record.get("job") != plan["job"] or not isinstance(record.get("input"), str):
+            source = record.get("input")
+            if record.get("job") != plan["job"] or source not in planned:
+                if part == merged and record.get("status") != "end":
+                    others.append(record)
                 continue
-            source = record["input"]
             if record.get("status") == "done" and verified(out, record):
                 if source in done:
-                    duplicated += 1
-                    if done[source]["sha256"] != record["sha256"]:
-                        conflicting.add(source)
+                    duplicated += part != merged  # the merged manifest repeats what the parts hold
                     continue
                 done[source] = record
             elif record.get("status") == "error":
                 errors[source] = record
-    lines = [done.get(source) or errors.get(source) for source in inputs]
-    text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in lines if record is not None)
-    return Merged(done=len(done.keys() & set(inputs)), failed=[s for s in inputs if s in errors and s not in done],
+    lines = others + [record for record in (done.get(s) or errors.get(s) for s in inputs) if record is not None]
+    text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in lines)
+    return Merged(done=len(done), failed=[s for s in inputs if s in errors and s not in done],
                   missing=[s for s in inputs if s not in done and s not in errors], duplicated=duplicated,
-                  conflicting=sorted(conflicting), manifest=write_atomically(out / "manifest.jsonl", text,
-                                                                             "the merged manifest"))
+                  manifest=write_atomically(merged, text, "the merged manifest"))
 
 
 __all__ = ["Claims", "Merged", "Shard", "merge", "parse_shard", "read_plan", "shard_from_environment", "write_plan"]

@@ -34,6 +34,8 @@ def test_models_are_told_apart_by_their_names_and_a_class_maps_across_orders(tin
     assert mobilenet.class_names()[imagenet.class_index(mobilenet, BALD_EAGLE)] == "bald_eagle"
     assert imagenet.wnid_named("bald_eagle") == imagenet.wnid_named("bald eagle") == BALD_EAGLE
     assert imagenet.wnid_named("no such class") is None
+    with pytest.raises(OptionError, match="names 2 ImageNet classes"):
+        imagenet.wnid_named("crane")  # the bird and the machine
 
 
 def test_a_model_that_is_not_an_imagenet_classifier_is_refused_by_name(small):
@@ -116,10 +118,14 @@ def test_an_accentuation_records_its_photo_and_eval_measures_the_distance(tmp_pa
                                                          rel=1e-4)
 
 
-def test_a_channel_render_records_no_class(tmp_path: Path):
-    files, _ = commands.render("tiny", None, "channel:5:3", out=tmp_path, size="48", steps=2)
+def test_a_channel_render_records_no_class_and_gets_no_class_measures(tmp_path: Path):
+    files, _ = commands.render("tiny", None, "channel:5:3", out=tmp_path, size="48", steps=2, batch=2)
     pictures = find_pictures([files[0]])
     assert pictures[0].record["target"] is None and pictures[0].record["model"] == "tiny"
+    result, _ = commands.evaluate([tmp_path], "tiny", output=tmp_path / "e.json")
+    assert all(row["models"] == {} and "diversity" not in row for row in result["pictures"])
+    with pytest.raises(OptionError, match="two models are named tiny"):
+        commands.evaluate([tmp_path], "tiny,tiny", output=tmp_path / "e.json")
 
 
 def test_pictures_eval_cannot_vouch_for_get_one_clear_error(rendered: Path, tmp_path: Path):
@@ -135,7 +141,9 @@ def test_pictures_eval_cannot_vouch_for_get_one_clear_error(rendered: Path, tmp_
         (copy / path.name).write_bytes(path.read_bytes())
     (copy / "tiny_class_0009.png").write_bytes(b"changed")
     with pytest.raises(OptionError, match="changed since jaxdream wrote it"):
-        find_pictures([copy])
+        find_pictures([copy / "tiny_class_0009.png"])
+    left = [p.path.name for p in find_pictures([copy])]  # a folder's changed picture is left out (with a note)
+    assert len(left) == 3 and "tiny_class_0009.png" not in left
 
 
 def test_the_eval_command_prints_the_summary_and_refuses_an_output_that_is_a_picture(rendered: Path, tmp_path: Path,

@@ -29,14 +29,23 @@ def test_shard_text_and_job_array_environments(monkeypatch):
     for bad in ("4/4", "-1/4", "1", "a/b", "1/0"):
         with pytest.raises(OptionError, match="write I/N"):
             shards.parse_shard(bad)
-    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "JOB_COMPLETION_INDEX"):
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP",
+                 "JOB_COMPLETION_INDEX"):
         monkeypatch.delenv(name, raising=False)
-    assert shards.shard_from_environment(None) is None
+    with pytest.raises(OptionError, match="none is set here"):
+        shards.shard_from_environment(None)
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")  # sbatch --array=5-8
     assert shards.shard_from_environment(None) == shards.Shard(2, 4)
-    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "14")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "10")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "2")  # sbatch --array=10-16:2
+    assert shards.shard_from_environment(None) == shards.Shard(2, 4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "13")
+    with pytest.raises(OptionError, match="not task k of an array"):
+        shards.shard_from_environment(None)
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
     assert shards.shard_from_environment(5) == shards.Shard(3, 5)
@@ -63,10 +72,12 @@ def test_shards_of_the_whole_plan_give_one_process_bytes_and_merge_finds_gaps_an
     assert pictures(out) == pictures(tmp_path / "one")
     records = [json.loads(line) for line in merged.manifest.read_text().splitlines()]
     assert sorted(Path(r["input"]).name for r in records) == sorted(p.name for p in files)  # every input once
+    assert shards.merge(out).duplicated == 0  # merged again: its own manifest is no second worker
     # a hand-made copy of a part (a worker that dreamed a batch twice): one record kept, the repeat counted
     part = next(out.glob("manifest.shard-0-of-3.jsonl"))
     (out / "manifest.shard-0-of-3-copy.jsonl").write_bytes(part.read_bytes())
     assert shards.merge(out).duplicated == sum(1 for line in part.read_text().splitlines() if '"done"' in line)
+    assert len(shards.merge(out).manifest.read_text().splitlines()) == 8  # one line per input, still
     with pytest.raises(OptionError, match="plans another run"):
         batching.run_batch(small, batch_job(small, seed=1), files, out, batch_size=2, shard=shards.Shard(0, 3))
 
@@ -86,12 +97,28 @@ def test_a_dead_workers_lease_expires_and_another_worker_takes_its_batch(small, 
     assert shards.merge(out).complete
 
 
+def test_a_claimed_batch_that_fails_whole_is_still_marked_done_and_resume_retries_it(small, tmp_path):
+    from PIL import Image
+
+    files = photos(tmp_path / "in", 4)
+    Image.new("RGB", (1, 1)).save(tmp_path / "in" / "tiny.png")  # too small for the dream: its batch fails whole
+    files = sorted((tmp_path / "in").glob("*.png"))
+    out = tmp_path / "claimed"
+    summary = batching.run_batch(small, batch_job(small), files, out, batch_size=2, claim=True, lease_seconds=30)
+    assert summary.done == 4 and [Path(p).name for p, _ in summary.errors] == ["tiny.png"]  # and no hang
+    again = batching.run_batch(small, batch_job(small), files, out, batch_size=2, claim=True, resume=True)
+    assert again.done == 0 and len(again.errors) == 1 and again.claimed == 1  # only the failed batch, again
+    assert [Path(s).name for s in shards.merge(out).failed] == ["tiny.png"]
+
+
 def test_a_live_lease_is_not_taken_and_a_done_batch_is_not_claimed(tmp_path):
     first = shards.Claims(tmp_path, "run", lease_seconds=30)
     second = shards.Claims(tmp_path, "run", lease_seconds=30)
     assert first.try_claim(0) and not second.try_claim(0)
     first.finish(0)
     assert not second.try_claim(0) and second.try_claim(1)
+    first.release(1)  # not its lease: the holder keeps it
+    assert (tmp_path / shards.LEASES / "run" / "batch-000001.lease").exists()
     first.close()
     second.close()
     with pytest.raises(OptionError, match="lease"):
