@@ -277,6 +277,11 @@ def evaluate(sources: Sequence[str | Path], models: str, *, output: Path | None 
     specs = [spec.strip() for spec in models.split(",") if spec.strip()]
     if not specs:
         raise OptionError("--models: name at least one classifier (tiny, a converted .h5, a Keras .h5)")
+    for spec in specs:
+        if Path(spec).suffix.lower() in (".cfg", ".onnx"):
+            raise OptionError(f"--models {spec}: a cfg needs its weights and an .onnx its preprocessing; make one file "
+                              f"of it first: jaxdream weights convert {spec} [WEIGHTS] [--preprocess caffe] -o "
+                              f"{Path(spec).stem}.h5")
     pictures = evaluation.find_pictures(sources)
     if output is None:
         only = Path(sources[0]) if len(sources) == 1 else None
