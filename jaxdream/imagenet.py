@@ -41,8 +41,8 @@ def _plain(name: str) -> str:
 
 
 def class_order(model: Model) -> str:
-    """Which order a 1000-class model numbers its classes in, told by its class names (names that are only indices
-    mean the sorted WordNet order, the common convention)."""
+    """Which order a 1000-class model numbers its classes in, told by its class names (names that are only indices:
+    Darknet's order for a Darknet network, else the sorted WordNet order, the common convention)."""
     try:
         count = model.num_classes
     except Exception as err:
@@ -50,8 +50,8 @@ def class_order(model: Model) -> str:
     if count != CLASSES:
         raise OptionError(f"{model.name} has {count} classes; this compares ImageNet-1k classifiers (1000 classes)")
     names = model.class_names()
-    if all(name.isdigit() for name in names):
-        return WORDNET
+    if all(name.isdigit() for name in names):  # no labels: the backend's own convention
+        return DARKNET if type(model).__module__.startswith("jaxdream.darknet") else WORDNET
     plain = [_plain(name) for name in names]
     scores = {order: sum(a == b for a, b in zip(plain, _order_names(order), strict=True))
               for order in (DARKNET, WORDNET)}

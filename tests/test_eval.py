@@ -38,6 +38,16 @@ def test_models_are_told_apart_by_their_names_and_a_class_maps_across_orders(tin
         imagenet.wnid_named("crane")  # the bird and the machine
 
 
+def test_a_model_without_labels_follows_its_backends_convention(tiny_darknet, mobilenet):
+    import dataclasses
+
+    for model, order in ((tiny_darknet, imagenet.DARKNET), (mobilenet, imagenet.WORDNET)):
+        unlabelled = dataclasses.replace(model, labels=None) if dataclasses.is_dataclass(model) else None
+        if unlabelled is None:
+            pytest.skip(f"{type(model).__name__} is not a dataclass")
+        assert unlabelled.class_names()[0] == "0" and imagenet.class_order(unlabelled) == order
+
+
 def test_a_model_that_is_not_an_imagenet_classifier_is_refused_by_name(small):
     with pytest.raises(OptionError, match=small.name):
         imagenet.class_order(small)
