@@ -111,8 +111,15 @@ def _pads(attrs: dict[str, Any], spatial: tuple[int, ...], kernel: tuple[int, ..
     return list(zip(pads[:half], pads[half:], strict=True))
 
 
-def conv(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
-    x, w = inputs[0], inputs[1]
+def _as_nchw(x: Any, channels_last: bool) -> Any:
+    """What the checks read of an input held NHWC: a zero-cost array of its NCHW shape."""
+    return np.broadcast_to(np.zeros((), np.float32), (x.shape[0], x.shape[3], x.shape[1], x.shape[2])) \
+        if channels_last else x
+
+
+def conv(inputs: list[Any], attrs: dict[str, Any], precision: str, channels_last: bool = False) -> list[Any]:
+    """ONNX Conv; ``channels_last``: the input is held NHWC and so is the output (``network.run``)."""
+    x, w = _as_nchw(inputs[0], channels_last), inputs[1]
     kernel = tuple(w.shape[2:])
     strides = tuple(attrs.get("strides", [1] * len(kernel)))
     dilations = tuple(attrs.get("dilations", [1] * len(kernel)))
@@ -127,13 +134,12 @@ def conv(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
         raise ValueError(f"the bias of shape {tuple(np.shape(inputs[2]))} does not fit {w.shape[0]} output channels")
     pads = _pads(attrs, tuple(x.shape[2:]), kernel, strides, dilations)
     _check_window(x, kernel, strides, dilations, pads)
-    # computed channels-last (XLA:CPU runs NCHW convolutions ~20x slower); the transposes between consecutive
-    # layers cancel out when XLA fuses them
-    y = ops.conv(jnp.transpose(x, (0, 2, 3, 1)), jnp.transpose(w, (2, 3, 1, 0)), strides, pads,
-                int(attrs.get("group", 1)), precision, dilation=dilations).transpose(0, 3, 1, 2)
+    # computed channels-last (XLA:CPU runs NCHW convolutions ~20x slower)
+    y = ops.conv(inputs[0] if channels_last else jnp.transpose(inputs[0], (0, 2, 3, 1)),
+                 jnp.transpose(w, (2, 3, 1, 0)), strides, pads, group, precision, dilation=dilations)
     if len(inputs) > 2 and inputs[2] is not None:
-        y = y + inputs[2].reshape(1, -1, *([1] * len(kernel)))
-    return [y]
+        y = y + inputs[2].reshape(*([1] * (1 + len(kernel))), -1)
+    return [y if channels_last else y.transpose(0, 3, 1, 2)]
 
 
 def _pool_geometry(x: Any, attrs: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, int]]]:
@@ -154,10 +160,11 @@ def _pool_geometry(x: Any, attrs: dict[str, Any]) -> tuple[tuple[int, ...], tupl
     return kernel, strides, pads
 
 
-def max_pool(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
-    kernel, strides, pads = _pool_geometry(inputs[0], attrs)
-    y = ops.max_pool(jnp.transpose(inputs[0], (0, 2, 3, 1)), kernel, strides, pads)
-    return [jnp.transpose(y, (0, 3, 1, 2))]
+def max_pool(inputs: list[Any], attrs: dict[str, Any], precision: str, channels_last: bool = False) -> list[Any]:
+    """ONNX MaxPool; ``channels_last`` as for ``conv``."""
+    kernel, strides, pads = _pool_geometry(_as_nchw(inputs[0], channels_last), attrs)
+    y = ops.max_pool(inputs[0] if channels_last else jnp.transpose(inputs[0], (0, 2, 3, 1)), kernel, strides, pads)
+    return [y if channels_last else jnp.transpose(y, (0, 3, 1, 2))]
 
 
 def average_pool(inputs: list[Any], attrs: dict[str, Any], precision: str) -> list[Any]:
