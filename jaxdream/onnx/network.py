@@ -72,8 +72,9 @@ def run(graph: Graph, params: Any, x: jax.Array, layers: tuple[int, ...], precis
 
 # Ops that run on values held channels-last and give channels-last values: convolutions and pools directly, the
 # elementwise ones as they are, Concat over channels on the last axis. Every other op gets its inputs back in NCHW.
-# Why: transposing around each Conv alone left 51 transposes a SqueezeNet step (they cancel only between
-# consecutive convs, not around the fire modules' Concat): ~0.23 s of a batch-16 render step.
+# Why: transposing around each Conv alone left 51 transposes a SqueezeNet render step (they cancel only between
+# consecutive convs, not around the fire modules' Concat; XLA's profile: ~0.08 s of a batch-16 step). End to end the
+# gain stayed within this 2-core machine's noise (benchmarks/NOTES.md, "lucent side by side").
 LAST_OPS: dict[str, Any] = {
     "Conv": lambda inputs, attrs, precision: conv(inputs, attrs, precision, channels_last=True),
     "MaxPool": lambda inputs, attrs, precision: max_pool(inputs, attrs, precision, channels_last=True),
