@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -25,6 +26,7 @@ DARKNET_OPTIONS = (
     "momentum", "lambda", "smooth", "seed", "out", "format", "stats", "quiet", "debug", "objective", "channel",
     "guide", "weights",
 )
+RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.\-]+:\d+")
 GLOBAL_FLAGS = ("--debug", "--no-cache")  # the app's own options, accepted anywhere: moved to the front
 
 
@@ -32,6 +34,18 @@ def _darknet_argv(argv: list[str]) -> list[str]:
     argv = [f"-{a}" if a.startswith("-") and not a.startswith("--") and a[1:] in DARKNET_OPTIONS else a for a in argv]
     given = [a for a in GLOBAL_FLAGS if a in argv]
     return [*given, *(a for a in argv if a not in GLOBAL_FLAGS)]
+
+
+def _ray_argv(argv: list[str]) -> list[str]:
+    """`--ray ADDRESS`: a Ray address right after --ray (auto, HOST:PORT, ray://...; not a file or folder here,
+    which is an input) is read as --ray-address ADDRESS, so --ray also works bare."""
+    out = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        following = argv[i + 1]
+        if arg == "--ray" and RAY_ADDRESS.fullmatch(following) and not os.path.exists(following):
+            out[i + 1 : i + 2] = ["--ray-address", following]
+            return out
+    return out
 
 
 def _notices() -> None:
@@ -42,7 +56,7 @@ def _notices() -> None:
 
 def main() -> None:
     """Console entry point: Darknet-style options, one-line errors (tracebacks with --debug)."""
-    argv = _darknet_argv(sys.argv[1:])
+    argv = _ray_argv(_darknet_argv(sys.argv[1:]))
     state["debug"] = "--debug" in argv
     _notices()
     signal.signal(signal.SIGINT, _interrupt)

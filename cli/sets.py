@@ -51,12 +51,21 @@ def batch(
         "lease expires."))] = False,
     lease_seconds: Annotated[float | None, typer.Option(metavar="S", help=(
         "How long a --claim lease lasts without its worker's heartbeat (default 300)."))] = None,
+    ray: Annotated[bool, typer.Option("--ray", metavar="[ADDRESS]", help=(
+        "Dream on Ray Data actors (pip install \"jaxdream[ray]\"): a new local Ray instance, the cluster of "
+        "RAY_ADDRESS, or the one at ADDRESS (auto, HOST:6379, ray://HOST:10001). Every worker must see the "
+        "folders at the same paths; the manifests are merged at the end."))] = False,
+    ray_address: Annotated[str | None, typer.Option(metavar="ADDRESS", help=(
+        "The Ray cluster to join (the same as --ray ADDRESS)."))] = None,
+    ray_actors: Annotated[int | None, typer.Option(metavar="N", help=(
+        "Ray actors dreaming at once (default: one per GPU, else one per 4 CPUs of the cluster)."))] = None,
     preprocess: o.Preprocess = None, labels: o.Labels = None, quiet: o.Quiet = False,
 ) -> None:
     """Dream a whole image set: `jaxdream batch nightmare vgg-conv photos/ --weights vgg-conv.weights --layer 10
     --out dreams/`. Writes a manifest (JSON lines) as images finish; rerun with --resume after an interruption.
     Unreadable images are reported and the rest go on; the exit status is 1 if any failed. A mode's options left
-    out take the mode's defaults. Past one machine: --shard I/N or --claim, then `jaxdream batch merge OUT`."""
+    out take the mode's defaults. Past one machine: --shard I/N or --claim, then `jaxdream batch merge OUT`; or
+    --ray on a Ray cluster."""
     from jaxdream import commands
 
     if mode == "merge":
@@ -68,7 +77,8 @@ def batch(
         summary = commands.batch(
             mode, model, inputs, out, weights=weights, seed=seed, size=size, fmt=format_, batch_size=batch_size,
             resume=resume, coordinator=coordinator, num_processes=num_processes, process_id=process_id,
-            shard=shard, shards=shards, claim=claim, lease_seconds=lease_seconds, preprocess=preprocess,
+            shard=shard, shards=shards, claim=claim, lease_seconds=lease_seconds, ray=ray, ray_address=ray_address,
+            ray_actors=ray_actors, preprocess=preprocess,
             labels=labels, download=bar, progress=shown.counter("dreaming images", "image"),
             layer=layer, rounds=rounds, iters=iters, layer_range=range_, octaves=octaves, rate=rate, thresh=thresh,
             zoom=zoom, rotate=rotate, objective=objective, channel=channel, classes=class_,

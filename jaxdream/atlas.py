@@ -28,7 +28,7 @@ from jaxdream.errors import OptionError
 from jaxdream.files import image_bytes, write_atomically
 from jaxdream.image import encode_image, load_image, to_uint8
 from jaxdream.imagenet import target
-from jaxdream.manifests import Manifest
+from jaxdream.manifests import Manifest, done_inputs
 from jaxdream.objectives import Objective, channel, class_logit
 from jaxdream.outputs import check_io, output_folder
 from jaxdream.protocol import Model
@@ -87,11 +87,11 @@ def run_atlas(model: Model, layer: int | None, units: list[int], out: Path, *, b
     names = {unit: out / f"{model.name}_{tag}_{unit:04d}.png" for unit in units}
     sheet = out / f"{model.name}_{tag}_atlas.png"
     check_io(reads or {}, {"output": [*names.values(), sheet]})
-    manifest = Manifest(out / records.MANIFEST)
+    Manifest(out / records.MANIFEST)  # a manifest that is a link or a folder is refused before any work
     job = Job("atlas", model.name, {"layer": tag, **{k: v for k, v in options.items() if k != "stats"}}, seed, None,
               "png")
     key = run_key(job, model)
-    finished = manifest.done(key) if resume else set()
+    finished = done_inputs(out, key) if resume else set()
     todo = [unit for unit in units if _unit_id(tag, unit) not in finished]
     summary = AtlasSummary(skipped=len(units) - len(todo))
     run = records.new_run()

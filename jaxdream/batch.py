@@ -41,11 +41,11 @@ from jaxdream.dream.lucid_mode import output_tag
 from jaxdream.dream.validate import validate
 from jaxdream.errors import ImageError, JaxdreamError, OptionError, SizeError
 from jaxdream.files import read_user_file, write_atomically
-from jaxdream.manifests import Manifest, file_sha256, read_records, read_records_of
+from jaxdream.manifests import Manifest, done_inputs, file_sha256, read_records, read_records_of
 from jaxdream.ops import default_precision
 from jaxdream.outputs import check_format, check_io, output_folder, output_names, round_endings
 from jaxdream.protocol import Model, layer_key
-from jaxdream.shards import DEFAULT_LEASE_SECONDS, Claims, Shard, write_plan
+from jaxdream.shards import DEFAULT_LEASE_SECONDS, Claims, Shard, Share, write_plan
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -442,12 +442,45 @@ def run_key(job: Job, model: Model) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A run planned before any dreaming: each input's output names, the batches, the inputs whose headers cannot
+    be read (the plan's last pseudo-batch, index ``len(batches)``), and what is already done. Planned from the
+    whole input list, batch ``k`` is the same images in every worker of one command."""
+
+    key: str  # run_key: what the manifest records as the maker
+    names: dict[Path, list[Path]]
+    batches: list[_Batch]
+    unreadable: dict[Path, str]
+    sizes: int  # distinct image sizes
+    finished: frozenset[str]  # inputs (resolved) this job has already done in the folder
+
+
+def plan_run(model: Model, job: Job, inputs: list[Path], out: Path, batch_size: int,
+             reads: dict[str, Any] | None = None, skip_done: bool = False,
+             stride: tuple[int, int] | None = None) -> Plan:
+    """Plan dreaming ``inputs`` into ``out`` (the output names checked against ``reads``, the run's other files).
+    ``skip_done``: leave out what the folder's manifests record as done by this job. ``stride`` (index, count):
+    batch only ``inputs[index::count]`` not yet done, a ``jax.distributed`` process's share; None: the whole list,
+    so that shards, claims and Ray actors agree on every batch."""
+    checks.check_count("batch-size", batch_size, 1)
+    key = run_key(job, model)
+    names = output_names(inputs, out, job.model, job.tag, job.endings, job.format)  # whole list
+    check_io({"input": inputs, **(reads or {})}, {"output": list(names.values())})
+    finished = frozenset(done_inputs(out, key) if skip_done else ())
+    canvases = _canvas_plan(model, job, inputs, batch_size)  # from the whole list: the same for every share
+    if stride is not None:
+        inputs = [p for p in inputs[stride[0]::stride[1]] if str(p.resolve()) not in finished]
+    batches, unreadable, sizes = _plan(inputs, job.size, batch_size, canvases)
+    return Plan(key, names, batches, unreadable, sizes, finished)
+
+
 def run_batch(
     model: Model, job: Job, inputs: list[Path], out: Path, batch_size: int = 4,
     process: tuple[int, int] = (0, 1), resume: bool = False,
     progress: Callable[[int, int], None] | None = None, prefetch: int = 2, decoders: int = 2,
-    reads: dict[str, Any] | None = None, shard: Shard | None = None, claim: bool = False,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS, launch: str = "",
+    reads: dict[str, Any] | None = None, shard: Share | None = None, claim: bool = False,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS, launch: str = "", plan: Plan | None = None,
 ) -> Summary:
     """Dream ``inputs`` (this process's slice of them) into ``out``; returns what was done and what failed.
 
@@ -455,11 +488,11 @@ def run_batch(
     next ``prefetch`` batches while one dreams; a writer thread encodes and writes what is done. Memory holds
     only the batches in flight, whatever the number of inputs. ``reads``: the run's other files (model, weights,
     labels), which no output may replace; checked with the inputs before any work. ``shard``: dream only that
-    shard's batches of the whole plan; ``claim``: take batches through leases in ``out`` until all are done
-    (``shards``). ``launch``: the id every process of a multi-process launch shares (``launch_id``), on the end
-    line of its manifest part.
+    shard's batches of the whole plan (a ``Shard``, or the batches a scheduler assigned, ``Assigned``);
+    ``claim``: take batches through leases in ``out`` until all are done (``shards``). ``launch``: the id every
+    process of a multi-process launch shares (``launch_id``), on the end line of its manifest part. ``plan``: the
+    whole-list plan made once (``plan_run``) for a worker that is handed batch after batch.
     """
-    checks.check_count("batch-size", batch_size, 1)
     checks.check_count("prefetch", prefetch, 1)
     out = output_folder(out)
     index, count = process
@@ -468,17 +501,16 @@ def run_batch(
         raise OptionError("--shard and --claim need no coordinator: leave out --coordinator/--num-processes")
     if shard is not None and claim:
         raise OptionError("give --shard I/N (a fixed share) or --claim (batches taken as workers free up), not both")
-    key = run_key(job, model)
-    names = output_names(inputs, out, job.model, job.tag, job.endings, job.format)  # whole list
-    check_io({"input": inputs, **(reads or {})}, {"output": list(names.values())})
+    if plan is None:  # a shard or claim never redoes work
+        plan = plan_run(model, job, inputs, out, batch_size, reads, resume or planned_whole,
+                        None if planned_whole else process)
+    key, names, batches, unreadable, finished = plan.key, plan.names, plan.batches, plan.unreadable, plan.finished
     claims = Claims(out, write_plan(out, key, inputs, batch_size), lease_seconds) if claim else None
-    if shard is not None:
+    if isinstance(shard, Shard):
         write_plan(out, key, inputs, batch_size)
     manifest = Manifest(out / (shard.manifest if shard else claims.manifest if claims else
                                f"manifest.part{index}.jsonl" if count > 1 else "manifest.jsonl"))
-    finished = manifest.done(key) if resume or planned_whole else set()  # a shard or claim never redoes work
-    canvases = _canvas_plan(model, job, inputs, batch_size)
-    summary = Summary()
+    summary = Summary(sizes=plan.sizes)
     start = time.perf_counter()
     record = {"job": key, "mode": job.mode, "options": job.options, "seed": job.seed}
 
@@ -486,13 +518,8 @@ def run_batch(
         manifest.append({"input": str(path.resolve()), "status": "error", "error": message, **record})
         summary.errors.append((str(path), message))
 
-    if planned_whole:  # the same batches as one process plans: batch k is the same images in every worker
-        batches, unreadable, summary.sizes = _plan(inputs, job.size, batch_size, canvases)
-    else:
-        mine = inputs[index::count]
-        summary.skipped = sum(str(p.resolve()) in finished for p in mine)
-        batches, unreadable, summary.sizes = _plan([p for p in mine if str(p.resolve()) not in finished],
-                                                   job.size, batch_size, canvases)
+    if not planned_whole:
+        summary.skipped = sum(str(p.resolve()) in finished for p in inputs[index::count])
     summary.canvases = len({b.canvas for b in batches if b.sizes is not None})
     counter = _Decoded()
     todo = sum(len(b.paths) for b in batches) + len(unreadable)

@@ -207,12 +207,14 @@ def batch(
     size: str | None = None, fmt: str = "jpg", batch_size: int = 4, resume: bool = False,
     coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
     shard: str | None = None, shards: int | None = None, claim: bool = False, lease_seconds: float | None = None,
+    ray: bool = False, ray_address: str | None = None, ray_actors: int | None = None,
     preprocess: str | None = None, labels: Path | None = None, download: Download = None,
     progress: Callable[[int, int], None] | None = None, **options: Any,
 ) -> Any:
     """A whole image set in one mode (``options``: the mode's, None for unset); returns the batch summary. The
     first of several ``jax.distributed`` processes merges their manifests at the end; shards (``shard`` 'I/N', or
-    'auto' / ``shards``: a job array's index) and claim workers leave that to ``batch_merge``."""
+    'auto' / ``shards``: a job array's index) and claim workers leave that to ``batch_merge``; ``ray`` (or a
+    ``ray_address``) dreams on Ray Data actors (``jaxdream.ray``) and merges at the end."""
     from jaxdream import batch as batch_lib
     from jaxdream import shards as shards_lib
 
@@ -228,11 +230,19 @@ def batch(
         raise OptionError("--shard and --claim need no coordinator: leave out --coordinator/--num-processes")
     if lease_seconds is not None and not claim:
         raise OptionError("--lease-seconds is how long a --claim lease lasts; it has no use without --claim")
+    ray = ray or ray_address is not None
+    if ray and (part is not None or claim or coordinator or num_processes):
+        raise OptionError("--ray schedules the batches itself: leave out --shard, --claim and --coordinator")
+    if ray_actors is not None and not ray:
+        raise OptionError("--ray-actors is the number of Ray actors; it has no use without --ray")
     process = batch_lib.join_processes(coordinator, num_processes, process_id)
     launch = batch_lib.launch_id() if process[1] > 1 else ""
     files = batch_lib.discover(inputs, out)
     loaded = load(model, weights, preprocess, labels, download)
     job = batch_lib.make_job(mode, loaded.name, options, seed, size, fmt)
+    if ray:
+        return _batch_on_ray(loaded, job, files, out, batch_size, resume, ray_address, ray_actors, progress,
+                             {"MODEL": model, "--weights": weights, "--labels": labels}, preprocess)
     summary = batch_lib.run_batch(loaded, job, files, out, batch_size, process, resume, progress,
                                   reads={"MODEL": model, "--weights": weights, "--labels": labels}, shard=part,
                                   claim=claim, launch=launch,
@@ -241,6 +251,21 @@ def batch(
     if process[1] > 1 and process[0] == 0:
         batch_lib.merge_manifests(out, process[1], launch)
     return summary
+
+
+def _batch_on_ray(loaded: Any, job: Any, files: list[Path], out: Path, batch_size: int, resume: bool,
+                  address: str | None, actors: int | None, progress: Callable[[int, int], None] | None,
+                  reads: dict[str, Any], preprocess: str | None) -> Any:
+    """``batch --ray``: every name absolute, as the actors (other processes, other machines) must find them."""
+    from jaxdream import ray
+
+    def absolute(name: Any) -> str | None:
+        return None if name is None else str(Path(name).absolute()) if Path(name).exists() else str(name)
+
+    run = ray.RayRun(absolute(reads["MODEL"]) or "", absolute(reads["--weights"]), preprocess,
+                     absolute(reads["--labels"]), job, tuple(p.absolute() for p in files), out.absolute(), batch_size,
+                     resume)
+    return ray.dream_on_ray(loaded, run, address=address, actors=actors, progress=progress, reads=reads)
 
 
 def batch_merge(out: Path) -> Any:

@@ -27,19 +27,6 @@ class Manifest:
             raise JaxdreamError(f"{path}: the manifest is not a regular file (a folder or a symbolic link, which "
                                 "jaxdream does not follow); remove it or choose another --out")
 
-    def done(self, job_key: str) -> set[str]:
-        """Inputs already finished by this job (the same options), each of whose outputs is still the file this
-        job wrote (its sha256 as recorded): an output overwritten since, by another run, is redone."""
-        finished = set()
-        folder = self.path.parent
-        for record in read_records(folder):
-            if record.get("job") != job_key or record.get("status") != "done" or not isinstance(
-                    record.get("input"), str) or not verified(folder, record):
-                continue
-            if record.get("input_sha256") == file_sha256(Path(record["input"])):  # the same picture still
-                finished.add(record["input"])
-        return finished
-
     def append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._lock:
@@ -60,6 +47,20 @@ class Manifest:
                                     "remove it or choose another --out") from None
             raise JaxdreamError(f"{self.path}: cannot append to the manifest ({err.strerror or err}); free some "
                                 "space, then rerun with --resume") from None
+
+
+def done_inputs(folder: Path, job_key: str) -> set[str]:
+    """Inputs that the folder's manifests record as finished by this job (the same options), each of whose outputs
+    is still the file this job wrote (its sha256 as recorded) and whose input is still the same picture: what was
+    overwritten or changed since is redone."""
+    finished = set()
+    for record in read_records(folder):
+        if record.get("job") != job_key or record.get("status") != "done" or not isinstance(
+                record.get("input"), str) or not verified(folder, record):
+            continue
+        if record.get("input_sha256") == file_sha256(Path(record["input"])):
+            finished.add(record["input"])
+    return finished
 
 
 def _last_line_cut(handle: BinaryIO) -> bool:

@@ -56,6 +56,24 @@ class Shard:
         return batch % self.count == self.index
 
 
+@dataclass(frozen=True)
+class Assigned:
+    """The batches a scheduler (Ray Data) handed to ``worker``, recorded in ``manifest.ray-<worker>.jsonl``."""
+
+    batches: frozenset[int]
+    worker: str
+
+    @property
+    def manifest(self) -> str:
+        return f"manifest.ray-{self.worker}.jsonl"
+
+    def owns(self, batch: int) -> bool:
+        return batch in self.batches
+
+
+Share = Shard | Assigned  # a worker's fixed part of the whole plan
+
+
 def parse_shard(text: str) -> Shard:
     """'I/N' (I counted from 0) -> Shard; one clear error otherwise."""
     index, sep, count = text.partition("/")
@@ -277,14 +295,14 @@ class Merged:
         return not self.missing
 
 
-PARTS = ("manifest.shard-*.jsonl", "manifest.claim-*.jsonl")
+PARTS = ("manifest.shard-*.jsonl", "manifest.claim-*.jsonl", "manifest.ray-*.jsonl")
 
 
 def merge(out: Path) -> Merged:
-    """The shards' and claim workers' manifests of ``out`` merged into ``manifest.jsonl``: per input of the plan,
-    in the plan's order, the record of its finished images (whose files are still the ones recorded) or else its
-    latest error. Records already in ``manifest.jsonl`` count too (a plain run's, an earlier merge's), and those
-    of other jobs there are kept."""
+    """The manifests of the shards, claim workers and Ray actors of ``out`` merged into ``manifest.jsonl``: per
+    input of the plan, in the plan's order, the record of its finished images (whose files are still the ones
+    recorded) or else its latest error. Records already in ``manifest.jsonl`` count too (a plain run's, an earlier
+    merge's), and those of other jobs there are kept."""
     plan = read_plan(out)
     inputs: list[str] = [str(p) for p in plan["inputs"]]
     planned = set(inputs)
@@ -314,4 +332,5 @@ def merge(out: Path) -> Merged:
                   manifest=write_atomically(merged, text, "the merged manifest"))
 
 
-__all__ = ["Claims", "Merged", "Shard", "merge", "parse_shard", "read_plan", "shard_from_environment", "write_plan"]
+__all__ = ["Assigned", "Claims", "Merged", "Shard", "Share", "merge", "parse_shard", "read_plan",
+           "shard_from_environment", "write_plan"]

@@ -340,7 +340,7 @@ def test_process_options_are_checked(monkeypatch):
 def test_no_manifest_content_escapes_as_anything_but_our_error(tmp_path_factory, lines):
     folder = tmp_path_factory.mktemp("manifest")
     (folder / "manifest.jsonl").write_bytes(b"\n".join(lines))
-    manifests.Manifest(folder / "manifest.jsonl").done("job")
+    manifests.done_inputs(folder, "job")
     list(manifests.read_records(folder))
 
 

@@ -22,7 +22,7 @@ FLOORS = [
     ("jaxdream.dream",),
     ("jaxdream.visual",),
     ("jaxdream.batch", "jaxdream.sweep", "jaxdream.video", "jaxdream.timing", "jaxdream.atlas", "jaxdream.shards",
-     "jaxdream.records", "jaxdream.evaluation"),
+     "jaxdream.records", "jaxdream.evaluation", "jaxdream.ray"),
     ("jaxdream.commands",),
     ("jaxdream.cli",),
 ]
