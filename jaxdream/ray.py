@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -90,6 +91,8 @@ def dream_on_ray(model: Model, run: RayRun, *, address: str | None = None, actor
     images = sum(str(p.resolve()) not in plan.finished for k in todo if k < len(plan.batches)
                  for p in plan.batches[k].paths) + len(plan.unreadable)
     summary = Summary(sizes=plan.sizes, skipped=len(inputs) - images)
+    if progress and images:
+        progress(0, images)
     started = not ray.is_initialized()
     if started:
         _join(ray, address)
@@ -147,6 +150,7 @@ def _join(ray: Any, address: str | None) -> None:
     """Connect to the cluster (or start a local one); an existing cluster's workers get this process's jaxdream
     environment (the compiled-program store), so a shared store is shared."""
     forwarded = {name: os.environ[name] for name in (HOME_ENV, DISABLE_ENV) if name in os.environ}
+    _check_listening(address or os.environ.get("RAY_ADDRESS", ""))
     try:
         with warnings.catch_warnings():
             # Ray starts its processes with fork + exec, which JAX (imported to plan) warns of; exec makes it safe.
@@ -157,6 +161,18 @@ def _join(ray: Any, address: str | None) -> None:
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise OptionError(f"--ray {address or ''}: cannot join a Ray cluster ({err}); give its address (auto, "
                           "HOST:6379, ray://HOST:10001) or none for a new local one") from None
+
+
+def _check_listening(address: str, seconds: float = 10.0) -> None:
+    """Refuse an address where nothing answers: Ray itself would retry it for minutes without a word."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or no address: Ray finds (or starts) the local instance itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as err:
+        raise OptionError(f"--ray {address}: nothing answers there ({err.strerror or err}); start the cluster "
+                          "(`ray start --head`) or give its address (HOST:6379, ray://HOST:10001, auto)") from None
 
 
 def _import_ray() -> Any:

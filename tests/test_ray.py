@@ -108,3 +108,17 @@ def test_an_address_after_ray_is_read_as_the_address_and_anything_else_as_an_inp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "auto").mkdir()  # a folder named like an address is an input
     assert _ray_argv(["--ray", "auto"]) == ["--ray", "auto"]
+
+
+def test_an_address_where_nothing_answers_is_refused_at_once():
+    import socket
+
+    from jaxdream.ray import _check_listening
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(OptionError, match="nothing answers there"):
+            _check_listening(address)
+    _check_listening("auto")  # Ray's own search for the local instance
