@@ -1,9 +1,11 @@
 """Scale-out rows (issue 27): a 64-image folder dreamed by 1, 2 and 4 concurrent ``--shard I/N`` processes, and by
-2 ``--claim`` workers against 2 shards (the cost of leases), each a fresh process on a warm program store, timed
-from the first start to the last exit (what the user waits for)."""
+2 ``--claim`` workers against 2 shards (the cost of leases), and ``--ray`` with 1 and 2 actors on a local Ray
+instance that the command starts (when the ray extra is installed), each a fresh process on a warm program store,
+timed from the first start to the last exit (what the user waits for)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -31,7 +33,7 @@ def _workers(folder: Path, out: Path, env: dict[str, str], extra: list[list[str]
 
 
 def shard_cases(scratch: Path) -> list[dict[str, Any]]:
-    """The rows: images/s with 1, 2 and 4 shards; 2 claim workers against 2 shards."""
+    """The rows: images/s with 1, 2 and 4 shards; 2 claim workers against 2 shards; Ray with 1 and 2 actors."""
     folder = scratch / "shard-photos"
     photos(folder, [SIZE] * IMAGES)
     env = {k: v for k, v in os.environ.items() if k != "JAXDREAM_NO_CACHE"}
@@ -47,4 +49,9 @@ def shard_cases(scratch: Path) -> list[dict[str, Any]]:
     claimed = _workers(folder, scratch / "claims-2", env, [["--claim"], ["--claim"]])
     rows.append({"case": f"batch: {IMAGES} images, 2 --claim workers", "median_s": claimed,
                  "images_per_s": IMAGES / claimed, "overhead_vs_2_shards": claimed / seconds[2] - 1.0})
+    if importlib.util.find_spec("ray") is not None:
+        for actors in (1, 2):
+            took = _workers(folder, scratch / f"ray-{actors}", env, [["--ray", "--ray-actors", str(actors)]])
+            rows.append({"case": f"batch: {IMAGES} images, --ray with {actors} actor(s) (Ray started by the command)",
+                         "median_s": took, "images_per_s": IMAGES / took, "vs_1_shard": seconds[1] / took})
     return rows
