@@ -20,6 +20,9 @@ from jaxdream.errors import OptionError
 
 Array = jax.Array
 _DIMS = ("NHWC", "HWIO", "NHWC")
+# Largest patch tensor a CPU convolution is computed through (``_conv_as_dot``); a larger one (a large image's first
+# layers) would raise the program's peak memory by up to the window size times the input, so those stay XLA's.
+MAX_PATCH_BYTES = 32 << 20
 # Compute modes for convolutions and dense layers: a static argument of every program (part of its cache key).
 # f32, the default, is full float32: on GPUs the TF32 default moves one nightmare step by up to 5e-2 from
 # Darknet's result (measured on an H100, benchmarks/NOTES.md) where f32 matches it to 1e-7. tf32 and bf16 trade
@@ -62,8 +65,37 @@ def conv(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tupl
     (TF32) convolution, which is what the first H100 bf16 run measured (benchmarks/NOTES.md).
     """
     (x, kernel), options = _operands(precision, x, kernel)
+    if groups == 1 and tuple(dilation) == (1, 1) and precision != "bf16" and jax.default_backend() == "cpu" \
+            and _patch_bytes(x, kernel, strides, padding) <= MAX_PATCH_BYTES:
+        return _conv_as_dot(x, kernel, tuple(strides), tuple(padding), options).astype(jnp.float32)
     return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), rhs_dilation=tuple(dilation),
                                     dimension_numbers=_DIMS, feature_group_count=groups, **options).astype(jnp.float32)
+
+
+def _patch_bytes(x: Array, kernel: Array, strides: Sequence[int], padding: Sequence[tuple[int, int]]) -> int:
+    """The size of ``_conv_as_dot``'s patches: one shifted copy of the input per window position beyond the first."""
+    kh, kw, cin, _ = kernel.shape
+    if kh * kw == 1:
+        return 0
+    oh = (x.shape[1] + sum(padding[0]) - kh) // strides[0] + 1
+    ow = (x.shape[2] + sum(padding[1]) - kw) // strides[1] + 1
+    return x.shape[0] * oh * ow * kh * kw * cin * x.dtype.itemsize
+
+
+def _conv_as_dot(x: Array, kernel: Array, strides: tuple[int, ...], padding: tuple[tuple[int, int], ...],
+                 options: dict) -> Array:
+    """The convolution as one matrix product over the window's shifted copies of the input (im2col).
+
+    Why: XLA:CPU's own convolution, forward and both gradients, runs 1.3-2.2x slower than its matrix product on
+    the layer shapes of SqueezeNet and Tiny Darknet (benchmarks/NOTES.md, "Convolutions as matrix products")."""
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    windows = [x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+               for i in range(kh) for j in range(kw)]
+    patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+    return lax.dot_general(patches, kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())), **options)
 
 
 def dense(x: Array, kernel: Array, precision: str = "f32") -> Array:
