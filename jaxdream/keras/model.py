@@ -6,6 +6,7 @@ Keras ImageNet names for 1000-class heads. Only linear chains of layers (VGG16/1
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class KerasModel(Model):
         last = self.layers[-1]
         return last.activation == "softmax" and last.kind in ("Activation", "Dense", "Conv2D")
 
-    @property
+    @functools.cached_property  # read per unit by an atlas: tracing the network each time cost ~50 ms
     def num_classes(self) -> int:
         if not self.is_classifier:
             raise OptionError(f"{self.name} is not a classifier: it does not end in a softmax (a no-top file?)")

@@ -9,6 +9,7 @@ the input of a final Softmax when the graph ends in one. An ONNX file does not s
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -74,7 +75,7 @@ class OnnxModel(Model):
             return self.layer_names.index(last.inputs[0])
         return len(self.nodes) - 1
 
-    @property
+    @functools.cached_property  # read per unit by an atlas: tracing the network each time cost ~50 ms
     def num_classes(self) -> int:
         probe = jax.ShapeDtypeStruct((1, *self.input_hw, 3), jnp.float32)
         layer = self.logits_layer
