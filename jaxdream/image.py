@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxdream.errors import ImageError, NumericError
 from jaxdream.files import image_bytes, open_user_file, write_atomically
+from jaxdream.resample import smooth_resize
 
 Array = jax.Array
 MAX_PIXELS = 1 << 28  # refuse absurd sizes (decompression bombs) with a clear error
@@ -255,14 +256,6 @@ def letterbox(x: Array, height: int, width: int) -> Array:
     top, left = (height - new_h) // 2, (width - new_w) // 2
     canvas = jnp.full((*x.shape[:-3], height, width, x.shape[-1]), 0.5, x.dtype)
     return canvas.at[..., top : top + new_h, left : left + new_w, :].set(resized)
-
-
-def smooth_resize(x: Array, height: int, width: int) -> Array:
-    """Antialiased bilinear resize of (..., H, W, C): a triangle filter widened by the downscale factor, as Pillow's
-    BILINEAR, tf.image.resize(antialias=True) and torchvision's antialiased resize compute it."""
-    if (x.shape[-3], x.shape[-2]) == (height, width):
-        return x
-    return jax.image.resize(x, (*x.shape[:-3], height, width, x.shape[-1]), "linear", antialias=True)
 
 
 def short_side_crop(x: Array, height: int, width: int) -> Array:

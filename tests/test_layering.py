@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Floors from the ground up; a module may import its own floor or lower ones (never in a circle).
 FLOORS = [
     ("jaxdream.errors", "jaxdream.progress", "jaxdream.interrupts", "jaxdream.weights"),
-    ("jaxdream.checks", "jaxdream.files", "jaxdream.environment", "jaxdream.imagenet"),
+    ("jaxdream.checks", "jaxdream.files", "jaxdream.environment", "jaxdream.imagenet", "jaxdream.resample"),
     ("jaxdream.image", "jaxdream.ops", "jaxdream.objectives", "jaxdream.outputs"),
     ("jaxdream.compiled", "jaxdream.manifests"),
     ("jaxdream.protocol",),

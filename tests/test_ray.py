@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_a_ray_run_stopped_halfway_is_finished_by_the_command_line_with_resume(l
 
     try:
         with pytest.raises(Interrupted):
-            dream(small_files, one_process / "in", out, ray=True, ray_actors=2, progress=stop_after_one_batch)
+            dream(small_files, one_process / "in", out, ray=True, ray_actors=1, progress=stop_after_one_batch)
     finally:
         interrupts.STOP.clear()
     written = pictures(out)
@@ -83,7 +84,12 @@ def test_a_ray_run_stopped_halfway_is_finished_by_the_command_line_with_resume(l
          "png", "--layer", "2", "--iters", "200", "--octaves", "2", "--ray", local_ray, "--resume"],
         capture_output=True, text=True, env=process_env(), timeout=300)
     assert result.returncode == 1, result.stderr  # the broken picture failed again; the rest are done
-    assert f"{12 - len(written)} dreamed, {len(written)} already done, 1 failed" in result.stdout + result.stderr
+    # An actor stopped mid-batch may still finish a picture (atomically) after the driver returns: Ray stops the
+    # actors of a finished job asynchronously, so 'already done' may exceed the count taken above.
+    counts = re.search(r"(\d+) dreamed, (\d+) already done, 1 failed", result.stdout + result.stderr)
+    assert counts, result.stdout + result.stderr
+    dreamed, done = map(int, counts.groups())
+    assert dreamed + done == 12 and done >= len(written)
     assert pictures(out) == pictures(one_process / "one")
     assert sorted(merged_inputs(out)) == sorted(merged_inputs(one_process / "one"))
 
