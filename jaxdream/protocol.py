@@ -123,8 +123,9 @@ class Model(ABC):
         """Pure forward of network inputs: the function the compiled dream loop differentiates."""
 
     @abstractmethod
-    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
-        """Pure: (N, H, W, 3) images in [0, 1] -> (N, classes) logits, preprocessing included."""
+    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32", resize: bool = True) -> jax.Array:
+        """Pure: (N, H, W, 3) images in [0, 1] -> (N, classes) logits, preprocessing included; ``resize=False``
+        leaves the size alone (only the value mapping, ``normalize``), for a network that takes any size."""
 
     @abstractmethod
     def to_converted(self, source_sha256: str) -> converted.Converted:

@@ -474,3 +474,24 @@ def test_accentuation_raises_the_feature_and_stays_closer_to_the_photo_than_an_u
     assert distance(kept) < distance(free)
     with pytest.raises(OptionError, match="'auto' or a weight"):
         accentuate(tiny_darknet, photo, O.channel(9, 15), reg_layer=5, reg="lots", steps=1)
+
+
+def test_class_objectives_read_the_view_as_it_is_where_the_network_takes_its_size(tiny_darknet):
+    """lucid's convention: a fully convolutional classifier sees a 236 px view whole; a head built for its own size
+    (Darknet's [connected]) sees the view squashed to it, as a photo would be."""
+    from conftest import random_darknet
+
+    from jaxdream.image import letterbox
+    from jaxdream.visual.render import network_logits
+
+    views = jnp.asarray(np.random.default_rng(3).random((2, 236, 236, 3), np.float32))
+    layer = tiny_darknet.logits_layer
+    whole = tiny_darknet.apply(tiny_darknet.params, views, (layer,))[layer].reshape(2, -1)
+    np.testing.assert_allclose(np.asarray(network_logits(tiny_darknet, tiny_darknet.params, views, "f32")),
+                               np.asarray(whole), rtol=1e-5, atol=1e-5)
+    fixed = random_darknet("[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=1\n"
+                           "pad=1\nactivation=relu\n[connected]\noutput=5\nactivation=linear\n[softmax]\n", "fixed", 2)
+    small = views[:, :20, :20]
+    squashed = fixed.apply(fixed.params, letterbox(small, 16, 16), (1,))[1].reshape(2, -1)
+    np.testing.assert_allclose(np.asarray(network_logits(fixed, fixed.params, small, "f32")), np.asarray(squashed),
+                               rtol=1e-5, atol=1e-5)

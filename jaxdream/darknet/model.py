@@ -102,9 +102,9 @@ class DarknetModel(Model):
         height, width = self.input_size
         return f"values: [0, 1] RGB; resize: Darknet's letterbox to {width}x{height} (its own resize, gray fill)"
 
-    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
+    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32", resize: bool = True) -> jax.Array:
         layer = self.logits_layer
-        out = self.apply(params, self.preprocess(x), (layer,), precision)[layer]
+        out = self.apply(params, self.preprocess(x) if resize else self.normalize(x), (layer,), precision)[layer]
         return out.reshape(out.shape[0], -1)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:

@@ -110,8 +110,9 @@ class KerasModel(Model):
     def apply(self, params: Params, x: Array, layers: tuple[int, ...], precision: str = "f32") -> dict[int, Array]:
         return KerasNetwork(self.layers, precision).apply({"params": params}, x, layers)
 
-    def apply_logits(self, params: Params, x: Array, precision: str = "f32") -> Array:
-        return KerasNetwork(self.layers, precision).apply({"params": params}, self.preprocess(x), logits=True)
+    def apply_logits(self, params: Params, x: Array, precision: str = "f32", resize: bool = True) -> Array:
+        inputs = self.preprocess(x) if resize else self.normalize(x)
+        return KerasNetwork(self.layers, precision).apply({"params": params}, inputs, logits=True)
 
     def param_shapes(self) -> dict[str, Shape]:
         probe = jax.ShapeDtypeStruct((1, *self.input_hw, 3), jnp.float32)

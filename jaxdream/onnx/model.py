@@ -142,12 +142,13 @@ class OnnxModel(Model):
               ) -> dict[int, jax.Array]:
         return self.run(params, x, layers, precision)
 
-    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32") -> jax.Array:
+    def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32", resize: bool = True) -> jax.Array:
         """The logits, as the graph computes them. The ReLUs of the classifier's head pass gradients that would raise
         an inactive unit (``redirected_relu``): SqueezeNet's logits are the average of ReLU(conv10), and a class
         whose map is all negative (most of them, for a given photo) would otherwise get no gradient at all."""
         layer = self.logits_layer
-        y = self.run(params, self.preprocess(x), (layer,), precision, self.head_relus)[layer]
+        inputs = self.preprocess(x) if resize else self.normalize(x)
+        y = self.run(params, inputs, (layer,), precision, self.head_relus)[layer]
         return y.reshape(y.shape[0], -1)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:

@@ -152,7 +152,7 @@ def render_steps(model: Model, structure: Structure, image_param: ImageParam, ch
         masks = masks if crops == 1 else jnp.tile(masks, (1, crops)) / crops
         with redirected_relus(redirect):  # read while tracing: the program holds one kind of ReLU
             acts = model.apply(params, model.normalize(seen), layers, precision) if layers else {}
-            logits = model.apply_logits(params, seen, precision) if uses_logits else None
+            logits = network_logits(model, params, seen, precision) if uses_logits else None
         return objective_total(structure, acts, logits, numbers, masks)
 
     def run(params: Any, theta: Array, opt_state: Any, attribution: Array, numbers: Any, masks: Array, seed: Array,
@@ -183,10 +183,23 @@ def evaluate(model: Model, objective: Objective | str, images: Any, precision: s
     mode = resolve_precision(precision)
     layers = tuple(sorted({layer for _, layer, _, _ in structure if layer is not None}))
     acts = model.apply(model.params, model.normalize(images), layers, mode) if layers else {}
-    logits = model.apply_logits(model.params, images, mode) if any(k in LOGIT_KINDS for k, *_ in structure) else None
+    logits = network_logits(model, model.params, images, mode) if any(k in LOGIT_KINDS for k, *_ in structure) \
+        else None
     per_item = [objective_total(structure, acts, logits, numbers, masks * np.eye(images.shape[0])[i])
                 for i in range(images.shape[0])]
     return np.asarray(per_item, np.float32)
+
+
+def network_logits(model: Model, params: Any, views: Array, precision: str) -> Array:
+    """The logits a class objective reads: the network on the views as they are where it takes their size (lucid's
+    and lucent's convention, and how layer objectives read the network here), else on the views squashed to its
+    input size as a photo would be. Squashing a 236 px view to 224 cost SqueezeNet's pictures transferability
+    (benchmarks/NOTES.md: 0.41 -> 0.50 top-1 under the other two classifiers)."""
+    try:
+        shape = jax.eval_shape(lambda p, x: model.apply_logits(p, x, precision, resize=False), params, views).shape
+    except Exception:  # a head built for its own size (Flatten, then Dense) fails in its own way
+        shape = None
+    return model.apply_logits(params, views, precision, resize=shape != (views.shape[0], model.num_classes))
 
 
 def item_keys(seed: Any, item_seeds: Any) -> Array:
