@@ -148,10 +148,14 @@ def max_pool(x: Array, window: tuple[int, int], strides: tuple[int, int], pads: 
     return _window_max(x, tuple(window), tuple(strides), tuple(map(tuple, pads)))
 
 
+def _padded(x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
+    return lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+
+
 def _tiles(x: Array, window: tuple[int, int], pads: tuple[tuple[int, int], ...]) -> Array:
     """(N, H', wh, W', ww, C): the padded image cut into its non-overlapping windows in place (no transpose, so
     the channels stay the minor dimension); padding is -inf."""
-    padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+    padded = _padded(x, pads)
     n, h, w, c = padded.shape
     (wh, ww) = window
     return padded.reshape(n, h // wh, wh, w // ww, ww, c)
@@ -223,10 +227,6 @@ def _route(x: Array, y: Array, dy: Array, size: int, stride: int, axis: int) -> 
     whole = jnp.stack(phases, axis=axis + 1)
     whole = whole.reshape(*whole.shape[:axis], length * stride, *whole.shape[axis + 2 :])
     return lax.slice_in_dim(whole, 0, x.shape[axis], axis=axis)
-
-
-def _padded(x: Array, pads: tuple[tuple[int, int], ...]) -> Array:
-    return lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
 
 
 def _window_max_parts(x: Array, window: tuple[int, int], strides: tuple[int, int], pads: tuple[tuple[int, int], ...]

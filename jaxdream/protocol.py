@@ -136,6 +136,11 @@ class Model(ABC):
         """The network's value mapping of [0, 1] images (Darknet: none); sizes are left alone."""
         return x
 
+    def network_input(self, x: jax.Array, resize: bool = True) -> jax.Array:
+        """What ``apply_logits`` feeds the network: ``preprocess`` (size and values), or with ``resize=False``
+        only the values (``normalize``)."""
+        return self.preprocess(x) if resize else self.normalize(x)
+
     def canvas_ready(self, upto: int) -> bool:
         """Whether layers 0 .. upto can run on a canvas (``apply_on_canvas``): images of several sizes in one
         program, each with the values of a network of its own size."""

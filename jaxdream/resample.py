@@ -68,4 +68,3 @@ def smooth_resize(x: Array, height: int, width: int) -> Array:
     """Antialiased bilinear resize of (..., H, W, C): a triangle filter widened by the downscale factor, as Pillow's
     BILINEAR, tf.image.resize(antialias=True) and torchvision's antialiased resize compute it."""
     return resize_axis(resize_axis(x, height, x.ndim - 3), width, x.ndim - 2)
-

@@ -104,7 +104,7 @@ class DarknetModel(Model):
 
     def apply_logits(self, params: Params, x: jax.Array, precision: str = "f32", resize: bool = True) -> jax.Array:
         layer = self.logits_layer
-        out = self.apply(params, self.preprocess(x) if resize else self.normalize(x), (layer,), precision)[layer]
+        out = self.apply(params, self.network_input(x, resize), (layer,), precision)[layer]
         return out.reshape(out.shape[0], -1)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:

@@ -111,8 +111,8 @@ class KerasModel(Model):
         return KerasNetwork(self.layers, precision).apply({"params": params}, x, layers)
 
     def apply_logits(self, params: Params, x: Array, precision: str = "f32", resize: bool = True) -> Array:
-        inputs = self.preprocess(x) if resize else self.normalize(x)
-        return KerasNetwork(self.layers, precision).apply({"params": params}, inputs, logits=True)
+        return KerasNetwork(self.layers, precision).apply({"params": params}, self.network_input(x, resize),
+                                                          logits=True)
 
     def param_shapes(self) -> dict[str, Shape]:
         probe = jax.ShapeDtypeStruct((1, *self.input_hw, 3), jnp.float32)

@@ -147,8 +147,7 @@ class OnnxModel(Model):
         an inactive unit (``redirected_relu``): SqueezeNet's logits are the average of ReLU(conv10), and a class
         whose map is all negative (most of them, for a given photo) would otherwise get no gradient at all."""
         layer = self.logits_layer
-        inputs = self.preprocess(x) if resize else self.normalize(x)
-        y = self.run(params, inputs, (layer,), precision, self.head_relus)[layer]
+        y = self.run(params, self.network_input(x, resize), (layer,), precision, self.head_relus)[layer]
         return y.reshape(y.shape[0], -1)
 
     def to_converted(self, source_sha256: str) -> converted.Converted:
